@@ -1,0 +1,198 @@
+// Module entry: the handle table, runtime settings (threads, seeds, devices) and memory accounting.
+#include "common.h"
+
+#include <ATen/Parallel.h>
+#include <ATen/autocast_mode.h>
+#include <c10/core/GradMode.h>
+
+#include <sstream>
+#include <thread>
+
+namespace ddpo {
+
+namespace {
+std::vector<at::Tensor> slots;
+std::vector<int64_t> slotBytes;
+std::vector<int32_t> freeSlots;
+int64_t live = 0;
+int64_t bytes = 0;
+int64_t unreportedBytes = 0;  // reported to V8 in chunks, so small ops do not pay for it
+napi_env currentEnv = nullptr;
+OpContext context;
+
+void reportExternal(int64_t delta) {
+  unreportedBytes += delta;
+  if (currentEnv != nullptr && (unreportedBytes > (4 << 20) || unreportedBytes < -(4 << 20))) {
+    int64_t adjusted = 0;
+    napi_adjust_external_memory(currentEnv, unreportedBytes, &adjusted);
+    unreportedBytes = 0;
+  }
+}
+}  // namespace
+
+OpContext& opContext() { return context; }
+
+at::Tensor& tensorAt(int32_t handle) {
+  if (handle < 0 || static_cast<size_t>(handle) >= slots.size() || !slots[handle].defined()) {
+    throw std::invalid_argument("tensor handle " + std::to_string(handle) +
+                                " is not live (the tensor was disposed or never existed)");
+  }
+  return slots[handle];
+}
+
+int32_t store(at::Tensor tensor) {
+  int64_t nb = tensor.defined() ? static_cast<int64_t>(tensor.nbytes()) : 0;
+  int32_t h;
+  if (!freeSlots.empty()) {
+    h = freeSlots.back();
+    freeSlots.pop_back();
+    slots[h] = std::move(tensor);
+    slotBytes[h] = nb;
+  } else {
+    h = static_cast<int32_t>(slots.size());
+    slots.push_back(std::move(tensor));
+    slotBytes.push_back(nb);
+  }
+  live++;
+  bytes += nb;
+  reportExternal(nb);
+  return h;
+}
+
+void release(int32_t handle) {
+  if (handle < 0 || static_cast<size_t>(handle) >= slots.size() || !slots[handle].defined()) return;
+  slots[handle].reset();
+  bytes -= slotBytes[handle];
+  reportExternal(-slotBytes[handle]);
+  slotBytes[handle] = 0;
+  freeSlots.push_back(handle);
+  live--;
+}
+
+int64_t liveCount() { return live; }
+int64_t liveBytes() { return bytes; }
+
+std::vector<int64_t> Ints(const Napi::CallbackInfo& info, size_t i) {
+  Napi::Array arr = info[i].As<Napi::Array>();
+  std::vector<int64_t> out(arr.Length());
+  for (uint32_t k = 0; k < arr.Length(); k++) out[k] = arr.Get(k).As<Napi::Number>().Int64Value();
+  return out;
+}
+
+std::vector<at::Tensor> Tensors(const Napi::CallbackInfo& info, size_t i) {
+  Napi::Array arr = info[i].As<Napi::Array>();
+  std::vector<at::Tensor> out;
+  out.reserve(arr.Length());
+  for (uint32_t k = 0; k < arr.Length(); k++) {
+    const at::Tensor& t = tensorAt(arr.Get(k).As<Napi::Number>().Int32Value());
+    context.inputs.push_back(&t);
+    out.push_back(t);
+  }
+  return out;
+}
+
+at::ScalarType Dtype(const Napi::CallbackInfo& info, size_t i) {
+  return static_cast<at::ScalarType>(info[i].As<Napi::Number>().Int32Value());
+}
+
+at::Device Device(const Napi::CallbackInfo& info, size_t i) {
+  return at::Device(info[i].As<Napi::String>().Utf8Value());
+}
+
+Napi::Value Handles(Napi::Env env, std::vector<at::Tensor> ts) {
+  Napi::Array arr = Napi::Array::New(env, ts.size());
+  for (size_t k = 0; k < ts.size(); k++) arr.Set(k, Napi::Number::New(env, store(std::move(ts[k]))));
+  return arr;
+}
+
+std::string describeInputs() {
+  if (context.inputs.empty()) return "";
+  std::ostringstream s;
+  s << " (inputs:";
+  for (const at::Tensor* t : context.inputs) {
+    s << " " << (t->defined() ? t->sizes() : c10::IntArrayRef{}) << ":"
+      << (t->defined() ? c10::toString(t->scalar_type()) : "undefined");
+  }
+  s << ")";
+  return s.str();
+}
+
+// ---- runtime ------------------------------------------------------------------------------
+
+DDPO_OP(setNumThreads) {
+  at::set_num_threads(static_cast<int>(I(info, 0)));
+  return env.Undefined();
+}
+DDPO_OP(getNumThreads) { return Napi::Number::New(env, at::get_num_threads()); }
+DDPO_OP(hasCuda) { return Napi::Boolean::New(env, at::hasCUDA()); }
+DDPO_OP(cudaDeviceCount) {
+  return Napi::Number::New(env, at::hasCUDA() ? at::detail::getCUDAHooks().getNumGPUs() : 0);
+}
+DDPO_OP(manualSeed) {
+  at::manual_seed(static_cast<uint64_t>(I(info, 0)));
+  return env.Undefined();
+}
+DDPO_OP(freeTensor) {
+  release(info[0].As<Napi::Number>().Int32Value());
+  return env.Undefined();
+}
+DDPO_OP(freeTensors) {
+  Napi::Array arr = info[0].As<Napi::Array>();
+  for (uint32_t k = 0; k < arr.Length(); k++) release(arr.Get(k).As<Napi::Number>().Int32Value());
+  return env.Undefined();
+}
+DDPO_OP(liveTensors) { return Napi::Number::New(env, static_cast<double>(liveCount())); }
+DDPO_OP(liveTensorBytes) { return Napi::Number::New(env, static_cast<double>(liveBytes())); }
+DDPO_OP(isGradEnabled) { return Napi::Boolean::New(env, c10::GradMode::is_enabled()); }
+DDPO_OP(setGradEnabled) {
+  bool previous = c10::GradMode::is_enabled();
+  c10::GradMode::set_enabled(B(info, 0));
+  return Napi::Boolean::New(env, previous);
+}
+// Mixed precision on CPU (bf16) or CUDA (f16/bf16): the libtorch autocast switch, scoped from TS.
+DDPO_OP(setAutocast) {
+  bool enabled = B(info, 0);
+  std::string device = info[1].As<Napi::String>().Utf8Value();
+  at::ScalarType dtype = Dtype(info, 2);
+  bool previous;
+  if (device == "cpu") {
+    previous = at::autocast::is_cpu_enabled();
+    at::autocast::set_cpu_enabled(enabled);
+    at::autocast::set_autocast_cpu_dtype(dtype);
+  } else {
+    previous = at::autocast::is_enabled();
+    at::autocast::set_enabled(enabled);
+    at::autocast::set_autocast_gpu_dtype(dtype);
+  }
+  if (!enabled) at::autocast::clear_cache();
+  return Napi::Boolean::New(env, previous);
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  currentEnv = env;
+  // Debian's libtorch starts with one thread; use every core unless told otherwise.
+  unsigned cores = std::thread::hardware_concurrency();
+  if (cores > 0) at::set_num_threads(static_cast<int>(cores));
+#define EXPORT(fn) exports.Set(#fn, Napi::Function::New(env, fn, #fn))
+  EXPORT(setNumThreads);
+  EXPORT(getNumThreads);
+  EXPORT(hasCuda);
+  EXPORT(cudaDeviceCount);
+  EXPORT(manualSeed);
+  EXPORT(freeTensor);
+  EXPORT(freeTensors);
+  EXPORT(liveTensors);
+  EXPORT(liveTensorBytes);
+  EXPORT(isGradEnabled);
+  EXPORT(setGradEnabled);
+  EXPORT(setAutocast);
+#undef EXPORT
+  registerTensorOps(env, exports);
+  registerOptim(env, exports);
+  return exports;
+}
+
+}  // namespace ddpo
+
+static Napi::Object InitModule(Napi::Env env, Napi::Object exports) { return ddpo::Init(env, exports); }
+NODE_API_MODULE(diffusion_dpo, InitModule)

@@ -1,0 +1,125 @@
+// Loads the compiled libtorch binding. The only file that knows where the .node file lives.
+import { createRequire } from "node:module";
+import { existsSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+/** Signatures of the native functions; handles are small integers into the native tensor table. */
+export interface NativeBinding {
+  setNumThreads(n: number): void;
+  getNumThreads(): number;
+  hasCuda(): boolean;
+  cudaDeviceCount(): number;
+  manualSeed(seed: number): void;
+  freeTensor(h: number): void;
+  freeTensors(hs: number[]): void;
+  liveTensors(): number;
+  liveTensorBytes(): number;
+  isGradEnabled(): boolean;
+  setGradEnabled(enabled: boolean): boolean;
+  setAutocast(enabled: boolean, device: string, dtype: number): boolean;
+
+  fromBytes(bytes: ArrayBufferView, shape: number[], dtype: number): number;
+  toBytes(h: number): ArrayBuffer;
+  item(h: number): number;
+  shape(h: number): number[];
+  dtype(h: number): number;
+  device(h: number): string;
+  full(shape: number[], value: number, dtype: number, device: string): number;
+  arange(start: number, end: number, step: number, dtype: number, device: string): number;
+  linspace(start: number, end: number, steps: number, dtype: number, device: string): number;
+  to(h: number, dtype: number): number;
+  toDevice(h: number, device: string): number;
+  clone(h: number): number;
+  contiguous(h: number): number;
+  detach(h: number): number;
+  sameTensor(h: number): number;
+
+  generatorNew(seed: number): number;
+  generatorSeed(g: number, seed: number): void;
+  generatorGetState(g: number): ArrayBuffer;
+  generatorSetState(g: number, state: ArrayBuffer): void;
+  randn(shape: number[], g: number, dtype: number, device: string): number;
+  rand(shape: number[], g: number, dtype: number, device: string): number;
+  randint(low: number, high: number, shape: number[], g: number, device: string): number;
+  randperm(n: number, g: number): number;
+  dropout(h: number, p: number, g: number): number;
+
+  unary(code: number, h: number): number;
+  binary(code: number, a: number, b: number): number;
+  binaryScalar(code: number, a: number, s: number): number;
+  addScaled(a: number, b: number, alpha: number): number;
+  where(cond: number, a: number, b: number): number;
+  clamp(h: number, min: number | null, max: number | null): number;
+  lerp(a: number, b: number, w: number): number;
+  triu(h: number, k: number): number;
+
+  reduce(code: number, h: number, dims: number[] | null, keepdim: boolean, unbiased?: boolean): number;
+  argmax(h: number, dim: number, keepdim: boolean): number;
+  argmin(h: number, dim: number, keepdim: boolean): number;
+  cumsum(h: number, dim: number): number;
+
+  reshape(h: number, shape: number[]): number;
+  permute(h: number, dims: number[]): number;
+  transpose(h: number, a: number, b: number): number;
+  expand(h: number, shape: number[]): number;
+  cat(hs: number[], dim: number): number;
+  stack(hs: number[], dim: number): number;
+  split(h: number, sizes: number[], dim: number): number[];
+  slice(h: number, dim: number, start: number, end: number, step: number): number;
+  indexSelect(h: number, dim: number, index: number): number;
+  gather(h: number, dim: number, index: number): number;
+  flip(h: number, dims: number[]): number;
+  repeat(h: number, reps: number[]): number;
+  pad(h: number, pads: number[], value: number): number;
+
+  matmul(a: number, b: number): number;
+  linear(x: number, w: number, b: number): number;
+  conv2d(x: number, w: number, b: number, stride: number[], padding: number[], dilation: number[], groups: number): number;
+  convTranspose2d(x: number, w: number, b: number, stride: number[], padding: number[], outputPadding: number[], groups: number, dilation: number[]): number;
+  groupNorm(x: number, groups: number, w: number, b: number, eps: number): number;
+  layerNorm(x: number, shape: number[], w: number, b: number, eps: number): number;
+  softmax(h: number, dim: number): number;
+  logSoftmax(h: number, dim: number): number;
+  embedding(weight: number, ids: number): number;
+  upsampleNearest2d(h: number, size: number[]): number;
+  upsampleBilinear2d(h: number, size: number[], alignCorners: boolean): number;
+  avgPool2d(h: number, kernel: number[], stride: number[]): number;
+  attention(q: number, k: number, v: number, mask: number, scale: number): number;
+  mseLoss(a: number, b: number, mode: number): number;
+
+  setRequiresGrad(h: number, flag: boolean): void;
+  requiresGrad(h: number): boolean;
+  backward(h: number, grad: number, retainGraph: boolean): void;
+  grad(h: number): number;
+  setGrad(h: number, grad: number): void;
+
+  copyInto(dst: number, src: number): void;
+  lerpInto(dst: number, src: number, weight: number): void;
+  addInto(dst: number, src: number, alpha: number): void;
+  mulInto(dst: number, factor: number): void;
+  fillInto(dst: number, value: number): void;
+  normalInto(dst: number, mean: number, std: number, g: number): void;
+  uniformInto(dst: number, low: number, high: number, g: number): void;
+
+  adamwStep(p: number, m: number, v: number, step: number, lr: number, b1: number, b2: number, eps: number, wd: number): boolean;
+  adafactorStep(p: number, a: number, b: number, m: number, step: number, lr: number, eps1: number, clip: number, decay: number, beta1: number, wd: number): boolean;
+  clipGradNorm(params: number[], maxNorm: number): number;
+  scaleGrads(params: number[], factor: number): void;
+}
+
+function findBinding(): string {
+  const here = dirname(fileURLToPath(import.meta.url));
+  // src/tensor (tsx) or dist/src/tensor (compiled): walk up to the package root.
+  for (let dir = here, i = 0; i < 5; i++, dir = resolve(dir, "..")) {
+    const candidate = join(dir, "build", "Release", "diffusion_dpo.node");
+    if (existsSync(candidate)) return candidate;
+  }
+  throw new Error(
+    "The native libtorch binding is not built (build/Release/diffusion_dpo.node is missing). " +
+      "Run `npm run build:native` after installing libtorch (`apt-get install -y libtorch-dev libopenblas0-pthread`).",
+  );
+}
+
+const require = createRequire(import.meta.url);
+export const native: NativeBinding = require(findBinding()) as NativeBinding;

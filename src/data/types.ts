@@ -98,7 +98,7 @@ export interface PairUnit {
 }
 
 export type RowResult =
-  | { kind: "pair"; pair: PreferencePair }
+  | { kind: "pair"; pair: PreferencePair; /** the winner was the second image */ swapped?: boolean }
   | { kind: "tie" }
   | { kind: "filtered" }
   | { kind: "error"; error: import("./errors.js").DataError };

@@ -189,6 +189,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
 #undef EXPORT
   registerTensorOps(env, exports);
   registerOptim(env, exports);
+  registerDistributed(env, exports);
   return exports;
 }
 

@@ -84,5 +84,6 @@ std::string describeInputs();
 
 void registerTensorOps(Napi::Env env, Napi::Object exports);
 void registerOptim(Napi::Env env, Napi::Object exports);
+void registerDistributed(Napi::Env env, Napi::Object exports);
 
 }  // namespace ddpo

@@ -35,7 +35,10 @@ else if (what === "libs") {
   const libs = ["-ltorch", "-ltorch_cpu", "-lc10"];
   if (existsSync(join(libdir, "libtorch_cuda.so"))) libs.push("-Wl,--no-as-needed", "-ltorch_cuda", "-lc10_cuda", "-Wl,--as-needed");
   console.log(libs.join(" "));
+} else if (what === "defines") {
+  // NCCL process groups exist only in CUDA builds of libtorch.
+  console.log(existsSync(join(libdir, "libtorch_cuda.so")) ? "DDPO_WITH_NCCL USE_C10D_NCCL" : "DDPO_CPU_ONLY");
 } else {
-  console.error("usage: libtorch.mjs include|libdir|libs");
+  console.error("usage: libtorch.mjs include|libdir|libs|defines");
   process.exit(2);
 }

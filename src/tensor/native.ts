@@ -106,6 +106,14 @@ export interface NativeBinding {
   adafactorStep(p: number, a: number, b: number, m: number, step: number, lr: number, eps1: number, clip: number, decay: number, beta1: number, wd: number): boolean;
   clipGradNorm(params: number[], maxNorm: number): number;
   scaleGrads(params: number[], factor: number): void;
+
+  initProcessGroup(backend: string, addr: string, port: number, rank: number, worldSize: number, timeoutMs: number): void;
+  destroyProcessGroup(): void;
+  processGroupInfo(): { initialised: boolean; rank: number; worldSize: number };
+  allReduce(hs: number[], op: string): void;
+  broadcast(hs: number[], root: number): void;
+  barrier(): void;
+  allReduceGradients(params: number[], bucketBytes: number): number;
 }
 
 function findBinding(): string {

@@ -1,0 +1,75 @@
+// Data-parallel plumbing over libtorch's c10d: rendezvous from torchrun's environment variables,
+// collectives on tensors, and gradient averaging. Gloo on CPU; NCCL where libtorch has CUDA.
+import { native } from "../tensor/native.js";
+import type { Tensor } from "../tensor/tensor.js";
+
+export type Backend = "gloo" | "nccl";
+export type ReduceOp = "sum" | "avg" | "max" | "min";
+
+export interface DistributedEnv {
+  masterAddr: string;
+  masterPort: number;
+  rank: number;
+  worldSize: number;
+  localRank: number;
+}
+
+/** Reads MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE, LOCAL_RANK (torchrun's names); null when WORLD_SIZE is unset or 1. */
+export function distributedEnvFromProcess(env: NodeJS.ProcessEnv = process.env): DistributedEnv | null {
+  const world = env.WORLD_SIZE === undefined ? 1 : Number(env.WORLD_SIZE);
+  if (!Number.isInteger(world) || world < 1) throw new Error(`WORLD_SIZE must be a positive integer, got "${env.WORLD_SIZE}"`);
+  if (world === 1) return null;
+  const need = (name: string): string => {
+    const v = env[name];
+    if (v === undefined || v === "") throw new Error(`${name} is not set; a distributed run needs MASTER_ADDR, MASTER_PORT, RANK and WORLD_SIZE`);
+    return v;
+  };
+  const rank = Number(need("RANK"));
+  const port = Number(need("MASTER_PORT"));
+  if (!Number.isInteger(rank) || rank < 0 || rank >= world) throw new Error(`RANK must be an integer in [0, ${world}), got "${env.RANK}"`);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`MASTER_PORT must be a port number, got "${env.MASTER_PORT}"`);
+  return {
+    masterAddr: need("MASTER_ADDR"),
+    masterPort: port,
+    rank,
+    worldSize: world,
+    localRank: env.LOCAL_RANK === undefined ? rank : Number(env.LOCAL_RANK),
+  };
+}
+
+export class ProcessGroup {
+  private constructor(readonly rank: number, readonly worldSize: number, readonly backend: Backend) {}
+
+  /** Joins the group; rank 0 hosts the TCP store. Fails with a clear error after timeoutMs. */
+  static init(env: DistributedEnv, backend: Backend = "gloo", timeoutMs = 60_000): ProcessGroup {
+    native.initProcessGroup(backend, env.masterAddr, env.masterPort, env.rank, env.worldSize, timeoutMs);
+    return new ProcessGroup(env.rank, env.worldSize, backend);
+  }
+
+  get isMain(): boolean {
+    return this.rank === 0;
+  }
+
+  /** In place on every tensor. */
+  allReduce(tensors: Tensor[], op: ReduceOp = "sum"): void {
+    native.allReduce(tensors.map((t) => t.handle), op);
+  }
+
+  /** Copies root's values into every rank's tensors, in place. */
+  broadcast(tensors: Tensor[], root = 0): void {
+    native.broadcast(tensors.map((t) => t.handle), root);
+  }
+
+  barrier(): void {
+    native.barrier();
+  }
+
+  /** Averages gradients across ranks in buckets (25 MB by default, DDP's default); returns the bucket count. */
+  averageGradients(params: Tensor[], bucketBytes = 25 * 1024 * 1024): number {
+    return native.allReduceGradients(params.map((p) => p.handle), bucketBytes);
+  }
+
+  destroy(): void {
+    native.destroyProcessGroup();
+  }
+}

@@ -247,7 +247,7 @@ DDPO_OP(binaryScalar) {
     case B_GT: y = at::gt(a, s); break;
     case B_GE: y = at::ge(a, s); break;
     case B_RSUB: y = at::rsub(a, s); break;
-    case B_RDIV: y = at::reciprocal(a).mul_(s); break;
+    case B_RDIV: y = at::mul(at::reciprocal(a), s); break;  // not in place: reciprocal's output is saved for backward
     case B_RPOW: y = at::pow(s, a); break;
     case B_REMAINDER: y = at::remainder(a, s); break;
     default: throw std::invalid_argument("unknown scalar opcode " + std::to_string(code));

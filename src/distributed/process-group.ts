@@ -4,6 +4,24 @@ import { native } from "../tensor/native.js";
 import type { Tensor } from "../tensor/tensor.js";
 
 export type Backend = "gloo" | "nccl";
+
+/** Exit code a worker uses when a collective failed because of a peer, so the launcher can name the rank that died first. */
+export const PEER_FAILURE_EXIT_CODE = 17;
+
+/** A collective failed because another rank died or timed out. */
+export class PeerFailureError extends Error {
+  override name = "PeerFailureError";
+}
+
+function collective<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    const msg = err instanceof Error ? err.message : String(err);
+    if (/failed on rank \d+ of \d+/.test(msg)) throw new PeerFailureError(msg);
+    throw err;
+  }
+}
 export type ReduceOp = "sum" | "avg" | "max" | "min";
 
 export interface DistributedEnv {
@@ -52,21 +70,21 @@ export class ProcessGroup {
 
   /** In place on every tensor. */
   allReduce(tensors: Tensor[], op: ReduceOp = "sum"): void {
-    native.allReduce(tensors.map((t) => t.handle), op);
+    collective(() => native.allReduce(tensors.map((t) => t.handle), op));
   }
 
   /** Copies root's values into every rank's tensors, in place. */
   broadcast(tensors: Tensor[], root = 0): void {
-    native.broadcast(tensors.map((t) => t.handle), root);
+    collective(() => native.broadcast(tensors.map((t) => t.handle), root));
   }
 
   barrier(): void {
-    native.barrier();
+    collective(() => native.barrier());
   }
 
   /** Averages gradients across ranks in buckets (25 MB by default, DDP's default); returns the bucket count. */
   averageGradients(params: Tensor[], bucketBytes = 25 * 1024 * 1024): number {
-    return native.allReduceGradients(params.map((p) => p.handle), bucketBytes);
+    return collective(() => native.allReduceGradients(params.map((p) => p.handle), bucketBytes));
   }
 
   destroy(): void {

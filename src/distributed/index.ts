@@ -1,0 +1,2 @@
+export * from "./process-group.js";
+export * from "./launch.js";

@@ -1,0 +1,2 @@
+// Re-exports only.
+export * from "./clip/text-model.js";

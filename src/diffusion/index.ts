@@ -1,0 +1,14 @@
+export * from "./schedule.js";
+export * from "./noising.js";
+export * from "./samplers/types.js";
+export * from "./samplers/timesteps.js";
+export { samplers, getSampler, isSamplerName, SAMPLER_NAMES } from "./samplers/registry.js";
+export { ddpm } from "./samplers/ddpm.js";
+export { ddim, ddimInvert, checkEta } from "./samplers/ddim.js";
+export { euler, eulerSigmas, eulerInitNoiseSigma } from "./samplers/euler.js";
+export { eulerAncestral } from "./samplers/eulerAncestral.js";
+export { dpmpp2m } from "./samplers/dpmpp2m.js";
+export * from "./sample.js";
+export * from "./guidance.js";
+export { img2img, type Img2ImgOptions } from "./img2img.js";
+export * from "./seeds.js";

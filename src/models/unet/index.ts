@@ -1,0 +1,4 @@
+export * from "./config.js";
+export * from "./layers.js";
+export * from "./blocks.js";
+export * from "./unet.js";

@@ -1,0 +1,163 @@
+// UNet2DConditionModel: the Stable Diffusion 1.x/2.x denoiser with text cross-attention,
+// structured and named exactly as diffusers' unets/unet_2d_condition.py so that a diffusers
+// `diffusion_pytorch_model.safetensors` loads unchanged (see describeParameters for the names).
+import type { Tensor } from "../../tensor/tensor.js";
+import { full, getDefaultDevice, setDefaultDevice } from "../../tensor/ops.js";
+import { Module, ModuleList } from "../../nn/module.js";
+import { Conv2d, GroupNorm } from "../../nn/layers.js";
+import { getInitGenerator } from "../../nn/init.js";
+import { resolveBlocks, resolveUNetConfig, type UNetConfig } from "./config.js";
+import { DownBlock, MidBlock, UpBlock, type BlockOptions } from "./blocks.js";
+import { TimestepEmbedding, timestepEmbedding } from "./layers.js";
+
+export class UNet2DConditionModel extends Module {
+  readonly config: UNetConfig;
+  readonly conv_in: Conv2d;
+  readonly time_embedding: TimestepEmbedding;
+  readonly down_blocks: ModuleList<DownBlock>;
+  readonly mid_block: MidBlock | null;
+  readonly up_blocks: ModuleList<UpBlock>;
+  readonly conv_norm_out: GroupNorm;
+  readonly conv_out: Conv2d;
+
+  /** Builds the network for a config (missing fields take diffusers' defaults). */
+  constructor(config: Partial<UNetConfig> = {}) {
+    super();
+    const c = resolveUNetConfig(config);
+    this.config = c;
+    const r = resolveBlocks(c);
+    const ch = c.blockOutChannels;
+    const n = ch.length;
+    const groups = c.normNumGroups;
+    const eps = c.normEps;
+    const temb = r.timeEmbedDim;
+
+    this.conv_in = this.child("conv_in", new Conv2d(c.inChannels, ch[0]!, c.convInKernel, { padding: (c.convInKernel - 1) / 2 }));
+    // time_proj (Timesteps) has no parameters; timestepEmbedding() computes it.
+    this.time_embedding = this.child("time_embedding", new TimestepEmbedding(ch[0]!, temb));
+
+    const attnOpts = (i: number, crossDim: number, layers: number, only: boolean): BlockOptions["attn"] => ({
+      heads: r.numHeads[i]!, crossAttentionDim: crossDim, transformerLayers: layers,
+      linearProjection: c.useLinearProjection, onlyCrossAttention: only, upcast: c.upcastAttention,
+    });
+
+    this.down_blocks = this.child("down_blocks", new ModuleList<DownBlock>());
+    let outCh = ch[0]!;
+    for (let i = 0; i < n; i++) {
+      const inCh = outCh;
+      outCh = ch[i]!;
+      const cross = c.downBlockTypes[i] === "CrossAttnDownBlock2D";
+      this.down_blocks.push(new DownBlock(inCh, outCh, {
+        numLayers: r.layersPerBlock[i]!, tembChannels: temb, groups, eps, addSample: i < n - 1,
+        attn: cross ? attnOpts(i, r.crossAttentionDim[i]!, r.transformerLayersPerBlock[i]!, r.onlyCrossAttention[i]!) : undefined,
+      }));
+    }
+
+    this.mid_block = c.midBlockType === null ? null : this.child("mid_block", new MidBlock(ch[n - 1]!, {
+      numLayers: 1, tembChannels: temb, groups, eps, addSample: false, outputScaleFactor: c.midBlockScaleFactor,
+      attn: attnOpts(n - 1, r.crossAttentionDim[n - 1]!, r.transformerLayersPerBlock[n - 1]!, false),
+    }));
+
+    this.up_blocks = this.child("up_blocks", new ModuleList<UpBlock>());
+    const rev = <T>(a: T[]) => [...a].reverse();
+    const rCh = rev(ch);
+    const rLayers = rev(r.layersPerBlock);
+    const rCross = rev(r.crossAttentionDim);
+    const rTLayers = rev(r.transformerLayersPerBlock);
+    const rOnly = rev(r.onlyCrossAttention);
+    const rHeads = rev(r.numHeads);
+    outCh = rCh[0]!;
+    for (let i = 0; i < n; i++) {
+      const prevOut = outCh;
+      outCh = rCh[i]!;
+      const inCh = rCh[Math.min(i + 1, n - 1)]!;
+      const cross = c.upBlockTypes[i] === "CrossAttnUpBlock2D";
+      this.up_blocks.push(new UpBlock(inCh, prevOut, outCh, {
+        numLayers: rLayers[i]! + 1, tembChannels: temb, groups, eps, addSample: i < n - 1,
+        attn: cross ? {
+          heads: rHeads[i]!, crossAttentionDim: rCross[i]!, transformerLayers: rTLayers[i]!,
+          linearProjection: c.useLinearProjection, onlyCrossAttention: rOnly[i]!, upcast: c.upcastAttention,
+        } : undefined,
+      }));
+    }
+
+    this.conv_norm_out = this.child("conv_norm_out", new GroupNorm(groups, ch[0]!, eps));
+    this.conv_out = this.child("conv_out", new Conv2d(ch[0]!, c.outChannels, c.convOutKernel, { padding: (c.convOutKernel - 1) / 2 }));
+  }
+
+  /**
+   * Predicts the model output (ε, v or x0, whatever it was trained for).
+   * @param sample noisy input [N, inChannels, H, W]
+   * @param timestep one timestep for the batch, or one per sample ([N] or a scalar tensor)
+   * @param encoderHiddenStates text embeddings [N, L, crossAttentionDim]
+   */
+  forward(sample: Tensor, timestep: Tensor | number, encoderHiddenStates: Tensor): Tensor {
+    const c = this.config;
+    if (sample.ndim !== 4 || sample.shape[1] !== c.inChannels) {
+      throw new Error(`UNet input must be [N, ${c.inChannels}, H, W], got [${sample.shape.join(", ")}]`);
+    }
+    const batch = sample.shape[0]!;
+    if (encoderHiddenStates.ndim !== 3 || encoderHiddenStates.shape[0] !== batch) {
+      throw new Error(`UNet encoderHiddenStates must be [${batch}, L, D], got [${encoderHiddenStates.shape.join(", ")}]`);
+    }
+    let t: Tensor;
+    if (typeof timestep === "number") t = full([batch], timestep, { dtype: "f32", device: sample.device });
+    else if (timestep.size === 1) t = timestep.reshape([1]).expand([batch]);
+    else if (timestep.ndim === 1 && timestep.shape[0] === batch) t = timestep;
+    else throw new Error(`UNet timestep must be a number, a scalar or a [${batch}] tensor, got [${timestep.shape.join(", ")}]`);
+
+    let tEmb = timestepEmbedding(t, c.blockOutChannels[0]!, { flipSinToCos: c.flipSinToCos, freqShift: c.freqShift });
+    if (tEmb.dtype !== sample.dtype) tEmb = tEmb.to(sample.dtype);
+    const emb = this.time_embedding.forward(tEmb);
+
+    let h = c.centerInputSample ? sample.mul(2).sub(1) : sample;
+    h = this.conv_in.forward(h);
+    const skips: Tensor[] = [h];
+    for (const block of this.down_blocks) {
+      const out = block.forward(h, emb, encoderHiddenStates);
+      h = out.h;
+      skips.push(...out.skips);
+    }
+    if (this.mid_block) h = this.mid_block.forward(h, emb, encoderHiddenStates);
+
+    // Sizes that are not a multiple of 2^(number of upsamplers) need explicit upsample sizes.
+    const factor = 2 ** (this.up_blocks.length - 1);
+    const forwardSize = sample.shape.slice(2).some((s) => s % factor !== 0);
+    for (let i = 0; i < this.up_blocks.length; i++) {
+      const block = this.up_blocks.at(i);
+      const mine = skips.splice(skips.length - block.resnets.length);
+      const last = skips[skips.length - 1];
+      const size = forwardSize && i < this.up_blocks.length - 1 && last ? [last.shape[2]!, last.shape[3]!] as [number, number] : undefined;
+      h = block.forward(h, mine, emb, encoderHiddenStates, size);
+    }
+    h = this.conv_norm_out.forward(h).silu();
+    return this.conv_out.forward(h);
+  }
+}
+
+export interface ParameterDescription {
+  name: string;
+  shape: number[];
+}
+
+/**
+ * The parameter names and shapes of the UNet for a config, without allocating weights (the model
+ * is built on libtorch's "meta" device). SD1.5 lists 686 tensors, 859,520,964 values. The
+ * init generator's state is restored afterwards. (It still takes seconds for SD1.5: the layer
+ * initialisers draw their random values on the CPU before copying them to the meta tensor.)
+ */
+export function describeParameters(config: Partial<UNetConfig>): ParameterDescription[] {
+  const previous = getDefaultDevice();
+  // Building draws initial values; leave the init generator's sequence as it was.
+  const rngState = getInitGenerator().getState();
+  setDefaultDevice("meta");
+  try {
+    const model = new UNet2DConditionModel(config);
+    const out = model.namedParameters().map(([name, p]) => ({ name, shape: [...p.shape] }));
+    model.dispose();
+    return out;
+  } finally {
+    setDefaultDevice(previous);
+    getInitGenerator().setState(rngState);
+  }
+}

@@ -19,6 +19,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import sharp from "sharp";
+import { tensor, tidy, type Tensor } from "../tensor/index.js";
 
 /** The 9 emoji categories, in the order of their class ids. */
 export const EMOJI_CATEGORIES = [
@@ -288,4 +289,23 @@ export function emojiImage(ds: EmojiDataset, i: number): Uint8Array {
   const per = ds.size * ds.size * 3;
   if (i < 0 || i >= ds.items.length) throw new Error(`emoji index ${i} is out of range (${ds.items.length} items)`);
   return ds.pixels.slice(i * per, (i + 1) * per);
+}
+
+/**
+ * Images `indices` of a data set as a float tensor [B, 3, size, size] scaled to [−1, 1]
+ * (x/127.5 − 1, the usual diffusion pixel range).
+ */
+export function emojiBatch(ds: EmojiDataset, indices: readonly number[]): Tensor {
+  const per = ds.size * ds.size * 3;
+  const buf = new Uint8Array(indices.length * per);
+  indices.forEach((i, j) => {
+    if (!(i >= 0 && i < ds.items.length)) throw new Error(`emoji index ${i} is out of range (${ds.items.length} items)`);
+    buf.set(ds.pixels.subarray(i * per, (i + 1) * per), j * per);
+  });
+  return uint8ToTensor(buf, indices.length, ds.size);
+}
+
+/** Uint8 HWC images [B, size, size, 3] → float [B, 3, size, size] in [−1, 1]. */
+export function uint8ToTensor(pixels: Uint8Array, count: number, size: number): Tensor {
+  return tidy(() => tensor(pixels, [count, size, size, 3]).to("f32").permute([0, 3, 1, 2]).div(127.5).sub(1).contiguous());
 }

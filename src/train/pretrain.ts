@@ -1,0 +1,350 @@
+// Pretraining: the plain denoising objective on (image, caption) data, as DDPM/Stable Diffusion
+// train it. One visible loop (nanoGPT style):
+//
+//   for step in [start, steps):
+//     batch ← weighted draw of `batchSize` items (stateless: a function of (seed, step))
+//     captions ← "" with probability promptDropout (so classifier-free guidance works at sampling)
+//     t ~ U{0 … T−1}, ε ~ N(0, I)  per sample   (torch generator seeded from (seed, step))
+//     x_t = √ᾱ_t·x0 + √(1−ᾱ_t)·ε
+//     loss = mean((model(x_t, t, text(captions)) − target)²)   target = ε, v or x0 by the schedule
+//     backward; clip the global gradient norm; AdamW step at lr(step) (warmup, then cosine)
+//     EMA: θ_ema ← θ_ema + (1 − d)·(θ − θ_ema), d = min(emaDecay, (1 + step)/(10 + step))
+//
+// Every random draw is a function of (seed, step), so a run resumed from a checkpoint (weights,
+// EMA weights, AdamW moments) continues bit for bit as the uninterrupted run would.
+//
+// Text conditioning: whatever `model.encodePrompts` computes. For the shipped emoji model the tiny
+// CLIP text encoder is trained jointly with the UNet: a frozen random encoder gives captions that
+// the UNet can only partly tell apart, and a pretrained CLIP does not fit in a few MB.
+//
+// Checkpoints (atomic: written to a temporary folder, then renamed):
+//   <out>/checkpoints/step-000500/{weights,ema,optimizer}.safetensors + state.json
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { Rng, hashInts } from "../data/random.js";
+import { addNoise, trainingTarget } from "../diffusion/noising.js";
+import type { NoiseSchedule } from "../diffusion/schedule.js";
+import { readSafetensorsSync, writeSafetensorsSync } from "../io/safetensors.js";
+import type { Module } from "../nn/module.js";
+import { AdamW, clipGradNorm } from "../optim/optimizer.js";
+import { lrAt, type LrScheduleKind } from "../optim/schedule.js";
+import { Generator, keep, noGrad, randint, randn, tensor, tidy, type Tensor } from "../tensor/index.js";
+
+/** What pretraining needs from a text-to-image model. */
+export interface PretrainModel {
+  /** The trained modules by prefix (e.g. { unet, text_encoder }); all their trainable parameters learn. */
+  modules: Record<string, Module>;
+  schedule: NoiseSchedule;
+  /** Text conditioning [B, L, D] for prompts, computed with the modules above (gradients flow). */
+  encodePrompts(prompts: string[]): Tensor;
+  /** The network's raw output for x_t at timesteps t [B] (i64) under conditioning. */
+  predict(xt: Tensor, t: Tensor, cond: Tensor): Tensor;
+}
+
+/** Images and captions to train on. */
+export interface PretrainData {
+  /** Uint8 RGB [count, size, size, 3]. */
+  pixels: Uint8Array;
+  captions: string[];
+  size: number;
+  /** Relative sampling weight per item (default uniform). */
+  weights?: number[];
+}
+
+export interface PretrainOptions {
+  model: PretrainModel;
+  data: PretrainData;
+  /** Total optimizer steps (a resumed run continues up to this). */
+  steps: number;
+  batchSize?: number;
+  lr?: number;
+  lrSchedule?: LrScheduleKind;
+  warmupSteps?: number;
+  weightDecay?: number;
+  maxGradNorm?: number;
+  /** EMA decay; 0 turns EMA off. Default 0.999. */
+  emaDecay?: number;
+  /** Probability of replacing a caption with "" (default 0.1). */
+  promptDropout?: number;
+  seed?: number;
+  /** Output folder for checkpoints; none written when absent. */
+  out?: string;
+  /** Checkpoint every n steps (and at the end); 0 = only at the end. */
+  checkpointEvery?: number;
+  /** Keep the newest n checkpoints (default 2). */
+  keepCheckpoints?: number;
+  /** true: resume from the newest checkpoint under `out` if one exists; a path: from that checkpoint. */
+  resume?: boolean | string;
+  /** Steps between "step" events' loss averages (default 10). */
+  logEvery?: number;
+  onEvent?: (e: PretrainEvent) => void;
+  /** Stop early (e.g. Ctrl-C): checked between steps; a checkpoint is written before returning. */
+  shouldStop?: () => boolean;
+}
+
+export type PretrainEvent =
+  | { type: "start"; step: number; totalSteps: number; parameters: number; items: number; resumedFrom: string | null }
+  | {
+      type: "step";
+      step: number;
+      totalSteps: number;
+      /** Mean loss over the steps since the last event. */
+      loss: number;
+      lr: number;
+      gradNorm: number;
+      imagesPerSecond: number;
+      elapsedSeconds: number;
+      etaSeconds: number;
+    }
+  | { type: "checkpoint"; step: number; path: string }
+  | { type: "done"; step: number; seconds: number; loss: number };
+
+export interface PretrainResult {
+  step: number;
+  /** (step, mean loss) every logEvery steps. */
+  losses: [number, number][];
+  /** EMA weights keyed "<module>.<param>" (the raw weights when EMA is off); caller disposes. */
+  ema: Map<string, Tensor>;
+  seconds: number;
+}
+
+interface CheckpointState {
+  step: number;
+  seed: number;
+  losses: [number, number][];
+  optimizer: { kind: string; steps: Record<string, number>; hyper: Record<string, number | null> };
+  emaDecay: number;
+}
+
+/** Named trainable parameters of all modules, "<prefix>.<name>". */
+export function trainedParameters(model: PretrainModel): [string, Tensor][] {
+  const out: [string, Tensor][] = [];
+  for (const [prefix, m] of Object.entries(model.modules)) {
+    for (const [name, p] of m.trainableParameters()) out.push([`${prefix}.${name}`, p]);
+  }
+  return out;
+}
+
+/** Effective EMA decay at (0-based) step: warms up as (1 + step)/(10 + step), capped at `decay`. */
+export function emaDecayAt(step: number, decay: number): number {
+  return Math.min(decay, (1 + step) / (10 + step));
+}
+
+/** The batch's item indices for a step: weighted sampling with replacement, a function of (seed, step). */
+export function batchIndices(seed: number, step: number, batchSize: number, cumulative: Float64Array): number[] {
+  const rng = new Rng(hashInts(seed, step, 1));
+  const total = cumulative[cumulative.length - 1]!;
+  const out: number[] = [];
+  for (let b = 0; b < batchSize; b++) {
+    const u = rng.random() * total;
+    let lo = 0;
+    let hi = cumulative.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (cumulative[mid]! > u) hi = mid;
+      else lo = mid + 1;
+    }
+    out.push(lo);
+  }
+  return out;
+}
+
+function checkpointDirs(out: string): string[] {
+  const dir = join(out, "checkpoints");
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir).filter((n) => /^step-\d+$/.test(n)).sort().map((n) => join(dir, n));
+}
+
+/** The newest complete checkpoint folder under `out`, or null. */
+export function latestCheckpoint(out: string): string | null {
+  const dirs = checkpointDirs(out).filter((d) => existsSync(join(d, "state.json")));
+  return dirs[dirs.length - 1] ?? null;
+}
+
+function saveCheckpoint(
+  out: string, step: number, params: [string, Tensor][], ema: Map<string, Tensor> | null, opt: AdamW,
+  state: CheckpointState, keepN: number,
+): string {
+  const root = join(out, "checkpoints");
+  mkdirSync(root, { recursive: true });
+  const final = join(root, `step-${String(step).padStart(6, "0")}`);
+  const tmp = `${final}.tmp-${process.pid}`;
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp);
+  writeSafetensorsSync(join(tmp, "weights.safetensors"), new Map(params));
+  if (ema) writeSafetensorsSync(join(tmp, "ema.safetensors"), ema);
+  const os = opt.stateDict();
+  writeSafetensorsSync(join(tmp, "optimizer.safetensors"), os.tensors);
+  writeFileSync(join(tmp, "state.json"), JSON.stringify({ ...state, optimizer: os.meta }, null, 1));
+  rmSync(final, { recursive: true, force: true });
+  renameSync(tmp, final);
+  const all = checkpointDirs(out);
+  for (const old of all.slice(0, Math.max(0, all.length - keepN))) rmSync(old, { recursive: true, force: true });
+  return final;
+}
+
+function loadCheckpoint(dir: string, params: [string, Tensor][], ema: Map<string, Tensor> | null, opt: AdamW): CheckpointState {
+  const statePath = join(dir, "state.json");
+  if (!existsSync(statePath)) throw new Error(`cannot resume from ${dir}: no state.json there (an incomplete checkpoint?)`);
+  const state = JSON.parse(readFileSync(statePath, "utf8")) as CheckpointState;
+  const copyInto = (file: string, into: Iterable<[string, Tensor]>) => {
+    const { tensors } = readSafetensorsSync(join(dir, file));
+    try {
+      noGrad(() => {
+        for (const [name, t] of into) {
+          const src = tensors.get(name);
+          if (src === undefined) throw new Error(`cannot resume from ${dir}: ${file} lacks "${name}"; was it written by a different model config?`);
+          if (src.shape.join(",") !== t.shape.join(",")) throw new Error(`cannot resume from ${dir}: "${name}" has shape [${src.shape}] but the model has [${t.shape}]`);
+          t.copy_(src);
+        }
+      });
+    } finally {
+      for (const t of tensors.values()) t.dispose();
+    }
+  };
+  copyInto("weights.safetensors", params);
+  if (ema) {
+    if (existsSync(join(dir, "ema.safetensors"))) copyInto("ema.safetensors", ema);
+    else noGrad(() => { for (const [n, p] of params) ema.get(n)!.copy_(p); });
+  }
+  const { tensors } = readSafetensorsSync(join(dir, "optimizer.safetensors"));
+  try {
+    opt.loadStateDict({ tensors, meta: state.optimizer });
+  } finally {
+    for (const t of tensors.values()) t.dispose();
+  }
+  return state;
+}
+
+/** Trains `model` on `data` with the denoising loss; see the file comment for the exact loop. */
+export function pretrain(opts: PretrainOptions): PretrainResult {
+  const { model, data } = opts;
+  const batchSize = opts.batchSize ?? 32;
+  const baseLr = opts.lr ?? 1e-3;
+  const seed = opts.seed ?? 0;
+  const emaDecay = opts.emaDecay ?? 0.999;
+  const dropout = opts.promptDropout ?? 0.1;
+  const logEvery = Math.max(1, opts.logEvery ?? 10);
+  const keepN = Math.max(1, opts.keepCheckpoints ?? 2);
+  const schedule = { kind: opts.lrSchedule ?? "cosine", warmupSteps: opts.warmupSteps ?? 100, totalSteps: opts.steps };
+  const n = data.captions.length;
+  const per = data.size * data.size * 3;
+  if (!Number.isInteger(opts.steps) || opts.steps < 0) throw new Error(`pretrain: steps must be a non-negative integer, got ${opts.steps}`);
+  if (!Number.isInteger(batchSize) || batchSize < 1) throw new Error(`pretrain: batchSize must be a positive integer, got ${batchSize}`);
+  if (!(dropout >= 0 && dropout <= 1)) throw new Error(`pretrain: promptDropout must be in [0, 1], got ${dropout}`);
+  if (!(emaDecay >= 0 && emaDecay < 1)) throw new Error(`pretrain: emaDecay must be in [0, 1), got ${emaDecay}`);
+  if (n === 0) throw new Error("pretrain: the data set is empty");
+  if (data.pixels.length !== n * per) throw new Error(`pretrain: ${n} captions but ${data.pixels.length / per} images of ${data.size}×${data.size}`);
+  if (opts.resume && !opts.out && typeof opts.resume !== "string") throw new Error("pretrain: resume needs `out` (the run folder) or a checkpoint path");
+  const weights = data.weights ?? new Array<number>(n).fill(1);
+  if (weights.length !== n) throw new Error(`pretrain: ${weights.length} weights for ${n} items`);
+  const cumulative = new Float64Array(n);
+  let acc = 0;
+  weights.forEach((w, i) => {
+    if (!(w >= 0)) throw new Error(`pretrain: weight of item ${i} is ${w}; weights must be ≥ 0`);
+    acc += w;
+    cumulative[i] = acc;
+  });
+  if (!(acc > 0)) throw new Error("pretrain: all sampling weights are 0");
+
+  for (const m of Object.values(model.modules)) m.train();
+  const params = trainedParameters(model);
+  const opt = new AdamW(params, { lr: baseLr, weightDecay: opts.weightDecay ?? 0.01 });
+  const ema = emaDecay > 0 ? new Map(params.map(([name, p]) => [name, keep(noGrad(() => p.detach().clone()))] as const)) : null;
+
+  let start = 0;
+  let losses: [number, number][] = [];
+  let resumedFrom: string | null = null;
+  if (opts.resume) {
+    const dir = typeof opts.resume === "string" ? opts.resume : latestCheckpoint(opts.out!);
+    if (dir !== null) {
+      const st = loadCheckpoint(dir, params, ema, opt);
+      if (st.seed !== seed) throw new Error(`cannot resume from ${dir}: it was trained with seed ${st.seed}, this run uses ${seed}`);
+      start = st.step;
+      losses = st.losses;
+      resumedFrom = dir;
+    }
+  }
+  const emit = opts.onEvent ?? (() => {});
+  emit({ type: "start", step: start, totalSteps: opts.steps, parameters: params.reduce((a, [, p]) => a + p.size, 0), items: n, resumedFrom });
+
+  const gen = new Generator(seed);
+  const T = model.schedule.numTrainTimesteps;
+  const t0 = Date.now();
+  let windowLoss = 0;
+  let windowSteps = 0;
+  let windowStart = Date.now();
+  let lastGradNorm = 0;
+  let step = start;
+  const checkpoint = (): void => {
+    if (!opts.out) return;
+    const path = saveCheckpoint(opts.out, step, params, ema, opt, { step, seed, losses, optimizer: opt.stateDict().meta, emaDecay }, keepN);
+    emit({ type: "checkpoint", step, path });
+  };
+  const batchPixels = new Uint8Array(batchSize * per);
+  while (step < opts.steps) {
+    if (opts.shouldStop?.()) break;
+    const idx = batchIndices(seed, step, batchSize, cumulative);
+    const rng = new Rng(hashInts(seed, step, 2));
+    const captions = idx.map((i) => (rng.random() < dropout ? "" : data.captions[i]!));
+    idx.forEach((i, b) => batchPixels.set(data.pixels.subarray(i * per, (i + 1) * per), b * per));
+    gen.manualSeed(hashInts(seed, step, 3));
+    opt.lr = lrAt(step, baseLr, schedule);
+    const loss = tidy(() => {
+      const x0 = tensor(batchPixels, [batchSize, data.size, data.size, 3]).to("f32").permute([0, 3, 1, 2]).div(127.5).sub(1);
+      const t = randint(0, T, [batchSize], gen);
+      const noise = randn(x0.shape, gen);
+      const xt = addNoise(model.schedule, x0, noise, t);
+      const target = trainingTarget(model.schedule.predictionType, model.schedule, x0, noise, t);
+      const cond = model.encodePrompts(captions);
+      const pred = model.predict(xt, t, cond);
+      const l = pred.sub(target).square().mean();
+      l.backward();
+      return l.item();
+    });
+    if (!Number.isFinite(loss)) throw new Error(`pretrain: the loss became ${loss} at step ${step + 1}; lower the learning rate (now ${opt.lr})`);
+    lastGradNorm = clipGradNorm(params.map(([, p]) => p), opts.maxGradNorm ?? 1.0);
+    opt.step();
+    opt.zeroGrad();
+    if (ema) {
+      const d = emaDecayAt(step, emaDecay);
+      noGrad(() => { for (const [name, p] of params) ema.get(name)!.lerp_(p, 1 - d); });
+    }
+    step++;
+    windowLoss += loss;
+    windowSteps++;
+    if (step % logEvery === 0 || step === opts.steps) {
+      const now = Date.now();
+      const mean = windowLoss / windowSteps;
+      losses.push([step, mean]);
+      const elapsed = (now - t0) / 1000;
+      const rate = (windowSteps * batchSize) / Math.max(1e-3, (now - windowStart) / 1000);
+      const done = step - start;
+      emit({
+        type: "step", step, totalSteps: opts.steps, loss: mean, lr: opt.lr, gradNorm: lastGradNorm,
+        imagesPerSecond: rate, elapsedSeconds: elapsed, etaSeconds: done > 0 ? (elapsed / done) * (opts.steps - step) : 0,
+      });
+      windowLoss = 0;
+      windowSteps = 0;
+      windowStart = now;
+    }
+    if (opts.checkpointEvery && step % opts.checkpointEvery === 0 && step < opts.steps) checkpoint();
+  }
+  if (step > start || resumedFrom === null) checkpoint();
+  opt.dispose();
+  const finalEma = ema ?? new Map(params.map(([name, p]) => [name, keep(noGrad(() => p.detach().clone()))] as const));
+  const seconds = (Date.now() - t0) / 1000;
+  emit({ type: "done", step, seconds, loss: losses[losses.length - 1]?.[1] ?? NaN });
+  return { step, losses, ema: finalEma, seconds };
+}
+
+/** Copies EMA weights (keyed "<module>.<param>") into the model's modules. */
+export function applyEma(model: PretrainModel, ema: Map<string, Tensor>): void {
+  noGrad(() => {
+    for (const [name, p] of trainedParameters(model)) {
+      const src = ema.get(name);
+      if (src === undefined) throw new Error(`EMA weights lack "${name}"`);
+      p.copy_(src);
+    }
+  });
+}

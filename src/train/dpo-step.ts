@@ -1,0 +1,168 @@
+// One Diffusion-DPO training step on a batch of N pairs (REFERENCE.md §1):
+//
+//   1. per PAIR, from the seeded generator: ε ~ N(0, I), t ~ U{0 … T−1}, and a prompt-dropout coin;
+//      the chosen and rejected image of a pair share ε, t and the conditioning;
+//   2. x_t = √ᾱ_t·x0 + √(1−ᾱ_t)·ε on the [chosen…, rejected…] batch of 2N, target ε or v;
+//   3. policy forward with autograd; reference forward under noGrad (a frozen deep copy for full
+//      fine-tuning, the same network with its LoRA adapters off otherwise);
+//   4. per-sample errors → the preference loss → backward of loss × lossScale (1/accumulation).
+//
+// Draw order from the generator per step: noise [N, C, H, W], then timesteps [N], then the dropout
+// coins [N] (always drawn, so changing promptDropout does not shift the other streams).
+import {
+  Generator,
+  autocast,
+  cat,
+  noGrad,
+  rand,
+  randint,
+  randn,
+  tensor,
+  tidy,
+  type Tensor,
+} from "../tensor/index.js";
+import type { Module } from "../nn/index.js";
+import {
+  perSampleErrors,
+  preferenceLoss,
+  type PreferenceMethod,
+  type PreferenceOptions,
+} from "../losses/preference.js";
+import { noiseAndTarget, type TrainPredictionType, type TrainSchedule } from "./noising.js";
+
+/** A denoiser call: noisy input [B, C, H, W], integer timesteps [B], conditioning [B, L, D] → prediction. */
+export type DenoisingModel = (x: Tensor, t: Tensor, cond: Tensor) => Tensor;
+
+/** A Module with the UNet's forward signature (UNet2DConditionModel, or a tiny stand-in). */
+export interface DenoiserModule extends Module {
+  forward(sample: Tensor, timestep: Tensor, encoderHiddenStates: Tensor): Tensor;
+}
+
+/** Turns a module into a DenoisingModel. */
+export function denoiserOf(m: DenoiserModule): DenoisingModel {
+  return (x, t, c) => m.forward(x, t, c);
+}
+
+/**
+ * The reference of a LoRA run: the same network with its adapters disabled for the call (no
+ * second copy in memory). `setEnabled` is src/nn/lora's setLoraEnabled bound to the model.
+ */
+export function adaptersOffReference(policy: DenoisingModel, setEnabled: (on: boolean) => void): DenoisingModel {
+  return (x, t, c) => {
+    setEnabled(false);
+    try {
+      return policy(x, t, c);
+    } finally {
+      setEnabled(true);
+    }
+  };
+}
+
+export interface StepModels {
+  policy: DenoisingModel;
+  /** Run under noGrad. Needed by dpo/hinge/ipo; optional (metrics only) for sft/mapo. */
+  reference?: DenoisingModel;
+  /** Frozen text encoder: prompts → conditioning [N, L, D]. Called under noGrad. */
+  encodePrompts: (prompts: string[]) => Tensor;
+  /** Frozen image encoder (the VAE, scaled latents); identity when absent (pixel-space models). */
+  encodeImages?: (pixels: Tensor) => Tensor;
+}
+
+export interface StepOptions extends PreferenceOptions {
+  method: PreferenceMethod;
+  schedule: TrainSchedule;
+  predictionType: TrainPredictionType;
+  /** Probability that a pair's caption becomes "" (official: 0.2). */
+  promptDropout: number;
+  /** The loss is multiplied by this before backward (1/gradientAccumulation). */
+  lossScale: number;
+  /** bf16 autocast for the forward passes. */
+  mixedPrecision?: "no" | "bf16";
+}
+
+/** One batch: N prompts and 2N images laid out [chosen…, rejected…] (pixels in [−1, 1]). */
+export interface PairBatch {
+  prompts: string[];
+  pixels: Tensor;
+}
+
+export interface StepResult {
+  loss: number;
+  /** NaN when no reference ran. */
+  implicitAcc: number;
+  policyMse: number;
+  referenceMse: number;
+  margin: number;
+  /** False when the loss is NaN or ±∞ (backward was not run). */
+  finite: boolean;
+  pairs: number;
+  timesteps: number[];
+  promptsDropped: number;
+}
+
+function withAutocast<T>(device: string, mode: "no" | "bf16" | undefined, fn: () => T): T {
+  if (mode !== "bf16") return fn();
+  return autocast(device.startsWith("cuda") ? "cuda" : "cpu", "bf16", fn);
+}
+
+/** Runs the step (forward, loss, backward; no optimizer update) and returns plain numbers. */
+export function dpoStep(models: StepModels, batch: PairBatch, gen: Generator, opts: StepOptions): StepResult {
+  return tidy(() => {
+    const pixels = batch.pixels;
+    const n = batch.prompts.length;
+    if (pixels.ndim !== 4 || pixels.shape[0] !== 2 * n) {
+      throw new Error(
+        `dpoStep: a batch of ${n} prompts needs images [${2 * n}, C, H, W] laid out [chosen…, rejected…]; got [${pixels.shape.join(", ")}]`,
+      );
+    }
+    const device = pixels.device;
+    const x0 = models.encodeImages ? noGrad(() => models.encodeImages!(pixels)).detach() : pixels;
+    const [, c, h, w] = x0.shape as [number, number, number, number];
+
+    // 1. randomness per pair, shared by both images of the pair
+    const T = opts.schedule.numTrainTimesteps;
+    const noisePairs = randn([n, c, h, w], gen, { device });
+    const tPairs = Array.from(randint(0, T, [n], gen).toArray(), (v) => Math.round(v));
+    const coins = rand([n], gen).toArray();
+    const prompts = batch.prompts.map((p, i) => (coins[i]! < opts.promptDropout ? "" : p));
+    const promptsDropped = prompts.filter((p, i) => p === "" && batch.prompts[i] !== "").length;
+
+    const noise = cat([noisePairs, noisePairs], 0);
+    const t = [...tPairs, ...tPairs];
+    const tTensor = tensor(new BigInt64Array(t.map((v) => BigInt(v))), [2 * n], { device });
+    const condPairs = noGrad(() => models.encodePrompts(prompts)).detach();
+    const cond = cat([condPairs, condPairs], 0);
+
+    // 2. noising and target
+    const { noisy, target } = noiseAndTarget(opts.schedule, opts.predictionType, x0, noise, t);
+
+    // 3. policy (with autograd) and reference (without)
+    const pred = withAutocast(device, opts.mixedPrecision, () => models.policy(noisy, tTensor, cond));
+    const policy = perSampleErrors(pred, target);
+    let reference: { rw: Tensor; rl: Tensor } | undefined;
+    if (models.reference !== undefined) {
+      const refPred = noGrad(() => withAutocast(device, opts.mixedPrecision, () => models.reference!(noisy, tTensor, cond)));
+      const e = perSampleErrors(refPred, target);
+      reference = { rw: e.lw, rl: e.ll };
+    }
+
+    // 4. loss and backward
+    const mapo = { ...opts.mapo, numTrainTimesteps: opts.mapo?.numTrainTimesteps ?? T };
+    const r = preferenceLoss(opts.method, { policy, reference, beta: opts.beta, mapo });
+    const loss = r.loss.item();
+    const finite = Number.isFinite(loss);
+    if (finite) r.loss.mul(opts.lossScale).backward();
+    const num = (x: Tensor | undefined): number => (x === undefined ? Number.NaN : x.item());
+    return {
+      loss,
+      implicitAcc: num(r.metrics.implicitAcc),
+      policyMse: num(r.metrics.policyMse),
+      referenceMse: num(r.metrics.referenceMse),
+      margin: num(r.metrics.margin),
+      finite,
+      pairs: n,
+      timesteps: tPairs,
+      promptsDropped,
+    };
+  });
+}

@@ -1,0 +1,60 @@
+// Test stand-ins: a tiny conditional conv denoiser with the UNet's forward signature, a toy prompt
+// encoder, and synthetic preference pairs where the chosen image is systematically brighter.
+import { Module, Conv2d, Linear, setInitSeed } from "../../src/nn/index.js";
+import { Generator, cat, randn, tensor, type Tensor } from "../../src/tensor/index.js";
+import type { DenoiserModule } from "../../src/train/dpo-step.js";
+
+export const COND_DIM = 8;
+
+export class TinyDenoiser extends Module implements DenoiserModule {
+  conv_in: Conv2d;
+  time_proj: Linear;
+  cond_proj: Linear;
+  conv_out: Conv2d;
+  constructor(readonly channels = 3, readonly hidden = 16, seed = 0) {
+    super();
+    setInitSeed(seed);
+    this.conv_in = this.child("conv_in", new Conv2d(channels, hidden, 3, { padding: 1 }));
+    this.time_proj = this.child("time_proj", new Linear(1, hidden));
+    this.cond_proj = this.child("cond_proj", new Linear(COND_DIM, hidden));
+    this.conv_out = this.child("conv_out", new Conv2d(hidden, channels, 3, { padding: 1 }));
+  }
+  forward(x: Tensor, t: Tensor, cond: Tensor): Tensor {
+    const b = x.shape[0]!;
+    const h = this.conv_in.forward(x);
+    const temb = this.time_proj.forward(t.float().div(1000).unsqueeze(1));
+    const c = this.cond_proj.forward(cond.mean(1));
+    return this.conv_out.forward(h.add(temb.add(c).reshape([b, this.hidden, 1, 1])).silu());
+  }
+}
+
+/** Deterministic toy text encoder: [N, 2, COND_DIM] from the prompt's characters ("" → zeros). */
+export function encodePrompts(prompts: string[]): Tensor {
+  const data = new Float32Array(prompts.length * 2 * COND_DIM);
+  prompts.forEach((p, i) => {
+    for (let k = 0; k < p.length; k++) {
+      const j = i * 2 * COND_DIM + (k % (2 * COND_DIM));
+      data[j] = (data[j] ?? 0) + (p.charCodeAt(k) % 17) / 17 - 0.5;
+    }
+  });
+  return tensor(data, [prompts.length, 2, COND_DIM]);
+}
+
+/** N pairs of 3×size×size images in [−1, 1]: chosen = base + shift, rejected = base − shift. */
+export function brightPairs(n: number, size: number, seed: number, shift = 0.4): { prompts: string[]; chosen: Tensor; rejected: Tensor } {
+  const gen = new Generator(seed);
+  const base = randn([n, 3, size, size], gen).mul(0.3);
+  return {
+    prompts: Array.from({ length: n }, (_, i) => `a toy image number ${i}`),
+    chosen: base.add(shift).clamp(-1, 1),
+    rejected: base.sub(shift).clamp(-1, 1),
+  };
+}
+
+export function pairBatch(p: { prompts: string[]; chosen: Tensor; rejected: Tensor }, idx: number[]) {
+  const index = tensor(new BigInt64Array(idx.map(BigInt)), [idx.length]);
+  return {
+    prompts: idx.map((i) => p.prompts[i]!),
+    pixels: cat([p.chosen.indexSelect(0, index), p.rejected.indexSelect(0, index)], 0),
+  };
+}

@@ -143,6 +143,13 @@ DDPO_OP(freeTensors) {
 }
 DDPO_OP(liveTensors) { return Napi::Number::New(env, static_cast<double>(liveCount())); }
 DDPO_OP(liveTensorBytes) { return Napi::Number::New(env, static_cast<double>(liveBytes())); }
+// The isolate's external-memory total as V8 sees it (napi_adjust_external_memory by 0 reads it):
+// tensor bytes are reported in 4 MiB chunks, so this tracks liveTensorBytes() within that.
+DDPO_OP(externalMemory) {
+  int64_t total = 0;
+  napi_adjust_external_memory(env, 0, &total);
+  return Napi::Number::New(env, static_cast<double>(total));
+}
 DDPO_OP(isGradEnabled) { return Napi::Boolean::New(env, c10::GradMode::is_enabled()); }
 DDPO_OP(setGradEnabled) {
   bool previous = c10::GradMode::is_enabled();
@@ -183,6 +190,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   EXPORT(freeTensors);
   EXPORT(liveTensors);
   EXPORT(liveTensorBytes);
+  EXPORT(externalMemory);
   EXPORT(isGradEnabled);
   EXPORT(setGradEnabled);
   EXPORT(setAutocast);

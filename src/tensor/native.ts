@@ -15,6 +15,7 @@ export interface NativeBinding {
   freeTensors(hs: number[]): void;
   liveTensors(): number;
   liveTensorBytes(): number;
+  externalMemory(): number;
   isGradEnabled(): boolean;
   setGradEnabled(enabled: boolean): boolean;
   setAutocast(enabled: boolean, device: string, dtype: number): boolean;

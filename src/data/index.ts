@@ -1,0 +1,12 @@
+export * from "./types.js";
+export * from "./errors.js";
+export * from "./random.js";
+export * from "./images.js";
+export * from "./dataset.js";
+export * from "./pickapic.js";
+export * from "./folder.js";
+export * from "./jsonl.js";
+export * from "./store.js";
+export * from "./loader.js";
+export * from "./open.js";
+export { listFiles } from "./files.js";

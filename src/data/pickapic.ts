@@ -27,6 +27,8 @@ export interface PickapicFilters {
 
 export interface PickapicOptions extends ReaderOptions {
   filters?: PickapicFilters;
+  /** How a shard is opened (default: ranged reads of the local file); tests count bytes with it. */
+  openFile?: (path: string) => Promise<AsyncBuffer>;
 }
 
 export const PICKAPIC_REQUIRED = ["caption", "jpg_0", "jpg_1", "label_0", "label_1"] as const;
@@ -85,7 +87,7 @@ export class PickapicSource implements PreferenceSource {
       let file: AsyncBuffer;
       let metadata: FileMetaData;
       try {
-        file = await asyncBufferFromFile(path);
+        file = await (this.opts.openFile ?? asyncBufferFromFile)(path);
         metadata = await parquetMetadataAsync(file);
       } catch (e) {
         throw new Error(`${path}: not a readable parquet file (${(e as Error).message})`);

@@ -1,12 +1,24 @@
 import { test, before } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { copyFileSync } from "node:fs";
+import { copyFileSync, statSync } from "node:fs";
+import { asyncBufferFromFile } from "hyparquet";
 import { PickapicSource } from "../../src/data/pickapic.js";
 import { PreferenceDataset } from "../../src/data/dataset.js";
 import { DataError } from "../../src/data/errors.js";
 import { skippedTotal } from "../../src/data/types.js";
+import sharp from "sharp";
 import { jpeg, tempDir, writePickapic, type PickRow } from "./_fixtures.js";
+
+async function noiseJpeg(size: number, seed: number): Promise<Uint8Array> {
+  const d = new Uint8Array(size * size * 3);
+  let x = seed * 2654435761 + 1;
+  for (let i = 0; i < d.length; i++) {
+    x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
+    d[i] = x >>> 24;
+  }
+  return new Uint8Array(await sharp(d, { raw: { width: size, height: size, channels: 3 } }).jpeg({ quality: 90 }).toBuffer());
+}
 
 let dir = "";
 let shard = "";
@@ -133,4 +145,31 @@ test("missing columns and wrong types are named", async () => {
   const q = join(dir, "nullcap.parquet");
   writePickapic(q, [{ ...rows[0]!, caption: null }]);
   await assert.rejects(new PreferenceDataset(new PickapicSource(q)).toArray(), /row 0, field 'caption': caption is null/);
+});
+
+test("reading one row group touches only that row group's bytes", async () => {
+  const big = join(dir, "big.parquet");
+  const bigRows: PickRow[] = [];
+  // noisy JPEGs (about 60 kB each) so the file is larger than hyparquet's first footer fetch (512 kB)
+  for (let i = 0; i < 8; i++) bigRows.push({ caption: `r${i}`, jpg_0: await noiseJpeg(256, 2 * i), jpg_1: await noiseJpeg(256, 2 * i + 1), label_0: 1, label_1: 0 });
+  writePickapic(big, bigRows, { rowGroupSize: 2 });
+  const size = statSync(big).size;
+  let read = 0;
+  const src = new PickapicSource(big, {
+    openFile: async (p) => {
+      const f = await asyncBufferFromFile(p);
+      return { byteLength: f.byteLength, slice: (s: number, e?: number) => { read += (e ?? f.byteLength) - s; return f.slice(s, e); } };
+    },
+  });
+  await src.units();
+  const footer = read;
+  assert.ok(size > 600_000, `fixture is ${size} bytes`);
+  assert.ok(footer <= 512 * 1024 + 16, `footer read ${footer} of ${size}`);
+  const rows = await src.readUnit(2);
+  assert.equal(rows.length, 2);
+  const unitBytes = read - footer;
+  // row group 2 lies in the part of the file the footer fetch did not cover; reading it
+  // fetches about a quarter of the file, never the whole file
+  assert.ok(unitBytes < size / 2, `row group read ${unitBytes} of ${size} bytes`);
+  assert.ok(unitBytes > size / 8, `row group read ${unitBytes} of ${size} bytes`);
 });

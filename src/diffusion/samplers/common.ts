@@ -36,3 +36,15 @@ export function checkIndex(index: number, n: number): void {
     throw new Error(`step index ${index} is outside the run's ${n} timesteps`);
   }
 }
+
+/** Throws a clear error when spacing + steps_offset push a timestep outside [0, T−1]. */
+export function checkRunTimesteps(schedule: NoiseSchedule, ts: readonly number[], sampler: string, spacing: TimestepSpacing): void {
+  const T = schedule.numTrainTimesteps;
+  const bad = ts.find((t) => !(t >= 0 && t <= T - 1));
+  if (bad !== undefined) {
+    throw new Error(
+      `${sampler}: ${ts.length} steps with timestepSpacing "${spacing}" and stepsOffset ${schedule.config.stepsOffset} ` +
+        `give timestep ${bad}, outside [0, ${T - 1}]; use fewer steps, spacing "trailing", or stepsOffset 0`,
+    );
+  }
+}

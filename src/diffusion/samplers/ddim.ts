@@ -6,7 +6,7 @@
 import { noGrad, tidy, type Tensor } from "../../tensor/index.js";
 import { addNoise, predToEps, predToX0 } from "../noising.js";
 import type { NoiseSchedule } from "../schedule.js";
-import { checkIndex, maybeClip, resolveSpacing } from "./common.js";
+import { checkIndex, checkRunTimesteps, maybeClip, resolveSpacing } from "./common.js";
 import { discreteTimesteps } from "./timesteps.js";
 import type { DenoiseModel, Sampler, SamplerOptions, SamplerProcess } from "./types.js";
 
@@ -29,7 +29,7 @@ export const ddim: Sampler = {
     const eta = opts?.eta ?? 0;
     checkEta(eta);
     const ts = timesteps(schedule, steps, opts);
-    ts.forEach((t) => schedule.checkTimestep(t, "ddim timestep"));
+    checkRunTimesteps(schedule, ts, "ddim", resolveSpacing(schedule, opts, "leading"));
     const ac = schedule.alphasCumprod;
     const type = schedule.predictionType;
     const T = schedule.numTrainTimesteps;

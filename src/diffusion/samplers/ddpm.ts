@@ -5,7 +5,7 @@
 import { addNoise } from "../noising.js";
 import { predToX0 } from "../noising.js";
 import type { NoiseSchedule } from "../schedule.js";
-import { checkIndex, maybeClip, resolveSpacing } from "./common.js";
+import { checkIndex, checkRunTimesteps, maybeClip, resolveSpacing } from "./common.js";
 import { discreteTimesteps } from "./timesteps.js";
 import type { Sampler, SamplerOptions, SamplerProcess } from "./types.js";
 
@@ -20,7 +20,7 @@ export const ddpm: Sampler = {
   timesteps,
   prepare(schedule, steps, opts): SamplerProcess {
     const ts = timesteps(schedule, steps, opts);
-    ts.forEach((t) => schedule.checkTimestep(t, "ddpm timestep"));
+    checkRunTimesteps(schedule, ts, "ddpm", resolveSpacing(schedule, opts, "leading"));
     const ac = schedule.alphasCumprod;
     const type = schedule.predictionType;
     return {

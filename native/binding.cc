@@ -5,6 +5,7 @@
 #include <ATen/autocast_mode.h>
 #include <c10/core/GradMode.h>
 
+#include <algorithm>
 #include <sstream>
 #include <thread>
 
@@ -85,7 +86,7 @@ std::vector<at::Tensor> Tensors(const Napi::CallbackInfo& info, size_t i) {
   out.reserve(arr.Length());
   for (uint32_t k = 0; k < arr.Length(); k++) {
     const at::Tensor& t = tensorAt(arr.Get(k).As<Napi::Number>().Int32Value());
-    context.inputs.push_back(&t);
+    context.inputs.emplace_back(i, &t);
     out.push_back(t);
   }
   return out;
@@ -105,11 +106,20 @@ Napi::Value Handles(Napi::Env env, std::vector<at::Tensor> ts) {
   return arr;
 }
 
+std::string opLabel(const char* name) {
+  std::string label(name);
+  if (context.detail != nullptr) label += std::string("(") + context.detail + ")";
+  return label;
+}
+
 std::string describeInputs() {
   if (context.inputs.empty()) return "";
+  std::vector<std::pair<size_t, const at::Tensor*>> ordered = context.inputs;
+  std::stable_sort(ordered.begin(), ordered.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
   std::ostringstream s;
   s << " (inputs:";
-  for (const at::Tensor* t : context.inputs) {
+  for (const auto& [position, t] : ordered) {
     s << " " << (t->defined() ? t->sizes() : c10::IntArrayRef{}) << ":"
       << (t->defined() ? c10::toString(t->scalar_type()) : "undefined");
   }

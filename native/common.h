@@ -17,15 +17,18 @@ void release(int32_t handle);
 int64_t liveCount();
 int64_t liveBytes();
 
-// The tensors read by the op in flight, so an error can name their shapes.
+// The tensors read by the op in flight, so an error can name their shapes. Each is recorded with
+// its argument position: C++ evaluates call arguments in no fixed order (GCC: right to left), so
+// the message sorts them back into the order the caller wrote.
 struct OpContext {
-  std::vector<const at::Tensor*> inputs;
+  std::vector<std::pair<size_t, const at::Tensor*>> inputs;
+  const char* detail = nullptr;  // which opcode of a multiplexed op (unary, binary, reduce) failed
 };
 OpContext& opContext();
 
 inline const at::Tensor& T(const Napi::CallbackInfo& info, size_t i) {
   const at::Tensor& t = tensorAt(info[i].As<Napi::Number>().Int32Value());
-  opContext().inputs.push_back(&t);
+  opContext().inputs.emplace_back(i, &t);
   return t;
 }
 
@@ -35,7 +38,7 @@ inline c10::optional<at::Tensor> OptT(const Napi::CallbackInfo& info, size_t i) 
   int32_t h = info[i].As<Napi::Number>().Int32Value();
   if (h < 0) return c10::nullopt;
   const at::Tensor& t = tensorAt(h);
-  opContext().inputs.push_back(&t);
+  opContext().inputs.emplace_back(i, &t);
   return t;
 }
 
@@ -59,6 +62,8 @@ inline Napi::Value Handle(Napi::Env env, at::Tensor t) {
 Napi::Value Handles(Napi::Env env, std::vector<at::Tensor> ts);
 
 std::string describeInputs();
+// "binary(add)" when a multiplexed op set its detail, else the op's name.
+std::string opLabel(const char* name);
 
 // Wraps an op body so libtorch's exceptions become JavaScript errors naming the op and the
 // shapes of its inputs; the process never aborts on a bad shape or dtype.
@@ -67,16 +72,17 @@ std::string describeInputs();
   Napi::Value name(const Napi::CallbackInfo& info) {                               \
     Napi::Env env = info.Env();                                                    \
     ::ddpo::opContext().inputs.clear();                                            \
+    ::ddpo::opContext().detail = nullptr;                                          \
     try {                                                                          \
       return name##_impl(info, env);                                               \
     } catch (const Napi::Error&) {                                                 \
       throw;                                                                       \
     } catch (const c10::Error& e) {                                                \
-      throw Napi::Error::New(env, std::string(#name) + ": " +                      \
+      throw Napi::Error::New(env, ::ddpo::opLabel(#name) + ": " +                  \
                                       e.what_without_backtrace() +                 \
                                       ::ddpo::describeInputs());                   \
     } catch (const std::exception& e) {                                            \
-      throw Napi::Error::New(env, std::string(#name) + ": " + e.what() +           \
+      throw Napi::Error::New(env, ::ddpo::opLabel(#name) + ": " + e.what() +       \
                                       ::ddpo::describeInputs());                   \
     }                                                                              \
   }                                                                                \

@@ -8,6 +8,7 @@
 
 #include <cstring>
 #include <limits>
+#include <sstream>
 
 namespace ddpo {
 
@@ -38,8 +39,11 @@ DDPO_OP(fromBytes) {
   at::Tensor out = at::empty(shape, at::TensorOptions().dtype(dtype));
   size_t expected = out.nbytes();
   if (arr.ByteLength() != expected) {
-    throw std::invalid_argument("fromBytes: " + std::to_string(arr.ByteLength()) +
-                                " bytes given, shape and dtype need " + std::to_string(expected));
+    std::ostringstream shapeText;
+    shapeText << out.sizes();
+    throw std::invalid_argument(std::to_string(arr.ByteLength()) + " bytes given, but shape " +
+                                shapeText.str() + " of " + c10::toString(dtype) + " needs " +
+                                std::to_string(expected));
   }
   const uint8_t* src = static_cast<const uint8_t*>(arr.ArrayBuffer().Data()) + arr.ByteOffset();
   if (expected > 0) std::memcpy(out.data_ptr(), src, expected);
@@ -156,8 +160,14 @@ enum Unary {
   U_ERF, U_ISFINITE, U_LOG1P, U_EXPM1, U_LOGICAL_NOT, U_QUICK_GELU
 };
 
+static const char* const kUnaryNames[] = {
+  "neg", "exp", "log", "sqrt", "rsqrt", "abs", "sin", "cos", "tanh", "sigmoid", "relu", "silu",
+  "gelu", "geluTanh", "logSigmoid", "square", "sign", "floor", "ceil", "round", "reciprocal",
+  "erf", "isFinite", "log1p", "expm1", "logicalNot", "quickGelu"};
+
 DDPO_OP(unary) {
   int code = static_cast<int>(I(info, 0));
+  if (code >= 0 && code <= U_QUICK_GELU) opContext().detail = kUnaryNames[code];
   const at::Tensor& x = T(info, 1);
   at::Tensor y;
   switch (code) {
@@ -198,7 +208,12 @@ enum Binary {
   B_LOGICAL_AND, B_LOGICAL_OR, B_RSUB, B_RDIV, B_RPOW, B_ATAN2, B_REMAINDER
 };
 
+static const char* const kBinaryNames[] = {
+  "add", "sub", "mul", "div", "pow", "maximum", "minimum", "eq", "ne", "lt", "le", "gt", "ge",
+  "logicalAnd", "logicalOr", "rsub", "rdiv", "rpow", "atan2", "remainder"};
+
 static at::Tensor binaryOp(int code, const at::Tensor& a, const at::Tensor& b) {
+  if (code >= 0 && code <= B_REMAINDER) opContext().detail = kBinaryNames[code];
   switch (code) {
     case B_ADD: return at::add(a, b);
     case B_SUB: return at::sub(a, b);
@@ -229,6 +244,7 @@ DDPO_OP(binary) { return Handle(env, binaryOp(static_cast<int>(I(info, 0)), T(in
 // tensor (op) scalar; scalars stay Python-scalar-like (no dtype promotion of the tensor).
 DDPO_OP(binaryScalar) {
   int code = static_cast<int>(I(info, 0));
+  if (code >= 0 && code <= B_REMAINDER) opContext().detail = kBinaryNames[code];
   const at::Tensor& a = T(info, 1);
   at::Scalar s(D(info, 2));
   at::Tensor y;
@@ -272,8 +288,12 @@ DDPO_OP(triu) { return Handle(env, at::triu(T(info, 0), I(info, 1))); }
 
 enum Reduce { R_SUM, R_MEAN, R_AMAX, R_AMIN, R_PROD, R_VAR, R_STD, R_LOGSUMEXP, R_NORM, R_ANY, R_ALL };
 
+static const char* const kReduceNames[] = {
+  "sum", "mean", "amax", "amin", "prod", "variance", "std", "logSumExp", "norm", "any", "all"};
+
 DDPO_OP(reduce) {
   int code = static_cast<int>(I(info, 0));
+  if (code >= 0 && code <= R_ALL) opContext().detail = kReduceNames[code];
   const at::Tensor& x = T(info, 1);
   bool all = !info[2].IsArray();
   std::vector<int64_t> dims;

@@ -16,7 +16,7 @@ DDPO_OP(adamwStep) {
   at::Tensor& param = tensorAt(info[0].As<Napi::Number>().Int32Value());
   at::Tensor& expAvg = tensorAt(info[1].As<Napi::Number>().Int32Value());
   at::Tensor& expAvgSq = tensorAt(info[2].As<Napi::Number>().Int32Value());
-  opContext().inputs = {&param, &expAvg, &expAvgSq};
+  opContext().inputs = {{0, &param}, {1, &expAvg}, {2, &expAvgSq}};
   double step = D(info, 3), lr = D(info, 4), beta1 = D(info, 5), beta2 = D(info, 6);
   double eps = D(info, 7), weightDecay = D(info, 8);
   const at::Tensor& grad = param.grad();

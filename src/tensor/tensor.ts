@@ -174,7 +174,13 @@ export class Tensor {
 
   /** The native handle; throws if this tensor was disposed. */
   get handle(): number {
-    if (this.#handle < 0) throw new Error("this tensor was disposed and can no longer be used");
+    if (this.#handle < 0) {
+      const known = this.#shape !== undefined ? ` (shape [${this.#shape.join(", ")}])` : "";
+      throw new Error(
+        `this tensor${known} was disposed and can no longer be used: it was freed by dispose() or when ` +
+          "the tidy() scope that made it ended; return it from that scope or keep() it to use it later",
+      );
+    }
     return this.#handle;
   }
 

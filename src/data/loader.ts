@@ -194,13 +194,13 @@ export class PreferenceLoader {
   }
 
   /** Batches of one epoch, starting at the restored position; advances `state()`. */
-  async *epochBatches(): AsyncGenerator<PreferenceBatch> {
+  async *epochBatches(sharedPool?: WorkerPool | null): AsyncGenerator<PreferenceBatch> {
     const epoch = this.epoch;
     const items = await this.order(epoch);
     const { batchSize, prefetch, augment, seed, skipBad } = this.o;
     const res = augment.resolution;
     const per = 3 * res * res;
-    const pool = this.o.workers > 0 ? new WorkerPool(this.o.workers) : null;
+    const pool = sharedPool !== undefined ? sharedPool : this.o.workers > 0 ? new WorkerPool(this.o.workers) : null;
     const unitRows = new Map<number, RowResult[]>();
     const pending: Pending[] = [];
     let pos = this.position;
@@ -280,14 +280,20 @@ export class PreferenceLoader {
     } finally {
       // let in-flight work settle before stopping the workers
       await Promise.allSettled(pending.map((p) => p.result));
-      await pool?.close();
+      if (sharedPool === undefined) await pool?.close();
     }
   }
 
   /** Batches over `epochs` epochs (default: endless), continuing from `state()`. */
   async *batches(epochs = Infinity): AsyncGenerator<PreferenceBatch> {
     const last = this.epoch + epochs;
-    while (this.epoch < last) yield* this.epochBatches();
+    // one pool of worker threads for all epochs of this iteration
+    const pool = this.o.workers > 0 ? new WorkerPool(this.o.workers) : null;
+    try {
+      while (this.epoch < last) yield* this.epochBatches(pool);
+    } finally {
+      await pool?.close();
+    }
   }
 
   private assemble(batch: { pair: PreferencePair; pixels: Float32Array }[], per: number, res: number, epoch: number): PreferenceBatch {

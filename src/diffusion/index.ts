@@ -1,3 +1,12 @@
+// The diffusion math shared by training, sampling and evaluation, with diffusers' semantics.
+//
+//   const schedule = new NoiseSchedule();                       // SD1.5: scaled_linear, ε, T = 1000
+//   const { gen, noise } = seededInputs(seeds, [4, 64, 64]);    // per-seed noise, batch-independent
+//   const model = classifierFreeGuidance(unetCall, textEmb, emptyEmb, 7.5);
+//   const latents = sample({ sampler: "dpmpp_2m", model, schedule, steps: 25, noise, gen });
+//   const edited = img2img({ sampler: "ddim", model, schedule, steps: 50, noise, gen, x0, strength: 0.6 });
+//
+// Training uses `addNoise(schedule, x0, noise, t)` and `trainingTarget(type, schedule, x0, noise, t)`.
 export * from "./schedule.js";
 export * from "./noising.js";
 export * from "./samplers/types.js";

@@ -256,7 +256,8 @@ export class NoiseSchedule {
   readonly alphasCumprod: Float64Array;
   readonly sqrtAlphasCumprod: Float64Array;
   readonly sqrtOneMinusAlphasCumprod: Float64Array;
-  readonly #tables = new Map<string, Tensor>();
+  /** Device copies of the tables `gatherAt` indexes into, per table and device. */
+  readonly #tables = new Map<Float64Array, Map<string, Tensor>>();
 
   constructor(config: Partial<ScheduleConfig> = {}) {
     this.config = Object.freeze(scheduleConfig(config));
@@ -328,11 +329,15 @@ export class NoiseSchedule {
     const idx = t;
     if (idx.ndim !== 1) throw new Error(`timesteps must be a 1-D tensor [N], got shape [${idx.shape.join(", ")}]`);
     const dev = device ?? idx.device;
-    const key = `${tableId(this, table)}@${dev}`;
-    let tab = this.#tables.get(key);
+    let perDevice = this.#tables.get(table);
+    if (perDevice === undefined) {
+      perDevice = new Map();
+      this.#tables.set(table, perDevice);
+    }
+    let tab = perDevice.get(dev);
     if (tab === undefined) {
       tab = keep(tensor(new Float32Array(table), [table.length], { device: dev }));
-      this.#tables.set(key, tab);
+      perDevice.set(dev, tab);
     }
     const ix = idx.dtype === "i64" ? idx : idx.to("i64");
     const picked = tab.indexSelect(0, ix);
@@ -352,18 +357,7 @@ export class NoiseSchedule {
 
   /** Frees the cached device tables (the schedule stays usable). */
   dispose(): void {
-    for (const t of this.#tables.values()) t.dispose();
+    for (const perDevice of this.#tables.values()) for (const t of perDevice.values()) t.dispose();
     this.#tables.clear();
   }
-}
-
-const tableIds = new WeakMap<Float64Array, number>();
-let nextTableId = 0;
-function tableId(_s: NoiseSchedule, table: Float64Array): number {
-  let id = tableIds.get(table);
-  if (id === undefined) {
-    id = nextTableId++;
-    tableIds.set(table, id);
-  }
-  return id;
 }

@@ -171,7 +171,7 @@ export function vaeScaleFactor(config: AutoencoderKLConfig): number {
 const EPS = 1e-6; // diffusers' VAE resnets and norms use eps 1e-6
 
 /** diffusers' ResnetBlock2D without a time embedding (temb_channels=None). */
-export class ResnetBlock2D extends Module {
+export class VaeResnetBlock2D extends Module {
   readonly norm1: GroupNorm;
   readonly conv1: Conv2d;
   readonly norm2: GroupNorm;
@@ -225,7 +225,7 @@ export class VaeAttention extends Module {
 }
 
 /** diffusers' Downsample2D(use_conv=True, padding=0): pad right/bottom by one, 3×3 conv stride 2. */
-export class Downsample2D extends Module {
+export class VaeDownsample2D extends Module {
   readonly conv: Conv2d;
   constructor(channels: number) {
     super();
@@ -237,7 +237,7 @@ export class Downsample2D extends Module {
 }
 
 /** diffusers' Upsample2D(use_conv=True): nearest 2× then a 3×3 conv. */
-export class Upsample2D extends Module {
+export class VaeUpsample2D extends Module {
   readonly conv: Conv2d;
   constructor(channels: number) {
     super();
@@ -249,14 +249,14 @@ export class Upsample2D extends Module {
 }
 
 export class DownEncoderBlock2D extends Module {
-  readonly resnets: ModuleList<ResnetBlock2D>;
-  readonly downsamplers: ModuleList<Downsample2D> | null;
+  readonly resnets: ModuleList<VaeResnetBlock2D>;
+  readonly downsamplers: ModuleList<VaeDownsample2D> | null;
   constructor(inChannels: number, outChannels: number, layers: number, groups: number, addDownsample: boolean) {
     super();
     this.resnets = this.child("resnets", new ModuleList(
-      Array.from({ length: layers }, (_, j) => new ResnetBlock2D(j === 0 ? inChannels : outChannels, outChannels, groups)),
+      Array.from({ length: layers }, (_, j) => new VaeResnetBlock2D(j === 0 ? inChannels : outChannels, outChannels, groups)),
     ));
-    this.downsamplers = addDownsample ? this.child("downsamplers", new ModuleList([new Downsample2D(outChannels)])) : null;
+    this.downsamplers = addDownsample ? this.child("downsamplers", new ModuleList([new VaeDownsample2D(outChannels)])) : null;
   }
   forward(x: Tensor): Tensor {
     let h = x;
@@ -267,14 +267,14 @@ export class DownEncoderBlock2D extends Module {
 }
 
 export class UpDecoderBlock2D extends Module {
-  readonly resnets: ModuleList<ResnetBlock2D>;
-  readonly upsamplers: ModuleList<Upsample2D> | null;
+  readonly resnets: ModuleList<VaeResnetBlock2D>;
+  readonly upsamplers: ModuleList<VaeUpsample2D> | null;
   constructor(inChannels: number, outChannels: number, layers: number, groups: number, addUpsample: boolean) {
     super();
     this.resnets = this.child("resnets", new ModuleList(
-      Array.from({ length: layers }, (_, j) => new ResnetBlock2D(j === 0 ? inChannels : outChannels, outChannels, groups)),
+      Array.from({ length: layers }, (_, j) => new VaeResnetBlock2D(j === 0 ? inChannels : outChannels, outChannels, groups)),
     ));
-    this.upsamplers = addUpsample ? this.child("upsamplers", new ModuleList([new Upsample2D(outChannels)])) : null;
+    this.upsamplers = addUpsample ? this.child("upsamplers", new ModuleList([new VaeUpsample2D(outChannels)])) : null;
   }
   forward(x: Tensor): Tensor {
     let h = x;
@@ -287,12 +287,12 @@ export class UpDecoderBlock2D extends Module {
 /** diffusers' UNetMidBlock2D without time embedding: resnet, (attention, resnet) × 1. */
 export class UNetMidBlock2D extends Module {
   readonly attentions: ModuleList<VaeAttention> | null;
-  readonly resnets: ModuleList<ResnetBlock2D>;
+  readonly resnets: ModuleList<VaeResnetBlock2D>;
   constructor(channels: number, groups: number, addAttention: boolean) {
     super();
     this.attentions = addAttention ? this.child("attentions", new ModuleList([new VaeAttention(channels, groups)])) : null;
     this.resnets = this.child("resnets", new ModuleList([
-      new ResnetBlock2D(channels, channels, groups), new ResnetBlock2D(channels, channels, groups),
+      new VaeResnetBlock2D(channels, channels, groups), new VaeResnetBlock2D(channels, channels, groups),
     ]));
   }
   forward(x: Tensor): Tensor {
@@ -458,6 +458,12 @@ export class AutoencoderKL extends Module {
 const LEGACY_ATTENTION = /^(.*\.attentions\.\d+)\.(query|key|value|proj_attn)\.(weight|bias)$/;
 const LEGACY_RENAME: Record<string, string> = { query: "to_q", key: "to_k", value: "to_v", proj_attn: "to_out.0" };
 
+/** The current diffusers name for a VAE weight name (legacy attention names renamed, others unchanged). */
+export function currentVaeWeightName(name: string): string {
+  const m = LEGACY_ATTENTION.exec(name);
+  return m === null ? name : `${m[1]}.${LEGACY_RENAME[m[2]!]}.${m[3]}`;
+}
+
 /**
  * Renames the attention weights of VAE checkpoints saved by diffusers < 0.14 (query, key, value,
  * proj_attn) to the current names (to_q, to_k, to_v, to_out.0), as diffusers does on load, and
@@ -477,7 +483,7 @@ export function convertLegacyVaeStateDict(state: Map<string, Tensor>): { state: 
       created.push(value);
     }
     if (m !== null) {
-      const target = `${m[1]}.${LEGACY_RENAME[m[2]!]}.${m[3]}`;
+      const target = currentVaeWeightName(name);
       if (state.has(target)) throw new Error(`checkpoint holds both the legacy "${name}" and the current "${target}"; remove one`);
       out.set(target, value);
       renamed.push(name);

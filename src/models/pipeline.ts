@@ -1,0 +1,423 @@
+// A text-to-image model as one bundle (UNet, CLIP text encoder + tokenizer, optional VAE, noise
+// schedule) and its diffusers folder layout, so Stable Diffusion folders load and what we save
+// loads in diffusers:
+//
+//   model_index.json                     {"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"], …}
+//   unet/config.json                     + diffusion_pytorch_model.safetensors
+//   text_encoder/config.json             + model.safetensors            (transformers' CLIPTextModel)
+//   tokenizer/vocab.json, merges.txt, special_tokens_map.json, tokenizer_config.json
+//   vae/config.json                      + diffusion_pytorch_model.safetensors   (AutoencoderKL)
+//   scheduler/scheduler_config.json
+//
+// Pixel-space models (the small default model) have no VAE: no vae/ folder, and model_index.json
+// records the component as [null, null], diffusers' spelling of an absent component (as it writes
+// "safety_checker": [null, null]); a bare null is accepted on load too.
+//
+// Weights are safetensors only (pickle .bin files would need a Python unpickler and can run code);
+// sharded checkpoints (<name>.safetensors.index.json) and variants (<name>.fp16.safetensors) load.
+// Loading streams one tensor at a time into the built model, after checking the file's names
+// against the model's: missing or unexpected weights are an error listing them with the file.
+// Saving writes a temporary sibling folder and renames it into place.
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { basename, dirname, join, resolve } from "node:path";
+import { randomBytes } from "node:crypto";
+import { SafetensorsFile, writeSafetensorsSync } from "../io/safetensors.js";
+import type { Module } from "../nn/module.js";
+import { getDefaultDevice, noGrad, setDefaultDevice, tensor, tidy, type Tensor } from "../tensor/index.js";
+import {
+  SD15_SCHEDULE, scheduleConfigFromDiffusers, scheduleConfigToDiffusers, type ScheduleConfig,
+} from "../diffusion/schedule.js";
+import { ClipTextModel, clipTextConfigFromJson, clipTextConfigToJson, TINY_CLIP_TEXT_CONFIG, type ClipTextConfig } from "./clip/text-model.js";
+import { ClipTokenizer } from "./clip/tokenizer.js";
+import {
+  AutoencoderKL, autoencoderKLConfigFromJson, autoencoderKLConfigToJson, currentVaeWeightName, type AutoencoderKLConfig,
+} from "./vae/autoencoder-kl.js";
+import { UNet2DConditionModel } from "./unet/unet.js";
+import { parseUNetConfig, resolveUNetConfig, toDiffusersConfig, TINY_UNET_CONFIG, type UNetConfig } from "./unet/config.js";
+
+/** The diffusers version whose folder format we write. */
+export const DIFFUSERS_VERSION = "0.30.0";
+
+export interface TextToImageModel {
+  unet: UNet2DConditionModel;
+  textEncoder: ClipTextModel;
+  tokenizer: ClipTokenizer;
+  /** null: a pixel-space model (the UNet denoises images directly). */
+  vae: AutoencoderKL | null;
+  scheduler: ScheduleConfig;
+  /** The diffusers scheduler class written to model_index.json and scheduler_config.json (default "DDPMScheduler"). */
+  schedulerClass?: string;
+}
+
+export interface CreateModelOptions {
+  unet?: Partial<UNetConfig>;
+  textEncoder?: ClipTextConfig;
+  /** An AutoencoderKL config for a latent model; null or absent: pixel space. */
+  vae?: AutoencoderKLConfig | null;
+  scheduler?: ScheduleConfig;
+  schedulerClass?: string;
+  tokenizer?: ClipTokenizer;
+}
+
+/**
+ * A freshly initialised model (default: the tiny pixel-space model — TINY_UNET_CONFIG,
+ * TINY_CLIP_TEXT_CONFIG, no VAE, SD1.5's schedule, CLIP's tokenizer from assets/).
+ */
+export function createTextToImageModel(opts: CreateModelOptions = {}): TextToImageModel {
+  const unetConfig = resolveUNetConfig(opts.unet ?? TINY_UNET_CONFIG, "createTextToImageModel unet");
+  const textConfig = opts.textEncoder ?? TINY_CLIP_TEXT_CONFIG;
+  const tokenizer = opts.tokenizer ?? ClipTokenizer.fromFile();
+  checkComponentConfigs(unetConfig, textConfig, opts.vae ?? null, tokenizer.vocabSize, "createTextToImageModel");
+  return {
+    unet: new UNet2DConditionModel(unetConfig),
+    textEncoder: new ClipTextModel(textConfig),
+    tokenizer,
+    vae: opts.vae ? new AutoencoderKL(opts.vae) : null,
+    scheduler: opts.scheduler ?? { ...SD15_SCHEDULE },
+    schedulerClass: opts.schedulerClass ?? "DDPMScheduler",
+  };
+}
+
+/**
+ * The components must fit together: text width = UNet cross-attention width; VAE latent channels
+ * = UNet input channels (pixel space: UNet in = out channels); the tokenizer's ids fit the
+ * embedding table. Checked on configs, before any weights are built or read.
+ */
+export function checkComponentConfigs(
+  unet: Pick<UNetConfig, "crossAttentionDim" | "inChannels" | "outChannels">, text: ClipTextConfig,
+  vae: AutoencoderKLConfig | null, tokenizerVocab: number | null, where: string,
+): void {
+  const cross = unet.crossAttentionDim;
+  const dims = Array.isArray(cross) ? cross : [cross];
+  if (dims.some((x) => x !== text.hiddenSize)) {
+    throw new Error(`${where}: the text encoder's hidden_size ${text.hiddenSize} does not match the UNet's cross_attention_dim ${JSON.stringify(cross)}`);
+  }
+  if (vae) {
+    if (unet.inChannels !== vae.latentChannels) {
+      throw new Error(`${where}: the VAE has ${vae.latentChannels} latent channels but the UNet takes in_channels ${unet.inChannels}`);
+    }
+  } else if (unet.inChannels !== unet.outChannels) {
+    throw new Error(`${where}: a pixel-space model (no VAE) needs the UNet's in_channels = out_channels (got ${unet.inChannels} and ${unet.outChannels})`);
+  }
+  if (tokenizerVocab !== null && text.vocabSize < tokenizerVocab) {
+    throw new Error(`${where}: the tokenizer has ${tokenizerVocab} tokens but the text encoder's vocab_size is ${text.vocabSize}`);
+  }
+}
+
+/** checkComponentConfigs for a built model. */
+export function checkCompatible(model: TextToImageModel, where: string): void {
+  checkComponentConfigs(model.unet.config, model.textEncoder.config, model.vae?.config ?? null, model.tokenizer.vocabSize, where);
+}
+
+/** The device the text encoder's weights live on. */
+function deviceOf(module: Module): string {
+  const first = module.parameters()[0];
+  return first ? first.device : getDefaultDevice();
+}
+
+/**
+ * Prompts → the UNet's conditioning [N, L, D]: tokenize (padded/truncated to the text encoder's
+ * max_position_embeddings, 77), then the text encoder's last hidden state, as
+ * StableDiffusionPipeline.encode_prompt does without clip skip. Gradients flow when enabled.
+ */
+export function encodePrompts(model: Pick<TextToImageModel, "textEncoder" | "tokenizer">, prompts: string[]): Tensor {
+  if (prompts.length === 0) throw new Error("encodePrompts: needs at least one prompt");
+  const length = model.textEncoder.config.maxPositionEmbeddings;
+  const batch = model.tokenizer.encodeBatch(prompts, { maxLength: length, padding: "max_length", truncation: true });
+  return tidy(() => {
+    const ids = tensor(batch.flat!, batch.shape!, { dtype: "i64", device: deviceOf(model.textEncoder) });
+    return model.textEncoder.forward(ids).lastHiddenState;
+  });
+}
+
+/** The empty prompt's conditioning [1, L, D] (the unconditional branch of classifier-free guidance). */
+export function emptyPromptEmbedding(model: Pick<TextToImageModel, "textEncoder" | "tokenizer">): Tensor {
+  return noGrad(() => encodePrompts(model, [""]));
+}
+
+/** Frees every component's weights. */
+export function disposeTextToImageModel(model: TextToImageModel): void {
+  model.unet.dispose();
+  model.textEncoder.dispose();
+  model.vae?.dispose();
+}
+
+// ---- loading ---------------------------------------------------------------------------------
+
+export interface LoadModelOptions {
+  /** Load "<name>.<variant>.safetensors" (e.g. "fp16") when present. */
+  variant?: string;
+  /** Build the modules on this device (default: the current default device). */
+  device?: string;
+}
+
+type ComponentEntry = [string | null, string | null] | null;
+
+function readJson(path: string, what: string): Record<string, unknown> {
+  if (!existsSync(path)) throw new Error(`${what}: ${path} is missing`);
+  let value: unknown;
+  try {
+    value = JSON.parse(readFileSync(path, "utf8"));
+  } catch (err) {
+    throw new Error(`${what}: ${path} is not valid JSON (${(err as Error).message})`);
+  }
+  if (value === null || typeof value !== "object" || Array.isArray(value)) throw new Error(`${what}: ${path} must hold a JSON object`);
+  return value as Record<string, unknown>;
+}
+
+function componentEntry(index: Record<string, unknown>, name: string, path: string): ComponentEntry {
+  const v = index[name];
+  if (v === undefined || v === null) return null;
+  if (!Array.isArray(v) || v.length !== 2 || !v.every((x) => x === null || typeof x === "string")) {
+    throw new Error(`${path}: "${name}" must be a [library, class] pair such as ["diffusers", "AutoencoderKL"], got ${JSON.stringify(v)}`);
+  }
+  return v[0] === null && v[1] === null ? null : [v[0] as string | null, v[1] as string | null];
+}
+
+/**
+ * The safetensors files holding a component's weights: "<base>[.<variant>].safetensors", or the
+ * shards listed by "<base>[.<variant>].safetensors.index.json". Only pickle files → a clear error.
+ */
+export function componentWeightFiles(dir: string, base: string, variant?: string): string[] {
+  const stem = variant ? `${base}.${variant}` : base;
+  const single = join(dir, `${stem}.safetensors`);
+  if (existsSync(single)) return [single];
+  const indexPath = join(dir, `${stem}.safetensors.index.json`);
+  if (existsSync(indexPath)) {
+    const index = readJson(indexPath, "sharded checkpoint");
+    const map = index.weight_map;
+    if (map === null || typeof map !== "object") throw new Error(`${indexPath}: no "weight_map" object`);
+    const shards = [...new Set(Object.values(map as Record<string, unknown>).map(String))];
+    for (const s of shards) if (!existsSync(join(dir, s))) throw new Error(`${indexPath} lists shard ${s}, which is missing from ${dir}`);
+    return shards.map((s) => join(dir, s));
+  }
+  const entries = existsSync(dir) ? readdirSync(dir) : [];
+  const pickles = entries.filter((f) => f.endsWith(".bin") || f.endsWith(".ckpt") || f.endsWith(".pt"));
+  if (pickles.length > 0) {
+    throw new Error(
+      `${dir} holds only PyTorch pickle weights (${pickles.join(", ")}); this toolkit reads safetensors only. ` +
+        `Convert them to safetensors first (in Python: load the component and call save_pretrained(dir, safe_serialization=True)), ` +
+        `which writes ${stem}.safetensors`,
+    );
+  }
+  throw new Error(`${dir}: no weights found (expected ${stem}.safetensors or ${stem}.safetensors.index.json)`);
+}
+
+interface WeightLoadRules {
+  /** Maps a file name to the model's name; null drops the tensor. */
+  rename?: (name: string) => string | null;
+  /** Accept [a, b, 1, 1] (1×1 conv) for a [a, b] linear weight (old VAE attention checkpoints). */
+  squeezeConv1x1?: boolean;
+}
+
+function listNames(list: string[]): string {
+  return list.slice(0, 20).join(", ") + (list.length > 20 ? `, … (${list.length} in all)` : "");
+}
+
+/**
+ * Streams the weights in `files` into `module`: names checked first (missing / unexpected listed
+ * with the files), then one tensor at a time read, shape-checked, converted to the parameter's
+ * dtype and copied.
+ */
+export function loadWeightsInto(module: Module, files: string[], rules: WeightLoadRules = {}): void {
+  const own = module.stateDict();
+  const opened = files.map((f) => SafetensorsFile.open(f));
+  const source = files.length === 1 ? files[0]! : `${files.length} shards in ${dirname(files[0]!)}`;
+  try {
+    const plan: { file: SafetensorsFile; key: string; name: string }[] = [];
+    const seen = new Set<string>();
+    for (const file of opened) {
+      for (const key of file.keys()) {
+        const name = rules.rename ? rules.rename(key) : key;
+        if (name === null) continue;
+        if (seen.has(name)) throw new Error(`${source}: weight "${name}" appears twice (as "${key}" and an earlier spelling)`);
+        seen.add(name);
+        plan.push({ file, key, name });
+      }
+    }
+    const missing = [...own.keys()].filter((k) => !seen.has(k));
+    const unexpected = plan.filter((p) => !own.has(p.name)).map((p) => p.key);
+    if (missing.length > 0 || unexpected.length > 0) {
+      const parts: string[] = [];
+      if (missing.length > 0) parts.push(`missing weights: ${listNames(missing)}`);
+      if (unexpected.length > 0) parts.push(`unexpected weights: ${listNames(unexpected)}`);
+      throw new Error(`the checkpoint ${source} does not match the model (${parts.join("; ")}). Check that the config.json next to it matches the weights.`);
+    }
+    for (const { file, key, name } of plan) {
+      const target = own.get(name)!;
+      const info = file.info(key);
+      let shape = info.shape;
+      const squeeze = rules.squeezeConv1x1 === true && target.ndim === 2 && shape.length === 4 && shape[2] === 1 && shape[3] === 1;
+      if (squeeze) shape = [shape[0]!, shape[1]!];
+      if (shape.join(",") !== target.shape.join(",")) {
+        throw new Error(`weight "${key}" in ${file.path} has shape [${info.shape.join(", ")}] but the model expects [${target.shape.join(", ")}]`);
+      }
+      tidy(() => noGrad(() => {
+        const t = file.read(key);
+        target.copy_(squeeze ? t.reshape(shape) : t);
+      }));
+    }
+  } finally {
+    for (const f of opened) f.close();
+  }
+}
+
+/**
+ * Loads a diffusers text-to-image folder (StableDiffusionPipeline layout; a missing or null "vae"
+ * component means a pixel-space model).
+ */
+export function loadModelFolder(dir: string, opts: LoadModelOptions = {}): TextToImageModel {
+  const root = resolve(dir);
+  const indexPath = join(root, "model_index.json");
+  if (!existsSync(root) || !statSync(root).isDirectory()) throw new Error(`model folder ${root} does not exist`);
+  const index = readJson(indexPath, "model folder");
+  for (const required of ["unet", "text_encoder", "tokenizer", "scheduler"]) {
+    if (componentEntry(index, required, indexPath) === null) {
+      throw new Error(`${indexPath}: the "${required}" component is missing; a text-to-image folder needs unet, text_encoder, tokenizer and scheduler`);
+    }
+  }
+  const textEntry = componentEntry(index, "text_encoder", indexPath)!;
+  const vaeEntry = componentEntry(index, "vae", indexPath);
+  if (vaeEntry !== null && vaeEntry[1] !== "AutoencoderKL") {
+    throw new Error(`${indexPath}: vae class "${String(vaeEntry[1])}" is not supported (only AutoencoderKL)`);
+  }
+
+  // Configs, tokenizer and scheduler first: a mismatch fails before any weights are built or read.
+  const unetDir = join(root, "unet");
+  const unetConfigPath = join(unetDir, "config.json");
+  const { config: unetConfig } = parseUNetConfig(readJson(unetConfigPath, "unet"), unetConfigPath);
+  const textDir = join(root, "text_encoder");
+  const textConfigPath = join(textDir, "config.json");
+  const textJson = readJson(textConfigPath, "text_encoder");
+  const textConfig = clipTextConfigFromJson(textJson, textConfigPath);
+  const arch = Array.isArray(textJson.architectures) ? textJson.architectures[0] : undefined;
+  const withProjection = textEntry[1] === "CLIPTextModelWithProjection" || arch === "CLIPTextModelWithProjection";
+  const vaeDir = join(root, "vae");
+  const vaeConfigPath = join(vaeDir, "config.json");
+  const vaeConfig = vaeEntry === null ? null : autoencoderKLConfigFromJson(readJson(vaeConfigPath, "vae"), vaeConfigPath);
+  const tokenizer = ClipTokenizer.fromFolder(join(root, "tokenizer"));
+  const schedulerPath = join(root, "scheduler", "scheduler_config.json");
+  const schedulerJson = readJson(schedulerPath, "scheduler");
+  const scheduler = scheduleConfigFromDiffusers(schedulerJson, schedulerPath);
+  const schedulerEntry = componentEntry(index, "scheduler", indexPath)!;
+  const schedulerClass = typeof schedulerJson._class_name === "string" ? schedulerJson._class_name : schedulerEntry[1] ?? "DDPMScheduler";
+  checkComponentConfigs(unetConfig, textConfig, vaeConfig, tokenizer.vocabSize, `model folder ${root}`);
+  const unetFiles = componentWeightFiles(unetDir, "diffusion_pytorch_model", opts.variant);
+  const textFiles = componentWeightFiles(textDir, "model", opts.variant);
+  const vaeFiles = vaeConfig === null ? [] : componentWeightFiles(vaeDir, "diffusion_pytorch_model", opts.variant);
+
+  const previousDevice = getDefaultDevice();
+  if (opts.device) setDefaultDevice(opts.device);
+  const built: Module[] = [];
+  try {
+    const unet = new UNet2DConditionModel(unetConfig);
+    built.push(unet);
+    loadWeightsInto(unet, unetFiles);
+
+    const textEncoder = new ClipTextModel(textConfig, { withProjection });
+    built.push(textEncoder);
+    loadWeightsInto(textEncoder, textFiles, {
+      // older transformers saved this buffer; transformers ignores it on load
+      rename: (n) => (n === "text_model.embeddings.position_ids" ? null : n),
+    });
+
+    let vae: AutoencoderKL | null = null;
+    if (vaeConfig !== null) {
+      vae = new AutoencoderKL(vaeConfig);
+      built.push(vae);
+      loadWeightsInto(vae, vaeFiles, { rename: currentVaeWeightName, squeezeConv1x1: true });
+    }
+    return { unet, textEncoder, tokenizer, vae, scheduler, schedulerClass };
+  } catch (err) {
+    for (const m of built) m.dispose();
+    throw err;
+  } finally {
+    setDefaultDevice(previousDevice);
+  }
+}
+
+// ---- saving ----------------------------------------------------------------------------------
+
+function writeJson(path: string, value: unknown): void {
+  writeFileSync(path, `${JSON.stringify(value, null, 2)}\n`);
+}
+
+/**
+ * Writes `model` as a diffusers folder at `dir`. The folder is assembled under a temporary sibling
+ * and renamed into place; an existing `dir` is replaced only if it is empty or is a model folder
+ * (holds model_index.json), so a wrong path never wipes unrelated files.
+ */
+export function saveModelFolder(dir: string, model: TextToImageModel): void {
+  checkCompatible(model, "saveModelFolder");
+  const target = resolve(dir);
+  if (existsSync(target)) {
+    if (!statSync(target).isDirectory()) throw new Error(`saveModelFolder: ${target} exists and is not a folder`);
+    const entries = readdirSync(target);
+    if (entries.length > 0 && !entries.includes("model_index.json")) {
+      throw new Error(`saveModelFolder: ${target} is not empty and holds no model_index.json; refusing to replace it (choose an empty or new folder)`);
+    }
+  }
+  mkdirSync(dirname(target), { recursive: true });
+  const tag = `${process.pid}.${randomBytes(4).toString("hex")}`;
+  const tmp = join(dirname(target), `.${basename(target)}.tmp-${tag}`);
+  mkdirSync(tmp);
+  try {
+    writeFolderContents(tmp, model);
+    if (existsSync(target)) {
+      const old = join(dirname(target), `.${basename(target)}.old-${tag}`);
+      renameSync(target, old);
+      renameSync(tmp, target);
+      rmSync(old, { recursive: true, force: true });
+    } else {
+      renameSync(tmp, target);
+    }
+  } catch (err) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+function writeFolderContents(root: string, model: TextToImageModel): void {
+  const schedulerClass = model.schedulerClass ?? "DDPMScheduler";
+  const withProjection = model.textEncoder.withProjection;
+  const meta = { format: "pt" }; // what diffusers/transformers write; they check it on load
+
+  const unetDir = join(root, "unet");
+  mkdirSync(unetDir);
+  writeJson(join(unetDir, "config.json"), { ...toDiffusersConfig(model.unet.config), _diffusers_version: DIFFUSERS_VERSION });
+  writeSafetensorsSync(join(unetDir, "diffusion_pytorch_model.safetensors"), model.unet.stateDict(), meta);
+
+  const textDir = join(root, "text_encoder");
+  mkdirSync(textDir);
+  writeJson(join(textDir, "config.json"), clipTextConfigToJson(model.textEncoder.config, withProjection));
+  writeSafetensorsSync(join(textDir, "model.safetensors"), model.textEncoder.stateDict(), meta);
+
+  model.tokenizer.saveFolder(join(root, "tokenizer"));
+
+  if (model.vae) {
+    const vaeDir = join(root, "vae");
+    mkdirSync(vaeDir);
+    writeJson(join(vaeDir, "config.json"), autoencoderKLConfigToJson(model.vae.config, DIFFUSERS_VERSION));
+    writeSafetensorsSync(join(vaeDir, "diffusion_pytorch_model.safetensors"), model.vae.stateDict(), meta);
+  }
+
+  const schedDir = join(root, "scheduler");
+  mkdirSync(schedDir);
+  writeJson(join(schedDir, "scheduler_config.json"), {
+    _class_name: schedulerClass, _diffusers_version: DIFFUSERS_VERSION, ...scheduleConfigToDiffusers(model.scheduler),
+  });
+
+  writeJson(join(root, "model_index.json"), {
+    _class_name: "StableDiffusionPipeline",
+    _diffusers_version: DIFFUSERS_VERSION,
+    feature_extractor: [null, null],
+    requires_safety_checker: false,
+    safety_checker: [null, null],
+    scheduler: ["diffusers", schedulerClass],
+    text_encoder: ["transformers", withProjection ? "CLIPTextModelWithProjection" : "CLIPTextModel"],
+    tokenizer: ["transformers", "CLIPTokenizer"],
+    unet: ["diffusers", "UNet2DConditionModel"],
+    // [null, null]: no VAE, a pixel-space model (see the file comment)
+    vae: model.vae ? ["diffusers", "AutoencoderKL"] : [null, null],
+  });
+}

@@ -4,7 +4,7 @@ import { readFileSync } from "node:fs";
 import {
   ClipTextModel, TINY_CLIP_TEXT_CONFIG, clipTextConfigFromJson, clipTextConfigToJson, type ClipTextConfig,
 } from "../../src/models/clip/text-model.js";
-import { Generator, noGrad, randn, tensor, tidy, liveTensors, type Tensor } from "../../src/tensor/index.js";
+import { Generator, getDefaultDevice, noGrad, randn, setDefaultDevice, tensor, tidy, liveTensors, type Tensor } from "../../src/tensor/index.js";
 import type { Module } from "../../src/nn/module.js";
 
 interface Case {
@@ -21,7 +21,10 @@ interface Case {
   penultimate_abs_sum: number;
   num_hidden_states: number;
 }
-const golden = JSON.parse(readFileSync(new URL("../golden/models/clip_text.json", import.meta.url), "utf8")) as { cases: Record<string, Case> };
+const golden = JSON.parse(readFileSync(new URL("../golden/models/clip_text.json", import.meta.url), "utf8")) as {
+  cases: Record<string, Case>;
+  sd15: { config: Record<string, unknown>; names: [string, number[]][] };
+};
 
 /** The deterministic weights of scripts/golden/models/clip_text.py (fill_weights). */
 function fillGoldenWeights(model: Module): void {
@@ -87,6 +90,21 @@ for (const [name, c] of Object.entries(golden.cases)) {
     model.dispose();
   });
 }
+
+test("CLIP text model: Stable Diffusion 1.x's text encoder (CLIP ViT-L/14) has the checkpoint's 196 names and shapes", () => {
+  const previous = getDefaultDevice();
+  setDefaultDevice("meta"); // names and shapes only, no weight memory
+  try {
+    const model = new ClipTextModel(clipTextConfigFromJson(golden.sd15.config));
+    const ours = [...model.stateDict()].map(([n, t]) => [n, t.shape]);
+    assert.equal(ours.length, 196);
+    assert.deepEqual(ours, golden.sd15.names);
+    assert.equal(model.numParameters(), 123_060_480); // CLIP ViT-L/14 text tower
+    model.dispose();
+  } finally {
+    setDefaultDevice(previous);
+  }
+});
 
 test("CLIP text model: the pooled row is the end-of-text position under both eos rules", () => {
   // Row 0 ends at position 3; row 1 has neither start- nor end-of-text token.

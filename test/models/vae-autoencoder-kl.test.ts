@@ -5,7 +5,7 @@ import {
   AutoencoderKL, DiagonalGaussian, TINY_AUTOENCODER_KL_CONFIG, SD_AUTOENCODER_KL_CONFIG,
   autoencoderKLConfigFromJson, autoencoderKLConfigToJson, convertLegacyVaeStateDict, vaeScaleFactor,
 } from "../../src/models/vae/autoencoder-kl.js";
-import { Generator, cat, liveTensors, noGrad, rand, randn, tidy, type Tensor } from "../../src/tensor/index.js";
+import { Generator, cat, getDefaultDevice, liveTensors, noGrad, rand, randn, setDefaultDevice, tidy, type Tensor } from "../../src/tensor/index.js";
 import type { Module } from "../../src/nn/module.js";
 
 interface Stats { sum: number; abs_sum: number; shape: number[] }
@@ -22,7 +22,10 @@ interface Case {
   decoded: Stats;
   kl: number[];
 }
-const golden = JSON.parse(readFileSync(new URL("../golden/models/vae_autoencoder_kl.json", import.meta.url), "utf8")) as { cases: Record<string, Case> };
+const golden = JSON.parse(readFileSync(new URL("../golden/models/vae_autoencoder_kl.json", import.meta.url), "utf8")) as {
+  cases: Record<string, Case>;
+  sd: { config: Record<string, unknown>; names: [string, number[]][]; num_parameters: number };
+};
 
 /** The deterministic weights of scripts/golden/models/vae_autoencoder_kl.py (fill_weights). */
 function fillGoldenWeights(model: Module): void {
@@ -82,6 +85,22 @@ for (const [name, c] of Object.entries(golden.cases)) {
     model.dispose();
   });
 }
+
+test("AutoencoderKL: Stable Diffusion's VAE config has the checkpoint's 248 names and shapes", () => {
+  const previous = getDefaultDevice();
+  setDefaultDevice("meta"); // names and shapes only, no weight memory
+  try {
+    const model = new AutoencoderKL(autoencoderKLConfigFromJson(golden.sd.config));
+    assert.deepEqual(model.config, SD_AUTOENCODER_KL_CONFIG);
+    const ours = [...model.stateDict()].map(([n, t]) => [n, t.shape]);
+    assert.equal(ours.length, 248);
+    assert.deepEqual(ours, golden.sd.names);
+    assert.equal(model.numParameters(), golden.sd.num_parameters);
+    model.dispose();
+  } finally {
+    setDefaultDevice(previous);
+  }
+});
 
 test("AutoencoderKL: legacy attention names (query/key/value/proj_attn, 1×1-conv shaped) load as the current ones", () => {
   const source = new AutoencoderKL(TINY_AUTOENCODER_KL_CONFIG).eval();

@@ -198,8 +198,14 @@ def main():
         "tiny_quick_gelu_eos49407_projection": run_case(TINY, True),
         "tiny_gelu_eos2": run_case(dict(TINY, hidden_act="gelu", eos_token_id=2, num_hidden_layers=3), False),
     }
+    # Stable Diffusion 1.x's text encoder (openai/clip-vit-large-patch14's text tower): names and
+    # shapes only (its real model.safetensors holds these 196 tensors plus the legacy position_ids)
+    sd15 = dict(TINY, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                projection_dim=768, eos_token_id=2)
+    sd15_names = [[n, list(p.shape)] for n, p in CLIPTextModel(sd15).state_dict().items()]
     with open(OUT, "w") as f:
-        json.dump({"generator": "scripts/golden/models/clip_text.py", "torch": torch.__version__, "cases": cases}, f)
+        json.dump({"generator": "scripts/golden/models/clip_text.py", "torch": torch.__version__, "cases": cases,
+                   "sd15": {"config": sd15, "names": sd15_names}}, f)
     print("wrote", os.path.normpath(OUT))
 
 

@@ -267,8 +267,15 @@ def run_case(config, size):
 
 def main():
     cases = {"tiny": run_case(TINY, 32), "three_levels": run_case(THREE, 16)}
+    # Stable Diffusion 1.x/2.x's VAE: names and shapes only (its real checkpoint holds these 248 tensors)
+    sd = dict(TINY, down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+              block_out_channels=[128, 256, 512, 512], layers_per_block=2, norm_num_groups=32, sample_size=512)
+    sd_model = AutoencoderKL(sd)
+    sd_names = [[n, list(p.shape)] for n, p in sd_model.state_dict().items()]
+    sd_count = sum(p.numel() for p in sd_model.parameters())
     with open(OUT, "w") as f:
-        json.dump({"generator": "scripts/golden/models/vae_autoencoder_kl.py", "torch": torch.__version__, "cases": cases}, f)
+        json.dump({"generator": "scripts/golden/models/vae_autoencoder_kl.py", "torch": torch.__version__, "cases": cases,
+                   "sd": {"config": sd, "names": sd_names, "num_parameters": sd_count}}, f)
     print("wrote", os.path.normpath(OUT))
 
 

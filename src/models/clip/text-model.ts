@@ -166,7 +166,7 @@ class ClipTextEmbeddings extends Module {
   }
   forward(ids: Tensor): Tensor {
     const length = ids.shape[1]!;
-    const positions = arange(length);
+    const positions = arange(0, length, 1, { dtype: "i64", device: ids.device });
     return this.token_embedding.forward(ids).add(this.position_embedding.forward(positions));
   }
 }

@@ -58,3 +58,31 @@ export function pairBatch(p: { prompts: string[]; chosen: Tensor; rejected: Tens
     pixels: cat([p.chosen.indexSelect(0, index), p.rejected.indexSelect(0, index)], 0),
   };
 }
+
+/**
+ * A LoRA-shaped stand-in: the TinyDenoiser's weights frozen, plus a zero-initialised low-rank
+ * residual (down 1×1 conv to rank r, up 1×1 conv back) that can be switched off.
+ */
+export class TinyLoraDenoiser extends TinyDenoiser {
+  lora_down: Conv2d;
+  lora_up: Conv2d;
+  loraEnabled = true;
+  constructor(seed = 0, rank = 2) {
+    super(3, 16, seed);
+    this.requiresGrad(false);
+    this.lora_down = this.child("lora_down", new Conv2d(16, rank, 1, { bias: false }));
+    this.lora_up = this.child("lora_up", new Conv2d(rank, 3, 1, { bias: false }));
+    this.lora_up.weight.fill_(0);
+  }
+  override forward(x: Tensor, t: Tensor, cond: Tensor): Tensor {
+    const out = super.forward(x, t, cond);
+    if (!this.loraEnabled) return out;
+    return out.add(this.lora_up.forward(this.lora_down.forward(this.conv_in.forward(x))));
+  }
+  adapters() {
+    return {
+      setEnabled: (on: boolean) => { this.loraEnabled = on; },
+      stateDict: () => new Map(this.namedParameters().filter(([n]) => n.startsWith("lora_"))),
+    };
+  }
+}

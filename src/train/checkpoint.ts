@@ -1,0 +1,191 @@
+// Training checkpoints: one folder per saved step, written atomically, newest N kept.
+//
+//   <outputDir>/checkpoints/step-000500/
+//       model.safetensors       trainable weights: the full model's state dict, or the LoRA weights
+//       optimizer.safetensors   optimizer state tensors ("<param>.<slot>")
+//       trainer_state.json      step, data position, generator state, optimizer meta, counters
+//       config.json             the resolved training config
+//
+// Atomicity: everything is written (and fsynced) into a hidden temporary folder beside the final
+// one, which is renamed into place last. A process killed mid-write (even with SIGKILL) leaves at
+// most a `.step-…tmp-…` folder, which `latestCheckpoint` never picks and `cleanTemporaryCheckpoints`
+// removes; the previous checkpoint is untouched.
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, writeSync } from "node:fs";
+import { join } from "node:path";
+import { randomBytes } from "node:crypto";
+import type { Tensor } from "../tensor/index.js";
+import type { OptimizerState } from "../optim/index.js";
+import { readSafetensorsSync, writeSafetensorsSync } from "../io/safetensors.js";
+
+export const CHECKPOINT_DIR = "checkpoints";
+const STEP_DIR = /^step-(\d+)$/;
+
+export interface TrainerState {
+  /** Optimizer steps completed. */
+  step: number;
+  /** Micro-batches consumed from the data source (the next batch index). */
+  batchIndex: number;
+  /** The step generator's state, base64 (libtorch's CPU generator state bytes). */
+  generator: string;
+  optimizer: OptimizerState["meta"];
+  skippedSteps: number;
+  /** "full" weights or "lora" adapters in model.safetensors. */
+  weights: "full" | "lora";
+  /** Library version that wrote it, for messages. */
+  writer: string;
+}
+
+export interface CheckpointContents {
+  path: string;
+  state: TrainerState;
+  weights: Map<string, Tensor>;
+  optimizer: OptimizerState;
+  config: unknown;
+}
+
+export function stepDirName(step: number): string {
+  return `step-${String(step).padStart(6, "0")}`;
+}
+
+function writeFileSynced(path: string, text: string): void {
+  const fd = openSync(path, "w");
+  try {
+    const bytes = Buffer.from(text, "utf8");
+    let done = 0;
+    while (done < bytes.length) done += writeSync(fd, bytes, done, bytes.length - done);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function fsyncDir(path: string): void {
+  try {
+    const fd = openSync(path, "r");
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    // some file systems do not allow fsync on directories; the rename is still atomic
+  }
+}
+
+export interface SaveCheckpointInput {
+  outputDir: string;
+  state: TrainerState;
+  weights: Map<string, Tensor>;
+  optimizer: OptimizerState;
+  config: unknown;
+  /** Keep the newest N checkpoints (0 keeps all). */
+  keep: number;
+  /** Test seam: called after each file is written into the temporary folder. */
+  afterFile?: (name: string) => void;
+}
+
+/** Writes a checkpoint atomically, prunes old ones, returns the final folder. */
+export function saveCheckpoint(input: SaveCheckpointInput): string {
+  const root = join(input.outputDir, CHECKPOINT_DIR);
+  mkdirSync(root, { recursive: true });
+  const name = stepDirName(input.state.step);
+  const final = join(root, name);
+  const tmp = join(root, `.${name}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`);
+  mkdirSync(tmp);
+  try {
+    const meta = { format: "diffusion-dpo checkpoint", step: String(input.state.step) };
+    writeSafetensorsSync(join(tmp, "model.safetensors"), input.weights, { ...meta, weights: input.state.weights });
+    input.afterFile?.("model.safetensors");
+    writeSafetensorsSync(join(tmp, "optimizer.safetensors"), input.optimizer.tensors, meta);
+    input.afterFile?.("optimizer.safetensors");
+    writeFileSynced(join(tmp, "config.json"), `${JSON.stringify(input.config, null, 2)}\n`);
+    input.afterFile?.("config.json");
+    // trainer_state.json last: a folder without it is never a checkpoint
+    writeFileSynced(join(tmp, "trainer_state.json"), `${JSON.stringify(input.state, null, 2)}\n`);
+    input.afterFile?.("trainer_state.json");
+    fsyncDir(tmp);
+    if (existsSync(final)) rmSync(final, { recursive: true, force: true });
+    renameSync(tmp, final);
+    fsyncDir(root);
+  } catch (err) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw err;
+  }
+  if (input.keep > 0) pruneCheckpoints(input.outputDir, input.keep);
+  return final;
+}
+
+/** Completed checkpoints, oldest first, as [step, path]. */
+export function listCheckpoints(outputDir: string): [number, string][] {
+  const root = join(outputDir, CHECKPOINT_DIR);
+  if (!existsSync(root)) return [];
+  const out: [number, string][] = [];
+  for (const entry of readdirSync(root)) {
+    const m = STEP_DIR.exec(entry);
+    if (m === null) continue;
+    const path = join(root, entry);
+    if (!existsSync(join(path, "trainer_state.json"))) continue;
+    out.push([Number(m[1]), path]);
+  }
+  return out.sort((a, b) => a[0] - b[0]);
+}
+
+export function latestCheckpoint(outputDir: string): string | null {
+  const all = listCheckpoints(outputDir);
+  return all.length === 0 ? null : all[all.length - 1]![1];
+}
+
+export function pruneCheckpoints(outputDir: string, keep: number): string[] {
+  const all = listCheckpoints(outputDir);
+  const removed: string[] = [];
+  for (const [, path] of all.slice(0, Math.max(0, all.length - keep))) {
+    rmSync(path, { recursive: true, force: true });
+    removed.push(path);
+  }
+  return removed;
+}
+
+/** Removes temporary folders left by an interrupted save. Returns what it removed. */
+export function cleanTemporaryCheckpoints(outputDir: string): string[] {
+  const root = join(outputDir, CHECKPOINT_DIR);
+  if (!existsSync(root)) return [];
+  const removed: string[] = [];
+  for (const entry of readdirSync(root)) {
+    if (/^\.step-\d+\.tmp-/.test(entry)) {
+      rmSync(join(root, entry), { recursive: true, force: true });
+      removed.push(join(root, entry));
+    }
+  }
+  return removed;
+}
+
+/** Reads a checkpoint folder; errors name the folder and the file. */
+export function loadCheckpoint(path: string): CheckpointContents {
+  const need = ["trainer_state.json", "model.safetensors", "optimizer.safetensors", "config.json"];
+  for (const f of need) {
+    if (!existsSync(join(path, f))) {
+      throw new Error(`checkpoint ${path} is incomplete: ${f} is missing. Resume from an earlier checkpoint or start over.`);
+    }
+  }
+  const parse = (f: string): unknown => {
+    try {
+      return JSON.parse(readFileSync(join(path, f), "utf8")) as unknown;
+    } catch (err) {
+      throw new Error(`checkpoint ${path}: ${f} is not valid JSON (${(err as Error).message})`);
+    }
+  };
+  const state = parse("trainer_state.json") as TrainerState;
+  for (const key of ["step", "batchIndex", "skippedSteps"] as const) {
+    if (!Number.isInteger(state[key])) throw new Error(`checkpoint ${path}: trainer_state.json has no integer "${key}"`);
+  }
+  const weights = readSafetensorsSync(join(path, "model.safetensors")).tensors;
+  const opt = readSafetensorsSync(join(path, "optimizer.safetensors")).tensors;
+  return { path, state, weights, optimizer: { tensors: opt, meta: state.optimizer }, config: parse("config.json") };
+}
+
+export function encodeBytes(bytes: Uint8Array): string {
+  return Buffer.from(bytes).toString("base64");
+}
+export function decodeBytes(text: string): Uint8Array {
+  return new Uint8Array(Buffer.from(text, "base64"));
+}

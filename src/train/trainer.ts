@@ -1,0 +1,374 @@
+// DpoTrainer: the loop, read top to bottom like nanoGPT's — lr, micro-batches with accumulation,
+// clip, non-finite check, update, log, checkpoint, validate — over the step in dpo-step.ts.
+//
+// Exact resume: a checkpoint holds the trainable weights, the optimizer state tensors, the step
+// generator's state, the data position (a batch index), the step and the skip counter. A resumed run
+// therefore draws the same t, ε and dropout coins and sees the same batches, and reproduces the
+// uninterrupted run's per-step losses.
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { Generator, noGrad, type Tensor } from "../tensor/index.js";
+import { AdamW, Adafactor, clipGradNorm, lrAt, type Optimizer } from "../optim/index.js";
+import { writeSafetensorsSync } from "../io/safetensors.js";
+import { methodNeedsReference } from "../losses/preference.js";
+import { effectiveLearningRate, parseTrainConfig, type TrainConfig } from "../config/train.js";
+import {
+  adaptersOffReference,
+  denoiserOf,
+  dpoStep,
+  type DenoiserModule,
+  type DenoisingModel,
+  type StepModels,
+  type StepResult,
+} from "./dpo-step.js";
+import type { TrainSchedule } from "./noising.js";
+import type { PairBatchSource } from "./data.js";
+import {
+  cleanTemporaryCheckpoints,
+  decodeBytes,
+  encodeBytes,
+  latestCheckpoint,
+  loadCheckpoint,
+  saveCheckpoint,
+  type TrainerState,
+} from "./checkpoint.js";
+import type { StepMetrics, TrainEvent } from "./events.js";
+import { writeImageGrid } from "./validation.js";
+
+/** LoRA adapters injected into the model (src/nn/lora: setLoraEnabled, loraStateDict bound to it). */
+export interface LoraAdapters {
+  setEnabled(on: boolean): void;
+  /** The adapter weights only (what a LoRA checkpoint holds), by diffusers-compatible names. */
+  stateDict(): Map<string, Tensor>;
+}
+
+export interface DpoTrainerOptions {
+  config: TrainConfig;
+  /** The policy network, trained in place (for LoRA: with adapters injected and the base frozen). */
+  model: DenoiserModule;
+  /** Required when config.finetune is "lora". */
+  adapters?: LoraAdapters;
+  /** Frozen text encoder; see StepModels. */
+  encodePrompts: (prompts: string[]) => Tensor;
+  /** Frozen VAE encoder (scaled latents); identity when absent. */
+  encodeImages?: (pixels: Tensor) => Tensor;
+  schedule: TrainSchedule;
+  data: PairBatchSource;
+  onEvent?: (e: TrainEvent) => void;
+  /**
+   * Renders one validation image [3, H, W] in [−1, 1] for a prompt and seed with the given denoiser
+   * (synchronous: it runs under noGrad). The same seed is used for the base and the current model.
+   */
+  sampleValidation?: (denoiser: DenoisingModel, prompt: string, seed: number) => Tensor;
+  /**
+   * Writes the final weights into `dir` (the pipeline's model-folder writer). Default: LoRA →
+   * `pytorch_lora_weights.safetensors` (diffusers' file name); full → `unet/diffusion_pytorch_model.safetensors`.
+   */
+  saveFinal?: (dir: string, model: DenoiserModule, adapters?: LoraAdapters) => void | Promise<void>;
+  /** Processes taking part (data parallel), for the effective batch and lr scaling. */
+  processes?: number;
+  /** Stop after this many optimizer steps in this call (interruption tests, time-boxed jobs). */
+  stopAfterSteps?: number;
+  /** Test seam, passed to saveCheckpoint. */
+  afterCheckpointFile?: (name: string) => void;
+}
+
+export interface TrainResult {
+  step: number;
+  /** Per-step metrics of this call, in order. */
+  history: { step: number; metrics: StepMetrics }[];
+  finalPath: string | null;
+  lastCheckpoint: string | null;
+  skippedSteps: number;
+}
+
+/** A non-finite loss or gradient stopped the run; the last good checkpoint is kept. */
+export class NonFiniteError extends Error {
+  override name = "NonFiniteError";
+  constructor(readonly step: number, readonly what: string, readonly lastCheckpoint: string | null, cfg: TrainConfig) {
+    super(
+      `non-finite ${what} at step ${step}: training stopped without applying this update. ` +
+        `The last good checkpoint is ${lastCheckpoint ?? "none (no checkpoint was written yet)"}. ` +
+        `Likely causes: beta too large for the scale of the errors (beta = ${cfg.beta}; try a smaller one), ` +
+        `a learning rate too high (learningRate = ${cfg.learningRate}${cfg.scaleLr ? " × effective batch" : ""}), ` +
+        `or reduced-precision overflow (mixedPrecision = "${cfg.mixedPrecision}"; fp16 is known to overflow, try "no"). ` +
+        `Set onNonFinite: "skip" to skip such steps and count them instead.`,
+    );
+  }
+}
+
+const WRITER = "diffusion-dpo 0.1.0";
+
+export class DpoTrainer {
+  readonly config: TrainConfig;
+  #opts: DpoTrainerOptions;
+  #reference: DenoiserModule | null = null;
+  #optimizer: Optimizer | null = null;
+
+  constructor(opts: DpoTrainerOptions) {
+    this.config = parseTrainConfig(opts.config, "DpoTrainer config");
+    this.#opts = opts;
+    if (this.config.finetune === "lora" && opts.adapters === undefined) {
+      throw new Error('config.finetune is "lora" but no LoRA adapters were given: inject them (src/nn/lora injectLora) and pass `adapters`');
+    }
+    if (opts.data.batchSize !== this.config.batchSize) {
+      throw new Error(`the data source yields ${opts.data.batchSize} pairs per batch but config.batchSize is ${this.config.batchSize}`);
+    }
+  }
+
+  /** The frozen reference module of a full fine-tuning run (null for LoRA, which switches adapters off). */
+  get referenceModule(): DenoiserModule | null {
+    return this.#reference;
+  }
+
+  #emit(e: TrainEvent): void {
+    this.#opts.onEvent?.(e);
+  }
+
+  #needsReference(): boolean {
+    return methodNeedsReference(this.config.method) || this.config.referenceMetrics || this.config.validation.every > 0;
+  }
+
+  #trainableWeights(): Map<string, Tensor> {
+    if (this.config.finetune === "lora") return this.#opts.adapters!.stateDict();
+    return this.#opts.model.stateDict();
+  }
+
+  async run(): Promise<TrainResult> {
+    const cfg = this.config;
+    const o = this.#opts;
+    const model = o.model;
+    const processes = o.processes ?? 1;
+    mkdirSync(cfg.outputDir, { recursive: true });
+    for (const path of cleanTemporaryCheckpoints(cfg.outputDir)) {
+      this.#emit({ type: "warning", step: 0, code: "temporary-removed", message: `removed ${path}, left by an interrupted checkpoint write` });
+    }
+
+    // The reference: copied from the model BEFORE any checkpoint is loaded, so it is the base.
+    let referenceFn: DenoisingModel | undefined;
+    const policyFn = denoiserOf(model);
+    if (this.#needsReference()) {
+      if (cfg.finetune === "lora") {
+        referenceFn = adaptersOffReference(policyFn, (on) => o.adapters!.setEnabled(on));
+      } else {
+        if (this.#reference === null) {
+          this.#reference = model.deepCopy().requiresGrad(false).eval();
+        }
+        referenceFn = denoiserOf(this.#reference);
+      }
+    }
+
+    const params = model.trainableParameters();
+    if (params.length === 0) throw new Error("the model has no trainable parameters (all gradients are off)");
+    const baseLr = effectiveLearningRate(cfg, processes);
+    const optimizer: Optimizer =
+      cfg.optimizer.kind === "adamw"
+        ? new AdamW(params, { lr: baseLr, betas: cfg.optimizer.betas, eps: cfg.optimizer.eps, weightDecay: cfg.optimizer.weightDecay })
+        : new Adafactor(params, { lr: baseLr, clipThreshold: cfg.optimizer.clipThreshold, weightDecay: 0 });
+    this.#optimizer?.dispose();
+    this.#optimizer = optimizer;
+    const gen = new Generator(cfg.seed);
+    let step = 0;
+    let batchIndex = 0;
+    let skippedSteps = 0;
+    let resumedFrom: string | null = null;
+
+    // ---- resume ----
+    if (cfg.resume !== false) {
+      const path = cfg.resume === true ? latestCheckpoint(cfg.outputDir) : cfg.resume;
+      if (path !== null) {
+        const ck = loadCheckpoint(path);
+        try {
+          if (ck.state.weights !== cfg.finetune) {
+            throw new Error(`checkpoint ${path} holds ${ck.state.weights} weights but this run fine-tunes "${cfg.finetune}"`);
+          }
+          const target = this.#trainableWeights();
+          const missing = [...target.keys()].filter((k) => !ck.weights.has(k));
+          if (missing.length > 0) {
+            throw new Error(`checkpoint ${path}: model.safetensors lacks ${missing.length} weights of this model (first: ${missing[0]}); is it from another model or LoRA config?`);
+          }
+          noGrad(() => {
+            for (const [name, t] of target) t.copy_(ck.weights.get(name)!);
+          });
+          optimizer.loadStateDict(ck.optimizer);
+          gen.setState(decodeBytes(ck.state.generator));
+          step = ck.state.step;
+          batchIndex = ck.state.batchIndex;
+          skippedSteps = ck.state.skippedSteps;
+          resumedFrom = path;
+        } finally {
+          for (const t of ck.weights.values()) t.dispose();
+          for (const t of ck.optimizer.tensors.values()) t.dispose();
+        }
+      } else if (typeof cfg.resume === "string") {
+        throw new Error(`cannot resume: checkpoint ${cfg.resume} does not exist`);
+      }
+    }
+
+    const effectiveBatch = cfg.batchSize * cfg.gradientAccumulation * processes;
+    this.#emit({
+      type: "start", step, maxSteps: cfg.maxSteps, effectiveBatch, lr: baseLr,
+      trainableParameters: params.reduce((n, [, p]) => n + p.size, 0), resumedFrom,
+    });
+
+    const models: StepModels = { policy: policyFn, reference: referenceFn, encodePrompts: o.encodePrompts, encodeImages: o.encodeImages };
+    const schedule = { kind: cfg.lrSchedule, warmupSteps: cfg.warmupSteps, totalSteps: cfg.maxSteps };
+    const paramTensors = params.map(([, p]) => p);
+    const history: TrainResult["history"] = [];
+    let lastCheckpoint: string | null = latestCheckpoint(cfg.outputDir);
+    let lastSavedStep = resumedFrom !== null ? step : -1;
+    const started = performance.now();
+    const startStep = step;
+    let stepsThisCall = 0;
+
+    while (step < cfg.maxSteps && (o.stopAfterSteps === undefined || stepsThisCall < o.stopAfterSteps)) {
+      const t0 = performance.now();
+      const lr = lrAt(step, baseLr, schedule);
+      optimizer.lr = lr;
+
+      // micro-batches
+      const results: StepResult[] = [];
+      let finite = true;
+      for (let k = 0; k < cfg.gradientAccumulation; k++) {
+        const batch = await o.data.batch(batchIndex);
+        batchIndex++;
+        try {
+          const r = dpoStep(models, batch, gen, {
+            method: cfg.method, beta: cfg.beta, mapo: cfg.mapo, schedule: o.schedule,
+            predictionType: cfg.predictionType, promptDropout: cfg.promptDropout,
+            lossScale: 1 / cfg.gradientAccumulation, mixedPrecision: cfg.mixedPrecision,
+          });
+          results.push(r);
+          finite &&= r.finite;
+        } finally {
+          batch.pixels.dispose();
+        }
+      }
+      const gradNorm = clipGradNorm(paramTensors, cfg.maxGradNorm);
+      const badWhat = !finite ? "loss" : !Number.isFinite(gradNorm) ? "gradient norm" : null;
+      if (badWhat !== null) {
+        optimizer.zeroGrad();
+        if (cfg.onNonFinite === "stop" || skippedSteps >= cfg.maxSkippedSteps) {
+          throw new NonFiniteError(step + 1, badWhat, lastCheckpoint, cfg);
+        }
+        skippedSteps++;
+        this.#emit({
+          type: "warning", step: step + 1, code: "non-finite-skipped",
+          message: `non-finite ${badWhat} at step ${step + 1}: update skipped (${skippedSteps} skipped so far)`,
+        });
+      } else {
+        optimizer.step();
+        optimizer.zeroGrad();
+      }
+      step++;
+      stepsThisCall++;
+
+      const mean = (f: (r: StepResult) => number): number => results.reduce((a, r) => a + f(r), 0) / results.length;
+      const pairs = results.reduce((a, r) => a + r.pairs, 0);
+      const dt = (performance.now() - t0) / 1000;
+      const metrics: StepMetrics = {
+        loss: mean((r) => r.loss),
+        implicitAcc: mean((r) => r.implicitAcc),
+        policyMse: mean((r) => r.policyMse),
+        referenceMse: mean((r) => r.referenceMse),
+        margin: mean((r) => r.margin),
+        gradNorm,
+        lr,
+        pairsPerSec: (pairs * processes) / Math.max(dt, 1e-9),
+        skippedSteps,
+      };
+      history.push({ step, metrics });
+      const elapsedSec = (performance.now() - started) / 1000;
+      if (step % cfg.logEvery === 0 || step === cfg.maxSteps) {
+        const perStep = elapsedSec / (step - startStep);
+        this.#emit({ type: "step", step, maxSteps: cfg.maxSteps, metrics, elapsedSec, etaSec: perStep * (cfg.maxSteps - step) });
+      }
+
+      if (cfg.checkpointEvery > 0 && step % cfg.checkpointEvery === 0) {
+        lastCheckpoint = this.#save(step, batchIndex, skippedSteps, gen, optimizer);
+        lastSavedStep = step;
+        this.#emit({ type: "checkpoint", step, path: lastCheckpoint });
+      }
+      if (cfg.validation.every > 0 && step % cfg.validation.every === 0 && o.sampleValidation !== undefined) {
+        const path = await this.#validate(step, policyFn, referenceFn);
+        this.#emit({ type: "validation", step, path });
+      }
+    }
+
+    const finished = step >= cfg.maxSteps;
+    if (lastSavedStep !== step && (finished || cfg.checkpointEvery > 0)) {
+      lastCheckpoint = this.#save(step, batchIndex, skippedSteps, gen, optimizer);
+      this.#emit({ type: "checkpoint", step, path: lastCheckpoint });
+    }
+    let finalPath: string | null = null;
+    if (finished) {
+      finalPath = join(cfg.outputDir, "final");
+      await this.#saveFinal(finalPath);
+      this.#emit({ type: "done", step, outputDir: cfg.outputDir, finalPath, skippedSteps, elapsedSec: (performance.now() - started) / 1000 });
+    }
+    return { step, history, finalPath, lastCheckpoint, skippedSteps };
+  }
+
+  #save(step: number, batchIndex: number, skippedSteps: number, gen: Generator, optimizer: Optimizer): string {
+    const optState = optimizer.stateDict();
+    const state: TrainerState = {
+      step, batchIndex, generator: encodeBytes(gen.getState()), optimizer: optState.meta,
+      skippedSteps, weights: this.config.finetune, writer: WRITER,
+    };
+    return saveCheckpoint({
+      outputDir: this.config.outputDir, state, weights: this.#trainableWeights(), optimizer: optState,
+      config: this.config, keep: this.config.keepCheckpoints, afterFile: this.#opts.afterCheckpointFile,
+    });
+  }
+
+  async #saveFinal(dir: string): Promise<void> {
+    const o = this.#opts;
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, "training_config.json"), `${JSON.stringify(this.config, null, 2)}\n`);
+    if (o.saveFinal !== undefined) {
+      await o.saveFinal(dir, o.model, o.adapters);
+      return;
+    }
+    const meta = { format: "pt", method: this.config.method, beta: String(this.config.beta) };
+    if (this.config.finetune === "lora") {
+      writeSafetensorsSync(join(dir, "pytorch_lora_weights.safetensors"), o.adapters!.stateDict(), meta);
+    } else {
+      mkdirSync(join(dir, "unet"), { recursive: true });
+      writeSafetensorsSync(join(dir, "unet", "diffusion_pytorch_model.safetensors"), o.model.stateDict(), meta);
+    }
+  }
+
+  async #validate(step: number, policy: DenoisingModel, base: DenoisingModel | undefined): Promise<string> {
+    const cfg = this.config.validation;
+    const sample = this.#opts.sampleValidation!;
+    const rows: Tensor[][] = [];
+    try {
+      for (const prompt of cfg.prompts) {
+        const row: Tensor[] = [];
+        for (const seed of cfg.seeds) {
+          if (base !== undefined) row.push(noGrad(() => sample(base, prompt, seed)));
+          row.push(noGrad(() => sample(policy, prompt, seed)));
+        }
+        rows.push(row);
+      }
+      const path = join(this.config.outputDir, "validation", `step-${String(step).padStart(6, "0")}.png`);
+      await writeImageGrid(path, rows);
+      return path;
+    } finally {
+      for (const row of rows) for (const t of row) t.dispose();
+    }
+  }
+
+  /** Frees the reference copy and optimizer state. */
+  dispose(): void {
+    this.#reference?.dispose();
+    this.#reference = null;
+    this.#optimizer?.dispose();
+    this.#optimizer = null;
+  }
+}
+
+/** Whether a run folder holds a checkpoint to resume from. */
+export function hasCheckpoint(outputDir: string): boolean {
+  return existsSync(outputDir) && latestCheckpoint(outputDir) !== null;
+}

@@ -1,0 +1,38 @@
+// Validation while training: fixed prompts and seeds, the base model and the current model side by
+// side, written as one PNG grid (rows = prompts, columns = for each seed: base, current).
+import { mkdirSync, renameSync } from "node:fs";
+import { dirname } from "node:path";
+import sharp from "sharp";
+import { tidy, type Tensor } from "../tensor/index.js";
+
+/** [3, H, W] in [−1, 1] → H×W×3 bytes. */
+export function imageBytes(img: Tensor): { width: number; height: number; data: Uint8Array } {
+  if (img.ndim !== 3 || img.shape[0] !== 3) throw new Error(`validation image must be [3, H, W], got [${img.shape.join(", ")}]`);
+  const [, h, w] = img.shape as [number, number, number];
+  const hwc = tidy(() => img.float().add(1).mul(127.5).clamp(0, 255).round().permute([1, 2, 0]).contiguous().toFloat32Array());
+  return { width: w, height: h, data: Uint8Array.from(hwc) };
+}
+
+/** Writes a grid of images (rows of [3, H, W] tensors, all one size) as a PNG, atomically. */
+export async function writeImageGrid(path: string, rows: Tensor[][], pad = 2): Promise<void> {
+  const first = rows[0]?.[0];
+  if (first === undefined) throw new Error("writeImageGrid: no images");
+  const [, h, w] = first.shape as [number, number, number];
+  const cols = Math.max(...rows.map((r) => r.length));
+  const W = cols * w + (cols + 1) * pad;
+  const H = rows.length * h + (rows.length + 1) * pad;
+  const canvas = new Uint8Array(W * H * 3).fill(255);
+  rows.forEach((row, r) => {
+    row.forEach((img, c) => {
+      const px = imageBytes(img);
+      if (px.width !== w || px.height !== h) throw new Error(`writeImageGrid: image [${r}][${c}] is ${px.width}×${px.height}, expected ${w}×${h}`);
+      const x0 = pad + c * (w + pad);
+      const y0 = pad + r * (h + pad);
+      for (let y = 0; y < h; y++) canvas.set(px.data.subarray(y * w * 3, (y + 1) * w * 3), ((y0 + y) * W + x0) * 3);
+    });
+  });
+  mkdirSync(dirname(path), { recursive: true });
+  const tmp = `${path}.tmp-${process.pid}`;
+  await sharp(canvas, { raw: { width: W, height: H, channels: 3 } }).png().toFile(tmp);
+  renameSync(tmp, path);
+}

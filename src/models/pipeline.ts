@@ -276,6 +276,9 @@ export function loadModelFolder(dir: string, opts: LoadModelOptions = {}): TextT
       throw new Error(`${indexPath}: the "${required}" component is missing; a text-to-image folder needs unet, text_encoder, tokenizer and scheduler`);
     }
   }
+  if (componentEntry(index, "text_encoder_2", indexPath) !== null) {
+    throw new Error(`${indexPath}: this is a ${String(index._class_name ?? "pipeline")} with a second text encoder (SDXL-style), which is not supported; only single-text-encoder StableDiffusionPipeline folders load`);
+  }
   const textEntry = componentEntry(index, "text_encoder", indexPath)!;
   const vaeEntry = componentEntry(index, "vae", indexPath);
   if (vaeEntry !== null && vaeEntry[1] !== "AutoencoderKL") {

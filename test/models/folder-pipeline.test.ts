@@ -156,6 +156,10 @@ test("model folder: pickle-only weights ask for a conversion; missing parts are 
   rmSync(join(dir, "scheduler"), { recursive: true });
   assert.throws(() => loadModelFolder(dir), /scheduler_config\.json is missing|no weights found/);
   assert.throws(() => loadModelFolder(join(dir, "nope")), /does not exist/);
+  const sdxl = copyOf(pixelDir);
+  const index = JSON.parse(readFileSync(join(sdxl, "model_index.json"), "utf8"));
+  writeFileSync(join(sdxl, "model_index.json"), JSON.stringify({ ...index, _class_name: "StableDiffusionXLPipeline", text_encoder_2: ["transformers", "CLIPTextModelWithProjection"] }));
+  assert.throws(() => loadModelFolder(sdxl), /StableDiffusionXLPipeline with a second text encoder \(SDXL-style\), which is not supported/);
   // refuses to overwrite a folder that is not a model folder
   const other = freshDir();
   mkdirSync(other);

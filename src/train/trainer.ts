@@ -176,6 +176,9 @@ export class DpoTrainer {
     // ---- resume ----
     if (cfg.resume !== false) {
       const path = cfg.resume === true ? latestCheckpoint(cfg.outputDir) : cfg.resume;
+      if (path !== null && !existsSync(path)) {
+        throw new Error(`cannot resume: checkpoint ${path} does not exist (resume takes true for the latest in outputDir, or a checkpoint folder)`);
+      }
       if (path !== null) {
         const ck = loadCheckpoint(path);
         try {
@@ -200,8 +203,6 @@ export class DpoTrainer {
           for (const t of ck.weights.values()) t.dispose();
           for (const t of ck.optimizer.tensors.values()) t.dispose();
         }
-      } else if (typeof cfg.resume === "string") {
-        throw new Error(`cannot resume: checkpoint ${cfg.resume} does not exist`);
       }
     }
 

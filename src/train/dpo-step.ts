@@ -28,7 +28,10 @@ import {
   type PreferenceMethod,
   type PreferenceOptions,
 } from "../losses/preference.js";
-import { noiseAndTarget, type TrainPredictionType, type TrainSchedule } from "./noising.js";
+import { addNoise, trainingTarget, type NoiseSchedule } from "../diffusion/index.js";
+
+/** The prediction types a preference step trains (the official script: ε only; diffusers: ε and v). */
+export type TrainPredictionType = "epsilon" | "v_prediction";
 
 /** A denoiser call: noisy input [B, C, H, W], integer timesteps [B], conditioning [B, L, D] → prediction. */
 export type DenoisingModel = (x: Tensor, t: Tensor, cond: Tensor) => Tensor;
@@ -70,7 +73,7 @@ export interface StepModels {
 
 export interface StepOptions extends PreferenceOptions {
   method: PreferenceMethod;
-  schedule: TrainSchedule;
+  schedule: NoiseSchedule;
   predictionType: TrainPredictionType;
   /** Probability that a pair's caption becomes "" (official: 0.2). */
   promptDropout: number;
@@ -134,7 +137,8 @@ export function dpoStep(models: StepModels, batch: PairBatch, gen: Generator, op
     const cond = cat([condPairs, condPairs], 0);
 
     // 2. noising and target
-    const { noisy, target } = noiseAndTarget(opts.schedule, opts.predictionType, x0, noise, t);
+    const noisy = addNoise(opts.schedule, x0, noise, t);
+    const target = trainingTarget(opts.predictionType, opts.schedule, x0, noise, t);
 
     // 3. policy (with autograd) and reference (without)
     const pred = withAutocast(device, opts.mixedPrecision, () => models.policy(noisy, tTensor, cond));

@@ -21,7 +21,9 @@ import {
   type StepModels,
   type StepResult,
 } from "./dpo-step.js";
-import type { TrainSchedule } from "./noising.js";
+import type { NoiseSchedule } from "../diffusion/index.js";
+import { loraStateDict, setLoraEnabled } from "../nn/lora.js";
+import type { Module } from "../nn/index.js";
 import type { PairBatchSource } from "./data.js";
 import {
   cleanTemporaryCheckpoints,
@@ -38,8 +40,19 @@ import { writeImageGrid } from "./validation.js";
 /** LoRA adapters injected into the model (src/nn/lora: setLoraEnabled, loraStateDict bound to it). */
 export interface LoraAdapters {
   setEnabled(on: boolean): void;
-  /** The adapter weights only (what a LoRA checkpoint holds), by diffusers-compatible names. */
+  /** The adapter weights only (what a checkpoint holds; live tensors). */
   stateDict(): Map<string, Tensor>;
+  /** The adapter weights as the final file names them (diffusers' pytorch_lora_weights keys); default stateDict(). */
+  exportStateDict?(): Map<string, Tensor>;
+}
+
+/** LoraAdapters for a module with adapters injected by src/nn/lora's injectLora. */
+export function loraAdapters(module: Module): LoraAdapters {
+  return {
+    setEnabled: (on) => setLoraEnabled(module, on),
+    stateDict: () => loraStateDict(module),
+    exportStateDict: () => loraStateDict(module, { format: "diffusers" }),
+  };
 }
 
 export interface DpoTrainerOptions {
@@ -52,7 +65,7 @@ export interface DpoTrainerOptions {
   encodePrompts: (prompts: string[]) => Tensor;
   /** Frozen VAE encoder (scaled latents); identity when absent. */
   encodeImages?: (pixels: Tensor) => Tensor;
-  schedule: TrainSchedule;
+  schedule: NoiseSchedule;
   data: PairBatchSource;
   onEvent?: (e: TrainEvent) => void;
   /**
@@ -332,7 +345,8 @@ export class DpoTrainer {
     }
     const meta = { format: "pt", method: this.config.method, beta: String(this.config.beta) };
     if (this.config.finetune === "lora") {
-      writeSafetensorsSync(join(dir, "pytorch_lora_weights.safetensors"), o.adapters!.stateDict(), meta);
+      const a = o.adapters!;
+      writeSafetensorsSync(join(dir, "pytorch_lora_weights.safetensors"), a.exportStateDict?.() ?? a.stateDict(), meta);
     } else {
       mkdirSync(join(dir, "unet"), { recursive: true });
       writeSafetensorsSync(join(dir, "unet", "diffusion_pytorch_model.safetensors"), o.model.stateDict(), meta);

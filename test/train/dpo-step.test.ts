@@ -1,35 +1,58 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { Generator, cat, noGrad, tensor, tidy, type Tensor } from "../../src/tensor/index.js";
+import { Generator, cat, noGrad, randint, randn, tensor, tidy, type Tensor } from "../../src/tensor/index.js";
 import { PREFERENCE_METHODS } from "../../src/losses/preference.js";
 import { adaptersOffReference, denoiserOf, dpoStep, type StepOptions } from "../../src/train/dpo-step.js";
-import { noiseAndTarget, scaledLinearSchedule } from "../../src/train/noising.js";
+import { NoiseSchedule } from "../../src/diffusion/index.js";
 import { TinyDenoiser, brightPairs, encodePrompts, pairBatch } from "./tiny.js";
 
-const schedule = scaledLinearSchedule(1000);
+const schedule = new NoiseSchedule();
 const baseOpts: StepOptions = { method: "dpo", schedule, predictionType: "epsilon", promptDropout: 0.2, lossScale: 1, beta: 5000 };
 
-test("schedule and noising closed forms (SD1.5 scaled-linear, ε and v targets)", () => {
-  // ᾱ_0 = 1 − β_0 = 1 − 0.00085; ᾱ_1 = ᾱ_0·(1 − β_1), β_1 = (√0.00085 + (√0.012 − √0.00085)/999)²
-  assert.ok(Math.abs(schedule.sqrtAlphasCumprod[0]! ** 2 - (1 - 0.00085)) < 1e-15);
-  const b1 = (Math.sqrt(0.00085) + (Math.sqrt(0.012) - Math.sqrt(0.00085)) / 999) ** 2;
-  assert.ok(Math.abs(schedule.sqrtAlphasCumprod[1]! ** 2 - (1 - 0.00085) * (1 - b1)) < 1e-15);
-  assert.ok(Math.abs(schedule.sqrtOneMinusAlphasCumprod[999]! ** 2 + schedule.sqrtAlphasCumprod[999]! ** 2 - 1) < 1e-15);
+test("the step noises with √ᾱ_t·x0 + √(1−ᾱ_t)·ε and regresses ε or v (closed forms, SD1.5 schedule)", () => {
   tidy(() => {
-    const x0 = tensor([1, -0.5], [2, 1, 1, 1]);
-    const eps = tensor([2, 3], [2, 1, 1, 1]);
-    const t = [10, 900];
-    const a = t.map((v) => schedule.sqrtAlphasCumprod[v]!);
-    const s = t.map((v) => schedule.sqrtOneMinusAlphasCumprod[v]!);
-    const e = noiseAndTarget(schedule, "epsilon", x0, eps, t);
-    const v = noiseAndTarget(schedule, "v_prediction", x0, eps, t);
-    const xs = e.noisy.toArray();
-    const vs = v.target.toArray();
-    assert.deepEqual(e.target.toArray(), [2, 3]);
-    [1, -0.5].forEach((x, i) => {
-      assert.ok(Math.abs(xs[i]! - (a[i]! * x + s[i]! * [2, 3][i]!)) < 1e-6);
-      assert.ok(Math.abs(vs[i]! - (a[i]! * [2, 3][i]! - s[i]! * x)) < 1e-6);
-    });
+    const n = 2;
+    const shape = [n, 3, 4, 4];
+    const chosen = tensor(Array.from({ length: 2 * 3 * 16 }, (_, i) => Math.cos(i) * 0.8), shape);
+    const rejected = tensor(Array.from({ length: 2 * 3 * 16 }, (_, i) => Math.sin(3 * i) * 0.8), shape);
+    const batch = { prompts: ["p", "q"], pixels: cat([chosen, rejected], 0) };
+    const x0 = batch.pixels.toArray();
+    // the generator's first draws, in the documented order: ε [N, C, H, W], then t [N]
+    const g = new Generator(5);
+    const eps = randn(shape, g).toArray();
+    const ts = randint(0, 1000, [n], g).toArray();
+    let seenX: number[] = [];
+    const w = tensor([0]).setRequiresGrad(true);
+    const zeroModel = (x: Tensor): Tensor => {
+      seenX = x.toArray();
+      return x.mul(w); // predicts 0: the per-sample error is then mean(target²)
+    };
+    const per = 3 * 16;
+    // SD1.5's scaled-linear schedule from its definition: β_i = (√0.00085 + (√0.012 − √0.00085)·i/999)²
+    const alphaBar: number[] = [];
+    for (let i = 0, prod = 1; i < 1000; i++) {
+      prod *= 1 - (Math.sqrt(0.00085) + ((Math.sqrt(0.012) - Math.sqrt(0.00085)) * i) / 999) ** 2;
+      alphaBar.push(prod);
+    }
+    for (const predictionType of ["epsilon", "v_prediction"] as const) {
+      const r = dpoStep({ policy: zeroModel, encodePrompts }, batch, new Generator(5), { ...baseOpts, method: "sft", predictionType });
+      let expectedLoss = 0;
+      for (let i = 0; i < 2 * n; i++) {
+        const t = ts[i % n]!;
+        const a = Math.sqrt(alphaBar[t]!);
+        const s = Math.sqrt(1 - alphaBar[t]!);
+        let err = 0;
+        for (let k = 0; k < per; k++) {
+          const e = eps[(i % n) * per + k]!; // the pair's shared noise
+          const x = x0[i * per + k]!;
+          assert.ok(Math.abs(seenX[i * per + k]! - (a * x + s * e)) < 1e-5, `x_t[${i}][${k}]`);
+          const target = predictionType === "epsilon" ? e : a * e - s * x;
+          err += target * target;
+        }
+        if (i < n) expectedLoss += err / per / n; // sft: mean over chosen samples
+      }
+      assert.ok(Math.abs(r.loss - expectedLoss) < 1e-5 * expectedLoss, `${predictionType}: ${r.loss} vs ${expectedLoss}`);
+    }
   });
 });
 

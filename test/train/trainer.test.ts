@@ -9,13 +9,13 @@ import { PREFERENCE_METHODS } from "../../src/losses/preference.js";
 import { loadTrainConfig, type TrainConfig } from "../../src/config/train.js";
 import { DpoTrainer, NonFiniteError } from "../../src/train/trainer.js";
 import { TensorPairSource, type PairBatchSource } from "../../src/train/data.js";
-import { scaledLinearSchedule, type TrainSchedule } from "../../src/train/noising.js";
+import { NoiseSchedule } from "../../src/diffusion/index.js";
 import { formatProgress, jsonlMetricsLog, type TrainEvent } from "../../src/train/events.js";
 import { listCheckpoints, loadCheckpoint } from "../../src/train/checkpoint.js";
 import type { DenoisingModel } from "../../src/train/dpo-step.js";
 import { TinyDenoiser, TinyLoraDenoiser, brightPairs, encodePrompts } from "./tiny.js";
 
-const schedule = scaledLinearSchedule(1000);
+const schedule = new NoiseSchedule();
 const tmp = (): string => mkdtempSync(join(tmpdir(), "dpo-train-"));
 
 function config(flags: Record<string, unknown>): TrainConfig {
@@ -31,7 +31,7 @@ const snapshot = (m: { namedParameters(): [string, Tensor][] }): Map<string, Flo
   new Map(m.namedParameters().map(([n, p]) => [n, p.toFloat32Array()]));
 
 /** Deterministic DDIM (η = 0) from pure noise, 20 steps, returning the mean pixel value. */
-function ddimMean(model: DenoisingModel, s: TrainSchedule, prompts: string[], seed: number): number {
+function ddimMean(model: DenoisingModel, s: NoiseSchedule, prompts: string[], seed: number): number {
   return tidy(() => noGrad(() => {
     const steps = Array.from({ length: 20 }, (_, i) => 999 - i * 50);
     let x = randn([prompts.length, 3, 8, 8], new Generator(seed));

@@ -31,6 +31,8 @@ export interface TrainerState {
   skippedSteps: number;
   /** "full" weights or "lora" adapters in model.safetensors. */
   weights: "full" | "lora";
+  /** A streaming data source's own position (PairBatchSource.state()), when it has one. */
+  data?: unknown;
   /** Library version that wrote it, for messages. */
   writer: string;
 }

@@ -13,6 +13,54 @@ export interface PairBatchSource {
    * same for the same index every time. The trainer disposes the returned pixels.
    */
   batch(index: number): PairBatch | Promise<PairBatch>;
+  /**
+   * Streaming sources (read in order only) save their own position in checkpoints: `state()` is
+   * stored in trainer_state.json after each saved step and handed to `restore()` on resume.
+   */
+  state?(): unknown;
+  restore?(state: unknown): void;
+}
+
+/** What LoaderBatchSource needs from src/data's PreferenceLoader. */
+export interface SequentialPairLoader<S> {
+  state(): S;
+  restore(s: S): void;
+  batches(epochs?: number): AsyncGenerator<{ prompts: string[]; pixels: Float32Array; shape: [number, number, number, number] }>;
+}
+
+/**
+ * Adapts a streaming loader (src/data's PreferenceLoader: Float32Array batches, in order) to the
+ * trainer. Batches must be asked for in order; the loader's own state travels in checkpoints.
+ */
+export class LoaderBatchSource<S> implements PairBatchSource {
+  #iter: AsyncGenerator<{ prompts: string[]; pixels: Float32Array; shape: [number, number, number, number] }> | null = null;
+  #next: number | null = null;
+
+  constructor(readonly loader: SequentialPairLoader<S>, readonly batchSize: number, readonly device = "cpu") {}
+
+  async batch(index: number): Promise<PairBatch> {
+    if (this.#next !== null && index !== this.#next) {
+      throw new Error(`LoaderBatchSource reads in order: batch ${this.#next} is next, but batch ${index} was asked for`);
+    }
+    this.#iter ??= this.loader.batches();
+    const r = await this.#iter.next();
+    if (r.done === true) throw new Error(`the data loader ran out of batches at batch ${index}`);
+    this.#next = index + 1;
+    const b = r.value;
+    if (b.prompts.length !== this.batchSize) {
+      throw new Error(`the data loader yielded ${b.prompts.length} pairs, but the trainer expects batches of ${this.batchSize} (use dropLast)`);
+    }
+    return { prompts: b.prompts, pixels: tensor(b.pixels, b.shape, { device: this.device }) };
+  }
+
+  state(): S {
+    return this.loader.state();
+  }
+
+  restore(state: unknown): void {
+    if (this.#iter !== null) throw new Error("LoaderBatchSource.restore: call before the first batch");
+    this.loader.restore(state as S);
+  }
 }
 
 /**

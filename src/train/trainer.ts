@@ -208,6 +208,7 @@ export class DpoTrainer {
           });
           optimizer.loadStateDict(ck.optimizer);
           gen.setState(decodeBytes(ck.state.generator));
+          if (ck.state.data !== undefined && o.data.restore !== undefined) o.data.restore(ck.state.data);
           step = ck.state.step;
           batchIndex = ck.state.batchIndex;
           skippedSteps = ck.state.skippedSteps;
@@ -329,6 +330,8 @@ export class DpoTrainer {
       step, batchIndex, generator: encodeBytes(gen.getState()), optimizer: optState.meta,
       skippedSteps, weights: this.config.finetune, writer: WRITER,
     };
+    const dataState = this.#opts.data.state?.();
+    if (dataState !== undefined) state.data = dataState;
     return saveCheckpoint({
       outputDir: this.config.outputDir, state, weights: this.#trainableWeights(), optimizer: optState,
       config: this.config, keep: this.config.keepCheckpoints, afterFile: this.#opts.afterCheckpointFile,

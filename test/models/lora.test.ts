@@ -8,7 +8,12 @@ import {
 } from "../../src/nn/lora.js";
 import { UNet2DConditionModel, TINY_UNET_CONFIG, type UNetConfig } from "../../src/models/unet/index.js";
 
-const SMALL: UNetConfig = { ...TINY_UNET_CONFIG, blockOutChannels: [16, 32, 32], attentionHeadDim: 2, crossAttentionDim: 32 };
+// SD1.5's block layout (attention at the top resolution) at toy width.
+const SMALL: UNetConfig = {
+  ...TINY_UNET_CONFIG, blockOutChannels: [16, 32, 32], attentionHeadDim: 2, crossAttentionDim: 32,
+  downBlockTypes: ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+  upBlockTypes: ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+};
 
 function inputs(seed: number): { x: Tensor; ctx: Tensor; t: Tensor } {
   const g = new Generator(seed);

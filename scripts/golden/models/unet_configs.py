@@ -2,8 +2,8 @@
 
 TINY = dict(  # mirrors TINY_UNET_CONFIG in src/models/unet/config.ts
     sample_size=32, in_channels=3, out_channels=3,
-    down_block_types=["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-    up_block_types=["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+    down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+    up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
     block_out_channels=[32, 64, 64], layers_per_block=1, norm_num_groups=8,
     cross_attention_dim=64, attention_head_dim=4,
 )
@@ -22,7 +22,10 @@ VARIANT = dict(
     time_embedding_dim=40, conv_in_kernel=5, conv_out_kernel=5, mid_block_scale_factor=2.0,
 )
 
-NO_MID = dict(TINY, mid_block_type=None, block_out_channels=[16, 16, 32], attention_head_dim=2)
+# SD1.5's layout (attention at the top resolution, none at the bottom) without a middle block.
+NO_MID = dict(TINY, mid_block_type=None, block_out_channels=[16, 16, 32], attention_head_dim=2,
+              down_block_types=["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+              up_block_types=["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"])
 
 SD15 = {  # runwayml/stable-diffusion-v1-5 unet/config.json
     "_class_name": "UNet2DConditionModel", "_diffusers_version": "0.6.0", "act_fn": "silu",

@@ -17,11 +17,12 @@ ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "..")
 torch.set_num_threads(1)
 
 GRAD_PARAMS = {
-    "tiny": ["conv_in.weight", "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight",
+    "tiny": ["conv_in.weight", "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight",
              "mid_block.attentions.0.proj_out.bias", "up_blocks.2.resnets.1.conv1.weight", "time_embedding.linear_1.bias"],
     "variant": ["conv_in.weight", "down_blocks.2.attentions.0.transformer_blocks.1.attn1.to_k.weight",
                 "up_blocks.0.attentions.1.proj_in.weight", "mid_block.resnets.1.conv2.bias"],
-    "no_mid": ["conv_in.weight", "up_blocks.0.resnets.0.conv1.weight"],
+    "no_mid": ["conv_in.weight", "up_blocks.0.resnets.0.conv1.weight",
+               "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight"],
 }
 
 

@@ -89,17 +89,19 @@ export const SD15_UNET_CONFIG: UNetConfig = {
 };
 
 /**
- * A small pixel-space UNet that trains on two CPU cores: 32×32 RGB, three resolutions, two of
- * them with text cross-attention. Same block structure as SD1.5, so everything that works on
- * it works on the real model.
+ * A small pixel-space UNet that trains on two CPU cores: 32×32 RGB, three resolutions (32, 16,
+ * 8), text cross-attention at 16×16 and 8×8 plus the middle block. Same block types as SD1.5,
+ * so everything that works on it works on the real model. Attention sits below full resolution
+ * on purpose: at 32×32 (1024 tokens) it made a batch-16 training step about 5× slower
+ * (5.4 s vs 1.0 s of CPU time on one thread).
  */
 export const TINY_UNET_CONFIG: UNetConfig = {
   ...DIFFUSERS_UNET_DEFAULTS,
   sampleSize: 32,
   inChannels: 3,
   outChannels: 3,
-  downBlockTypes: ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-  upBlockTypes: ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+  downBlockTypes: ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+  upBlockTypes: ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
   blockOutChannels: [32, 64, 64],
   layersPerBlock: 1,
   normNumGroups: 8,

@@ -72,7 +72,7 @@ export function wrap(handle: number): Tensor {
 function track(t: Tensor): void {
   const scope = scopes[scopes.length - 1];
   if (scope !== undefined) scope.add(t);
-  else finalizer.register(t, t.handle, t);
+  else t._registerFinalizer();
 }
 
 function collectTensors(value: unknown, into: Set<Tensor>, depth = 0): void {
@@ -117,11 +117,18 @@ export function tidy<T>(fn: () => T): T {
   }
   const kept = new Set<Tensor>();
   collectTensors(result, kept);
+  // Free the scope's tensors in one native call: each belongs to this scope only (a tensor is
+  // tracked by one scope at a time), so no other scope needs updating.
+  const handles: number[] = [];
   for (const t of scope) {
     if (kept.has(t)) {
       if (!t.isDisposed) track(t);
-    } else t.dispose();
+    } else {
+      const h = t._release();
+      if (h >= 0) handles.push(h);
+    }
   }
+  if (handles.length > 0) native.freeTensors(handles);
   return result;
 }
 
@@ -130,7 +137,7 @@ export function keep<T extends Tensor | Tensor[]>(value: T): T {
   const list = Array.isArray(value) ? value : [value];
   for (const t of list) {
     for (const s of scopes) s.delete(t);
-    finalizer.unregister(t);
+    t._unregisterFinalizer();
   }
   return value;
 }
@@ -166,6 +173,7 @@ export class Tensor {
   #handle: number;
   #shape: number[] | undefined;
   #dtype: DType | undefined;
+  #finalized = false; // registered with the FinalizationRegistry (made outside any scope)
 
   constructor(handle: number) {
     this.#handle = handle;
@@ -191,9 +199,30 @@ export class Tensor {
   dispose(): void {
     if (this.#handle < 0) return;
     native.freeTensor(this.#handle);
-    finalizer.unregister(this);
+    this._unregisterFinalizer();
     for (let i = scopes.length - 1; i >= 0; i--) scopes[i]!.delete(this);
     this.#handle = -1;
+  }
+
+  /** @internal Marks this tensor disposed and hands its native handle to the caller to free (−1 if already disposed). */
+  _release(): number {
+    const h = this.#handle;
+    if (h < 0) return -1;
+    this.#handle = -1;
+    this._unregisterFinalizer();
+    return h;
+  }
+  /** @internal */
+  _registerFinalizer(): void {
+    if (this.#finalized || this.#handle < 0) return;
+    finalizer.register(this, this.#handle, this);
+    this.#finalized = true;
+  }
+  /** @internal */
+  _unregisterFinalizer(): void {
+    if (!this.#finalized) return;
+    finalizer.unregister(this);
+    this.#finalized = false;
   }
 
   get shape(): number[] {

@@ -36,7 +36,8 @@ export class LoraLinear extends Module {
   readonly lora_A: Linear;
   readonly lora_B: Linear;
   readonly rank: number;
-  readonly alpha: number;
+  /** Mutable so per-layer alphas (kohya's `.alpha` tensors) can be applied after injection. */
+  alpha: number;
   enabled = true;
 
   constructor(base: Linear, rank: number, alpha = rank, init: "kaiming" | "gaussian" = "kaiming") {
@@ -99,7 +100,13 @@ function* withParents(root: Module): Generator<[string, Module, string, Module]>
 export function injectLora(module: Module, opts: LoraOptions): string[] {
   const targets = opts.targets ?? DEFAULT_LORA_TARGETS;
   if (loraLayers(module).length > 0) throw new Error("injectLora: this model already has LoRA adapters (merge or remove them first)");
-  const found = [...withParents(module)].filter(([path, , , m]) => m instanceof Linear && matches(path, targets));
+  const matched = [...withParents(module)].filter(([path, , , m]) => matches(path, targets) && !(m instanceof LoraLinear));
+  const notLinear = matched.filter(([, , , m]) => !(m instanceof Linear));
+  if (notLinear.length > 0) {
+    const [path, , , m] = notLinear[0]!;
+    throw new Error(`injectLora: target "${path}" is a ${m.constructor.name}; LoRA here wraps Linear layers only (e.g. SD1's 1×1-conv proj_in cannot be a target)`);
+  }
+  const found = matched;
   if (found.length === 0) {
     throw new Error(`injectLora: no Linear layer matches the targets ${JSON.stringify(targets)}; check the module names (e.g. "to_q", "to_out.0")`);
   }
@@ -189,20 +196,100 @@ export function normalizeLoraKey(key: string): string | null {
   return /\.lora_[AB]\.weight$/.test(k) ? k : null;
 }
 
+/** The safetensors metadata key under which diffusers stores the peft LoraConfig (JSON). */
+export const LORA_ADAPTER_METADATA_KEY = "lora_adapter_metadata";
+
 /**
- * Loads adapter weights saved by loraStateDict, diffusers or peft (see normalizeLoraKey).
+ * safetensors metadata describing the adapters as diffusers' save_lora_weights does: a JSON
+ * blob under "lora_adapter_metadata" with peft LoraConfig fields prefixed by the component
+ * ("unet.r", "unet.lora_alpha", "unet.target_modules"), so diffusers restores the scale.
+ */
+export function loraMetadata(module: Module, prefix = "unet."): Record<string, string> {
+  const cfg = loraConfig(module);
+  if (cfg === null) throw new Error("loraMetadata: the model has no LoRA adapters");
+  const blob = {
+    [`${prefix}r`]: cfg.rank,
+    [`${prefix}lora_alpha`]: cfg.alpha,
+    [`${prefix}target_modules`]: cfg.targets,
+    [`${prefix}peft_type`]: "LORA",
+    [`${prefix}bias`]: "none",
+    [`${prefix}use_rslora`]: false,
+    [`${prefix}use_dora`]: false,
+  };
+  return { format: "pt", [LORA_ADAPTER_METADATA_KEY]: JSON.stringify(blob) };
+}
+
+/** rank and alpha from safetensors metadata written by loraMetadata / diffusers / peft; null if absent. */
+export function loraScaleFromMetadata(metadata: Record<string, string>, prefix = "unet."): { rank: number; alpha: number } | null {
+  const raw = metadata[LORA_ADAPTER_METADATA_KEY];
+  if (raw === undefined) return null;
+  let blob: Record<string, unknown>;
+  try {
+    blob = JSON.parse(raw) as Record<string, unknown>;
+  } catch {
+    throw new Error(`safetensors metadata "${LORA_ADAPTER_METADATA_KEY}" is not valid JSON`);
+  }
+  const rank = blob[`${prefix}r`] ?? blob["r"];
+  const alpha = blob[`${prefix}lora_alpha`] ?? blob["lora_alpha"];
+  if (typeof rank !== "number") return null;
+  return { rank, alpha: typeof alpha === "number" ? alpha : rank };
+}
+
+/**
+ * kohya-ss / A1111 keys (`lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.lora_down.weight`,
+ * `.lora_up.weight`, `.alpha`) mapped onto this model's module paths (underscores are resolved
+ * against the real paths, so names containing "_" work). Returns the peft-keyed weights and
+ * the per-layer alphas.
+ */
+function fromKohya(module: Module, state: Map<string, Tensor>, where: string): { weights: Map<string, Tensor>; alphas: Map<string, number> } {
+  const byUnderscore = new Map<string, string>();
+  for (const [path, m] of module.namedModules()) {
+    if (m instanceof Linear || m instanceof LoraLinear) byUnderscore.set(path.replace(/\./g, "_"), path);
+  }
+  const weights = new Map<string, Tensor>();
+  const alphas = new Map<string, number>();
+  const unknown: string[] = [];
+  for (const [key, t] of state) {
+    const m = /^lora_unet_(.+)\.(lora_down\.weight|lora_up\.weight|alpha)$/.exec(key);
+    const path = m ? byUnderscore.get(m[1]!) : undefined;
+    if (!m || path === undefined) {
+      unknown.push(key);
+      continue;
+    }
+    if (m[2] === "alpha") alphas.set(path, t.item());
+    else weights.set(`${path}.${m[2] === "lora_down.weight" ? "lora_A" : "lora_B"}.weight`, t);
+  }
+  if (unknown.length > 0) {
+    const te = unknown.some((k) => k.startsWith("lora_te"));
+    throw new Error(
+      `kohya LoRA keys${where} that match no Linear layer of this UNet: ${unknown.slice(0, 10).join(", ")}` +
+      (unknown.length > 10 ? `, … (${unknown.length})` : "") +
+      (te ? " (lora_te* keys belong to the text encoder; strip them before loading into the UNet)" : ""),
+    );
+  }
+  return { weights, alphas };
+}
+
+/**
+ * Loads adapter weights saved by loraStateDict, diffusers, peft or kohya-ss (see normalizeLoraKey).
  * If the model has no adapters yet they are injected first: rank from the A matrices, targets
  * from the key paths, alpha from `opts.alpha` (diffusers files without metadata: alpha = rank).
- * Keys that match no adapter, or adapters without weights, are an error listing them.
+ * kohya files carry one `.alpha` per layer, which is applied. Keys that match no adapter, or
+ * adapters without weights, are an error listing them.
  */
 export function loadLoraStateDict(module: Module, state: Map<string, Tensor>, opts: { alpha?: number; source?: string } = {}): void {
   const where = opts.source ? ` in ${opts.source}` : "";
-  const normalized = new Map<string, Tensor>();
+  let normalized = new Map<string, Tensor>();
+  let alphas = new Map<string, number>();
   const notLora: string[] = [];
-  for (const [key, t] of state) {
-    const k = normalizeLoraKey(key);
-    if (k === null) notLora.push(key);
-    else normalized.set(k, t);
+  if ([...state.keys()].some((k) => k.startsWith("lora_unet_") || k.startsWith("lora_te"))) {
+    ({ weights: normalized, alphas } = fromKohya(module, state, where));
+  } else {
+    for (const [key, t] of state) {
+      const k = normalizeLoraKey(key);
+      if (k === null) notLora.push(key);
+      else normalized.set(k, t);
+    }
   }
   if (notLora.length > 0) {
     throw new Error(`not LoRA adapter weights${where}: ${notLora.slice(0, 10).join(", ")}${notLora.length > 10 ? `, … (${notLora.length})` : ""}`);
@@ -231,6 +318,10 @@ export function loadLoraStateDict(module: Module, state: Map<string, Tensor>, op
   noGrad(() => {
     for (const [k, target] of own) target.copy_(normalized.get(k)!);
   });
+  for (const [path, l] of loraLayers(module)) {
+    const a = alphas.get(path);
+    if (a !== undefined) l.alpha = a;
+  }
 }
 
 /**

@@ -4,8 +4,12 @@ import { Generator, randn, tidy, noGrad, tensor, matmul, type Tensor } from "../
 import { Linear, setInitSeed } from "../../src/nn/index.js";
 import {
   LoraLinear, injectLora, loraLayers, setLoraEnabled, withLoraDisabled, loraStateDict, loadLoraStateDict,
-  mergeLora, removeLora, normalizeLoraKey, loraConfig,
+  mergeLora, removeLora, normalizeLoraKey, loraConfig, loraMetadata, loraScaleFromMetadata, LORA_ADAPTER_METADATA_KEY,
 } from "../../src/nn/lora.js";
+import { readSafetensorsSync, writeSafetensorsSync } from "../../src/io/safetensors.js";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { UNet2DConditionModel, TINY_UNET_CONFIG, type UNetConfig } from "../../src/models/unet/index.js";
 
 // SD1.5's block layout (attention at the top resolution) at toy width.
@@ -82,6 +86,7 @@ test("injectLora: diffusers/peft names, base frozen, fresh adapters change nothi
   }
   assert.throws(() => injectLora(unet, { rank: 2 }), /already has LoRA adapters/);
   assert.throws(() => injectLora(new UNet2DConditionModel(SMALL), { rank: 2, targets: ["to_qq"] }), /no Linear layer matches the targets \["to_qq"\]/);
+  assert.throws(() => injectLora(new UNet2DConditionModel(SMALL), { rank: 2, targets: ["to_q", "proj_in"] }), /target "down_blocks\.0\.attentions\.0\.proj_in" is a Conv2d; LoRA here wraps Linear layers only/);
 });
 
 test("disabled adapters give exactly the base network (the DPO reference), enabled ones do not", () => {
@@ -193,4 +198,59 @@ test("a LoRA training step moves only the adapters", () => {
   for (const [n, p] of unet.namedParameters()) {
     if (!n.includes(".lora_")) assert.equal(maxDiff(p, frozen.get(n)!), 0, `${n} changed`);
   }
+});
+
+test("a diffusers-style pytorch_lora_weights.safetensors (unet.… lora.down/up + adapter metadata) round-trips with its scale", () => {
+  const dir = mkdtempSync(join(tmpdir(), "lora-st-"));
+  try {
+    setInitSeed(0);
+    const unet = new UNet2DConditionModel(SMALL);
+    injectLora(unet, { rank: 4, alpha: 16 });
+    perturbB(unet, 7);
+    const { x, ctx, t } = inputs(6);
+    const expected = noGrad(() => unet.forward(x, t, ctx));
+    const path = join(dir, "pytorch_lora_weights.safetensors");
+    writeSafetensorsSync(path, loraStateDict(unet, { format: "diffusers" }), loraMetadata(unet));
+    const { tensors, metadata } = readSafetensorsSync(path);
+    const blob = JSON.parse(metadata[LORA_ADAPTER_METADATA_KEY]!) as Record<string, unknown>;
+    assert.equal(blob["unet.r"], 4);
+    assert.equal(blob["unet.lora_alpha"], 16);
+    assert.deepEqual(blob["unet.target_modules"], ["to_q", "to_k", "to_v", "to_out.0"]);
+    const scale = loraScaleFromMetadata(metadata)!;
+    assert.deepEqual(scale, { rank: 4, alpha: 16 });
+    setInitSeed(0);
+    const fresh = new UNet2DConditionModel(SMALL);
+    loadLoraStateDict(fresh, tensors, { alpha: scale.alpha, source: path });
+    assert.equal(maxDiff(noGrad(() => fresh.forward(x, t, ctx)), expected), 0);
+    assert.equal(loraScaleFromMetadata({}), null);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("kohya-ss keys (lora_unet_…lora_down/lora_up + per-layer .alpha) load onto the diffusers paths", () => {
+  setInitSeed(0);
+  const unet = new UNet2DConditionModel(SMALL);
+  injectLora(unet, { rank: 2, alpha: 2, targets: ["to_q", "to_out.0"] });
+  perturbB(unet, 8);
+  // Give one layer its own alpha, as kohya files may.
+  const layers = loraLayers(unet);
+  const [oddPath, odd] = layers[3]!;
+  odd.alpha = 5;
+  const { x, ctx, t } = inputs(7);
+  const expected = noGrad(() => unet.forward(x, t, ctx));
+  const kohya = new Map<string, Tensor>();
+  for (const [path, l] of layers) {
+    const k = `lora_unet_${path.replace(/\./g, "_")}`;
+    kohya.set(`${k}.lora_down.weight`, l.lora_A.weight.clone());
+    kohya.set(`${k}.lora_up.weight`, l.lora_B.weight.clone());
+    kohya.set(`${k}.alpha`, tensor([l.alpha], []));
+  }
+  setInitSeed(0);
+  const fresh = new UNet2DConditionModel(SMALL);
+  loadLoraStateDict(fresh, kohya);
+  assert.equal(loraLayers(fresh).find(([p]) => p === oddPath)![1].alpha, 5);
+  assert.equal(maxDiff(noGrad(() => fresh.forward(x, t, ctx)), expected), 0);
+  const withTe = new Map([...kohya, ["lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight", tensor([1])] as [string, Tensor]]);
+  assert.throws(() => loadLoraStateDict(new UNet2DConditionModel(SMALL), withTe), /lora_te\* keys belong to the text encoder/);
 });

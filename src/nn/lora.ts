@@ -106,13 +106,12 @@ export function injectLora(module: Module, opts: LoraOptions): string[] {
     const [path, , , m] = notLinear[0]!;
     throw new Error(`injectLora: target "${path}" is a ${m.constructor.name}; LoRA here wraps Linear layers only (e.g. SD1's 1×1-conv proj_in cannot be a target)`);
   }
-  const found = matched;
-  if (found.length === 0) {
+  if (matched.length === 0) {
     throw new Error(`injectLora: no Linear layer matches the targets ${JSON.stringify(targets)}; check the module names (e.g. "to_q", "to_out.0")`);
   }
   module.requiresGrad(false);
   const names: string[] = [];
-  for (const [path, parent, name, m] of found) {
+  for (const [path, parent, name, m] of matched) {
     const lora = new LoraLinear(m as Linear, opts.rank, opts.alpha ?? opts.rank, opts.init ?? "kaiming");
     parent.replaceChild(name, lora);
     names.push(`${path}.lora_A.weight`, `${path}.lora_B.weight`);

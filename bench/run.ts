@@ -6,7 +6,7 @@ import { readdirSync } from "node:fs";
 import { availableParallelism, cpus, totalmem } from "node:os";
 import { spawnSync } from "node:child_process";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import type { BenchCase, BenchResult } from "./types.js";
 import { getNumThreads, setNumThreads } from "../src/tensor/index.js";
 import { peakGflops } from "./cases/engine.js";
@@ -127,7 +127,11 @@ async function main(): Promise<void> {
   } else process.stdout.write(header + table(results));
 }
 
-main().catch((err: unknown) => {
-  process.stderr.write(`bench: ${err instanceof Error ? err.message : String(err)}\n`);
-  process.exit(1);
-});
+// Run only as the entry point (tests import collectCases without starting the bench).
+const entry = process.argv[1];
+if (entry !== undefined && import.meta.url === pathToFileURL(resolve(entry)).href) {
+  main().catch((err: unknown) => {
+    process.stderr.write(`bench: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  });
+}

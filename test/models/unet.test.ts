@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { Generator, randn, tidy, noGrad, liveTensors, tensor } from "../../src/tensor/index.js";
 import { setInitSeed } from "../../src/nn/index.js";
 import {
-  UNet2DConditionModel, TINY_UNET_CONFIG, timestepEmbedding,
+  UNet2DConditionModel, TINY_UNET_CONFIG, timestepEmbedding, setAttentionSlice,
 } from "../../src/models/unet/index.js";
 
 test("tiny UNet: forward keeps the input shape, backward reaches every parameter", () => {
@@ -65,4 +65,30 @@ test("timestep embedding: closed form (sin/cos of t·exp(−ln(10⁴)·i/(half�
       }
     }
   }
+});
+
+test("attention slicing gives the same output and gradients", () => {
+  setInitSeed(2);
+  const unet = new UNet2DConditionModel({
+    ...TINY_UNET_CONFIG, blockOutChannels: [8, 8, 8], normNumGroups: 4, attentionHeadDim: 2,
+    downBlockTypes: ["CrossAttnDownBlock2D", "DownBlock2D", "DownBlock2D"], upBlockTypes: ["UpBlock2D", "UpBlock2D", "CrossAttnUpBlock2D"],
+  });
+  const g = new Generator(9);
+  const x = randn([1, 3, 12, 12], g);
+  const ctx = randn([1, 3, 64], g);
+  const w = unet.down_blocks.at(0).attentions!.at(0).transformer_blocks.at(0).attn1.to_q.namedParameters()[0]![1];
+  const run = () => tidy(() => {
+    const y = unet.forward(x, 40, ctx);
+    y.square().mean().backward();
+    const grad = w.grad!.clone();
+    unet.zeroGrad();
+    return { y, grad };
+  });
+  const full = run();
+  setAttentionSlice(unet, 50); // 144 tokens → slices of 50, 50, 44
+  const sliced = run();
+  assert.ok(full.y.sub(sliced.y).abs().amax().item() < 1e-6);
+  assert.ok(full.grad.sub(sliced.grad).abs().amax().item() < 1e-6);
+  assert.throws(() => setAttentionSlice(unet, 0), /positive integer or null/);
+  unet.dispose();
 });

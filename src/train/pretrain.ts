@@ -23,7 +23,8 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, w
 import { join } from "node:path";
 import { Rng, hashInts } from "../data/random.js";
 import { addNoise, trainingTarget } from "../diffusion/noising.js";
-import type { NoiseSchedule } from "../diffusion/schedule.js";
+import { NoiseSchedule } from "../diffusion/schedule.js";
+import { encodePrompts, type TextToImageModel } from "../models/pipeline.js";
 import { readSafetensorsSync, writeSafetensorsSync } from "../io/safetensors.js";
 import type { Module } from "../nn/module.js";
 import { AdamW, clipGradNorm } from "../optim/optimizer.js";
@@ -347,4 +348,21 @@ export function applyEma(model: PretrainModel, ema: Map<string, Tensor>): void {
       p.copy_(src);
     }
   });
+}
+
+/**
+ * The PretrainModel view of a pixel-space TextToImageModel: UNet and text encoder trained jointly
+ * (pass trainTextEncoder: false to freeze the text encoder).
+ */
+export function pretrainModelFrom(model: TextToImageModel, opts: { trainTextEncoder?: boolean } = {}): PretrainModel {
+  if (model.vae) throw new Error("pretrain: latent models (with a VAE) are not supported yet; pretrain a pixel-space model");
+  const train = opts.trainTextEncoder ?? true;
+  model.textEncoder.requiresGrad(train);
+  const schedule = new NoiseSchedule(model.scheduler);
+  return {
+    modules: train ? { unet: model.unet, text_encoder: model.textEncoder } : { unet: model.unet },
+    schedule,
+    encodePrompts: (prompts) => encodePrompts(model, prompts),
+    predict: (xt, t, cond) => model.unet.forward(xt, t, cond),
+  };
 }

@@ -1,0 +1,88 @@
+// Measures the shipped emoji model: a category classifier trained on the real TRAIN emoji scores
+// (a) the real held-out emoji and (b) the model's samples for the held-out captions (one sample per
+// held-out base emoji, same category label). Writes models/emoji-base/eval.json and a grid of
+// samples next to the real images (models/emoji-base/heldout-grid.png).
+//
+//   node --import tsx scripts/eval-emoji-base.ts [--model models/emoji-base] [--steps 25] [--guidance 3]
+import { existsSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { emojiImage, loadEmojiDataset, selectSplit } from "../src/datasets/emoji.js";
+import { classifyImages, evaluateClassifier, EmojiClassifier, scorePredictions, trainEmojiClassifier } from "../src/eval/emoji-classifier.js";
+import { readSafetensorsSync, writeSafetensorsSync } from "../src/io/safetensors.js";
+import { loadModelFolder } from "../src/models/pipeline.js";
+import { generate, type RgbImage } from "../src/sample/generate.js";
+import { makeGrid } from "../src/sample/png.js";
+
+const { values } = parseArgs({
+  options: {
+    model: { type: "string", default: "models/emoji-base" },
+    steps: { type: "string", default: "25" },
+    guidance: { type: "string", default: "3" },
+    sampler: { type: "string", default: "ddim" },
+    classifierSteps: { type: "string", default: "1500" },
+    classifierCache: { type: "string", default: "runs/emoji-classifier.safetensors" },
+  },
+});
+const log = (s: string) => process.stderr.write(`${s}\n`);
+const train = await loadEmojiDataset({ split: "train" });
+const held = await loadEmojiDataset({ split: "heldout" });
+// one item per held-out base emoji (skin-tone variants share the caption's category)
+const baseIdx = held.items.map((it, i) => [it, i] as const).filter(([it]) => it.name === it.baseName).map(([, i]) => i);
+const heldBase = { ...held, items: baseIdx.map((i) => held.items[i]!), pixels: new Uint8Array(baseIdx.flatMap((i) => Array.from(emojiImage(held, i)))) };
+
+let clf: EmojiClassifier;
+const t0 = Date.now();
+if (existsSync(values.classifierCache!)) {
+  clf = new EmojiClassifier();
+  clf.loadStateDict(readSafetensorsSync(values.classifierCache!).tensors, { source: values.classifierCache });
+  clf.eval();
+  log(`classifier loaded from ${values.classifierCache}`);
+} else {
+  clf = trainEmojiClassifier({ train, steps: Number(values.classifierSteps), seed: 0, onEvent: (e) => { if (e.type === "step" && e.step % 100 === 0) log(`classifier step ${e.step} loss ${e.loss.toFixed(3)}`); } });
+  writeSafetensorsSync(values.classifierCache!, clf.stateDict());
+}
+const classifierSeconds = (Date.now() - t0) / 1000;
+const realAll = evaluateClassifier(clf, held);
+const realBase = evaluateClassifier(clf, heldBase);
+const realTrain = evaluateClassifier(clf, selectSplit(train, "all"));
+log(`real held-out accuracy ${realBase.accuracy.toFixed(3)} (base emoji), ${realAll.accuracy.toFixed(3)} (with skin tones)`);
+
+const model = loadModelFolder(values.model!);
+const prompts = heldBase.items.map((i) => i.caption);
+const seeds = prompts.map((_, i) => 1000 + i);
+const t1 = Date.now();
+const samples = generate({
+  model, prompts, seeds, sampler: values.sampler as "ddim", steps: Number(values.steps), guidance: Number(values.guidance), batchSize: 32,
+  onEvent: (e) => { if (e.type === "step" && e.done === e.total) log(`sampled batch ${e.batch + 1}/${e.batches}`); },
+});
+const sampleSeconds = (Date.now() - t1) / 1000;
+const flat = new Uint8Array(samples.length * 32 * 32 * 3);
+samples.forEach((s, i) => flat.set(s.data, i * 32 * 32 * 3));
+const fake = scorePredictions(classifyImages(clf, flat, samples.length, 32), heldBase.items.map((i) => i.label));
+// the unconditional baseline: the same classifier on samples for the empty prompt
+const uncond = generate({ model, prompts: prompts.map(() => ""), seeds, sampler: values.sampler as "ddim", steps: Number(values.steps), guidance: 1, batchSize: 32 });
+const uflat = new Uint8Array(uncond.length * 32 * 32 * 3);
+uncond.forEach((s, i) => uflat.set(s.data, i * 32 * 32 * 3));
+const uncondScore = scorePredictions(classifyImages(clf, uflat, uncond.length, 32), heldBase.items.map((i) => i.label));
+log(`samples for held-out captions: accuracy ${fake.accuracy.toFixed(3)}; unconditional samples: ${uncondScore.accuracy.toFixed(3)}`);
+
+const strip = (r: typeof fake) => ({ accuracy: r.accuracy, balancedAccuracy: r.balancedAccuracy, count: r.count, perCategory: r.perCategory });
+writeFileSync(join(values.model!, "eval.json"), JSON.stringify({
+  command: `node --import tsx scripts/eval-emoji-base.ts ${process.argv.slice(2).join(" ")}`.trim(),
+  sampler: values.sampler, steps: Number(values.steps), guidance: Number(values.guidance), seeds: "1000 + i",
+  classifier: { trainSteps: Number(values.classifierSteps), seconds: classifierSeconds, trainAccuracy: realTrain.accuracy },
+  realHeldoutBase: strip(realBase), realHeldoutWithSkinTones: strip(realAll),
+  samplesHeldoutCaptions: strip(fake), samplesUnconditional: strip(uncondScore),
+  chance: 1 / 9, sampleSeconds,
+}, null, 1) + "\n");
+// grid: 24 held-out captions, real image then sample
+const pick = Array.from({ length: 24 }, (_, k) => Math.floor((k * heldBase.items.length) / 24));
+const gridImgs: RgbImage[] = [];
+const labels: string[] = [];
+for (const i of pick) {
+  gridImgs.push({ width: 32, height: 32, data: emojiImage(heldBase, i) }, samples[i]!);
+  labels.push(`real: ${heldBase.items[i]!.name}`, `sample: ${heldBase.items[i]!.caption}`);
+}
+writeFileSync(join(values.model!, "heldout-grid.png"), await makeGrid(gridImgs, labels, { cols: 8, scale: 3, labelLines: 3, fontSize: 9 }));
+log("wrote eval.json and heldout-grid.png");

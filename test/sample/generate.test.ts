@@ -6,7 +6,8 @@ import { join } from "node:path";
 import sharp from "sharp";
 import { EMOJI_SCHEDULE, emojiTextConfig } from "../../src/datasets/emojiModel.js";
 import { pruneClipTokenizer } from "../../src/datasets/tokenizer.js";
-import { createTextToImageModel, disposeTextToImageModel } from "../../src/models/pipeline.js";
+import { createTextToImageModel, disposeTextToImageModel, loadModelFolder, saveModelFolder } from "../../src/models/pipeline.js";
+import { TINY_AUTOENCODER_KL_CONFIG } from "../../src/models/vae/autoencoder-kl.js";
 import { TINY_UNET_CONFIG } from "../../src/models/unet/config.js";
 import { setInitSeed } from "../../src/nn/init.js";
 import { generate, imagesToTensor, tensorToImages, type RgbImage } from "../../src/sample/generate.js";
@@ -52,6 +53,30 @@ test("generate: seeds decide the image, independent of batch; img2img at strengt
     assert.throws(() => generate({ ...common, prompts: ["a", "b"], seeds: [1] }), /one seed per prompt/);
   } finally {
     disposeTextToImageModel(model);
+  }
+});
+
+test("a latent model (VAE) saved as a diffusers folder loads and generates at VAE scale", () => {
+  const dir = mkdtempSync(join(tmpdir(), "latent-"));
+  const tokenizer = pruneClipTokenizer(["red apple"], { modelMaxLength: 16 });
+  setInitSeed(1);
+  const model = createTextToImageModel({
+    unet: { ...TINY_UNET_CONFIG, inChannels: 4, outChannels: 4, sampleSize: 8 }, vae: TINY_AUTOENCODER_KL_CONFIG,
+    textEncoder: emojiTextConfig(tokenizer), tokenizer, scheduler: EMOJI_SCHEDULE,
+  });
+  try {
+    saveModelFolder(join(dir, "m"), model);
+    const loaded = loadModelFolder(join(dir, "m"));
+    const a = generate({ model, prompts: ["red apple"], seeds: [4], steps: 2 });
+    const b = generate({ model: loaded, prompts: ["red apple"], seeds: [4], steps: 2 });
+    assert.equal(a[0]!.width, 16); // 8 latent pixels × 2 (two-level VAE)
+    assert.deepEqual(b[0]!.data, a[0]!.data);
+    const init: RgbImage = { width: 16, height: 16, data: new Uint8Array(16 * 16 * 3).fill(200) };
+    assert.equal(generate({ model, prompts: ["red apple"], steps: 2, initImages: [init], strength: 0.5 })[0]!.width, 16);
+    disposeTextToImageModel(loaded);
+  } finally {
+    disposeTextToImageModel(model);
+    rmSync(dir, { recursive: true, force: true });
   }
 });
 

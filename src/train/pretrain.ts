@@ -366,3 +366,15 @@ export function pretrainModelFrom(model: TextToImageModel, opts: { trainTextEnco
     predict: (xt, t, cond) => model.unet.forward(xt, t, cond),
   };
 }
+
+/** Loads a checkpoint's weights ("ema", the default, or the raw "weights") into the model. */
+export function loadCheckpointWeights(model: PretrainModel, dir: string, which: "ema" | "weights" = "ema"): void {
+  const file = join(dir, `${which}.safetensors`);
+  if (!existsSync(file)) throw new Error(`${dir} holds no ${which}.safetensors; is it a pretraining checkpoint folder (…/checkpoints/step-NNNNNN)?`);
+  const { tensors } = readSafetensorsSync(file);
+  try {
+    applyEma(model, tensors);
+  } finally {
+    for (const t of tensors.values()) t.dispose();
+  }
+}

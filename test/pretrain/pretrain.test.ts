@@ -157,3 +157,31 @@ test("a run of steps keeps the live tensor count flat", () => {
   }
   toy.dispose();
 });
+
+test("pretrainModelFrom trains UNet and text encoder jointly; loadCheckpointWeights restores EMA weights", async () => {
+  const { pretrainModelFrom, loadCheckpointWeights } = await import("../../src/train/pretrain.js");
+  const { createTextToImageModel, disposeTextToImageModel } = await import("../../src/models/pipeline.js");
+  const { TINY_UNET_CONFIG } = await import("../../src/models/unet/config.js");
+  const { EMOJI_SCHEDULE, emojiTextConfig } = await import("../../src/datasets/emojiModel.js");
+  const { pruneClipTokenizer } = await import("../../src/datasets/tokenizer.js");
+  const tokenizer = pruneClipTokenizer(toyData().captions, { modelMaxLength: 8 });
+  setInitSeed(0);
+  const t2i = createTextToImageModel({ unet: { ...TINY_UNET_CONFIG, sampleSize: 8 }, textEncoder: emojiTextConfig(tokenizer), tokenizer, scheduler: EMOJI_SCHEDULE });
+  const out = mkdtempSync(join(tmpdir(), "pretrain-t2i-"));
+  try {
+    const model = pretrainModelFrom(t2i);
+    assert.deepEqual(Object.keys(model.modules), ["unet", "text_encoder"]);
+    const tokEmb = () => t2i.textEncoder.text_model.embeddings.token_embedding.weight.toFloat32Array();
+    const before = tokEmb();
+    const r = pretrain({ model, data: toyData(), steps: 2, batchSize: 2, lr: 1e-2, warmupSteps: 0, out, emaDecay: 0.9 });
+    assert.notDeepEqual(tokEmb(), before, "the text encoder did not learn");
+    const emaTok = r.ema.get("text_encoder.text_model.embeddings.token_embedding.weight")!.toFloat32Array();
+    loadCheckpointWeights(model, latestCheckpoint(out)!, "ema");
+    assert.deepEqual(tokEmb(), emaTok);
+    for (const t of r.ema.values()) t.dispose();
+    assert.equal(Object.keys(pretrainModelFrom(t2i, { trainTextEncoder: false }).modules).join(), "unet");
+  } finally {
+    disposeTextToImageModel(t2i);
+    rmSync(out, { recursive: true, force: true });
+  }
+});

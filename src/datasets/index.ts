@@ -1,0 +1,3 @@
+export * from "./emoji.js";
+export * from "./emojiModel.js";
+export * from "./tokenizer.js";

@@ -32,15 +32,18 @@ const baseIdx = held.items.map((it, i) => [it, i] as const).filter(([it]) => it.
 const heldBase = { ...held, items: baseIdx.map((i) => held.items[i]!), pixels: new Uint8Array(baseIdx.flatMap((i) => Array.from(emojiImage(held, i)))) };
 
 let clf: EmojiClassifier;
+let classifierSteps = Number(values.classifierSteps);
 const t0 = Date.now();
 if (existsSync(values.classifierCache!)) {
   clf = new EmojiClassifier();
-  clf.loadStateDict(readSafetensorsSync(values.classifierCache!).tensors, { source: values.classifierCache });
+  const saved = readSafetensorsSync(values.classifierCache!);
+  clf.loadStateDict(saved.tensors, { source: values.classifierCache });
+  if (saved.metadata["trainSteps"]) classifierSteps = Number(saved.metadata["trainSteps"]);
   clf.eval();
   log(`classifier loaded from ${values.classifierCache}`);
 } else {
   clf = trainEmojiClassifier({ train, steps: Number(values.classifierSteps), seed: 0, onEvent: (e) => { if (e.type === "step" && e.step % 100 === 0) log(`classifier step ${e.step} loss ${e.loss.toFixed(3)}`); } });
-  writeSafetensorsSync(values.classifierCache!, clf.stateDict());
+  writeSafetensorsSync(values.classifierCache!, clf.stateDict(), { trainSteps: String(classifierSteps), seed: "0" });
 }
 const classifierSeconds = (Date.now() - t0) / 1000;
 const realAll = evaluateClassifier(clf, held);
@@ -71,7 +74,7 @@ const strip = (r: typeof fake) => ({ accuracy: r.accuracy, balancedAccuracy: r.b
 writeFileSync(join(values.model!, "eval.json"), JSON.stringify({
   command: `node --import tsx scripts/eval-emoji-base.ts ${process.argv.slice(2).join(" ")}`.trim(),
   sampler: values.sampler, steps: Number(values.steps), guidance: Number(values.guidance), seeds: "1000 + i",
-  classifier: { trainSteps: Number(values.classifierSteps), seconds: classifierSeconds, trainAccuracy: realTrain.accuracy },
+  classifier: { trainSteps: classifierSteps, seed: 0, seconds: classifierSeconds, trainAccuracy: realTrain.accuracy },
   realHeldoutBase: strip(realBase), realHeldoutWithSkinTones: strip(realAll),
   samplesHeldoutCaptions: strip(fake), samplesUnconditional: strip(uncondScore),
   chance: 1 / 9, sampleSeconds,

@@ -1,3 +1,4 @@
 export * from "./module.js";
 export * from "./layers.js";
 export * from "./init.js";
+export * from "./lora.js";

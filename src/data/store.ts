@@ -9,8 +9,10 @@
  *   pairs(id, prompt_id → prompts, image_a → images, image_b → images, created_at,
  *         UNIQUE(image_a, image_b))
  *   votes(pair_id → pairs, rater, choice 'a'|'b'|'tie'|'skip', created_at, PRIMARY KEY(pair_id, rater))
- *   ai_labels(pair_id → pairs, reward, score_a, score_b, created_at, PRIMARY KEY(pair_id, reward))
+ *   ai_labels(pair_id → pairs, reward, score_a, score_b, created_at, margin, PRIMARY KEY(pair_id, reward))
  *   schema_version(version)
+ * Version 2 added ai_labels.margin: the tie margin the labeller chose (|score_a − score_b| ≤ margin
+ * is a tie), used by resolution unless the reader passes its own margin.
  *
  * The connection runs in WAL mode with a busy timeout, so several processes (web server,
  * labeller, trainer) can use the file at once; every write is one transaction, and a vote is
@@ -29,7 +31,7 @@ import { badRow, checkPairImages } from "./common.js";
 import type { PairUnit, PreferencePair, PreferenceSource, ReaderOptions, RowResult } from "./types.js";
 
 export type VoteChoice = "a" | "b" | "tie" | "skip";
-export const STORE_SCHEMA_VERSION = 1;
+export const STORE_SCHEMA_VERSION = 2;
 
 /** Migrations: entry i brings the schema from version i to i + 1. Never edit a shipped one; append. */
 const MIGRATIONS: string[] = [
@@ -79,6 +81,10 @@ const MIGRATIONS: string[] = [
     created_at TEXT NOT NULL,
     PRIMARY KEY (pair_id, reward)
   );
+  `,
+  // 1 → 2: the labeller's tie margin travels with its scores
+  `
+  ALTER TABLE ai_labels ADD COLUMN margin REAL NOT NULL DEFAULT 0;
   `,
 ];
 
@@ -131,6 +137,8 @@ export interface AiLabel {
   reward: string;
   scoreA: number;
   scoreB: number;
+  /** Tie margin chosen when labelling (0 when none was given). */
+  margin: number;
   createdAt: string;
 }
 
@@ -139,7 +147,7 @@ export interface ResolveOptions {
   labels?: "human" | "ai" | "human-then-ai";
   /** AI reward to use (default: the only one present; required when a pair has several). */
   reward?: string;
-  /** AI labels within this margin are ties (default 0). */
+  /** AI labels within this margin are ties (default: the margin stored with each label, 0 when none). */
   margin?: number;
   /** Minimum number of a/b/tie votes for a human label (default 1). */
   minVotes?: number;
@@ -357,20 +365,41 @@ export class PreferenceStore {
     return r ? { id: r.id, promptId: r.prompt_id, prompt: r.text, imageA: r.image_a, imageB: r.image_b, createdAt: r.created_at } : null;
   }
 
-  /** Stores (or replaces) reward `reward`'s scores for a pair. */
-  setAiLabel(pairId: number, reward: string, scoreA: number, scoreB: number): void {
+  /**
+   * Stores (or replaces) reward `reward`'s scores for a pair; `margin` (default 0) is the tie
+   * margin resolution applies to this label unless a reader overrides it.
+   */
+  setAiLabel(pairId: number, reward: string, scoreA: number, scoreB: number, margin = 0): void {
     if (!Number.isFinite(scoreA) || !Number.isFinite(scoreB)) throw new Error(`setAiLabel: scores must be finite numbers, got ${scoreA}, ${scoreB} for pair ${pairId}`);
+    if (!(margin >= 0)) throw new Error(`setAiLabel: margin must be a number ≥ 0, got ${margin} for pair ${pairId}`);
     this.db
       .prepare(
-        `INSERT INTO ai_labels (pair_id, reward, score_a, score_b, created_at) VALUES (?, ?, ?, ?, ?)
-         ON CONFLICT(pair_id, reward) DO UPDATE SET score_a = excluded.score_a, score_b = excluded.score_b, created_at = excluded.created_at`,
+        `INSERT INTO ai_labels (pair_id, reward, score_a, score_b, created_at, margin) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT(pair_id, reward) DO UPDATE SET score_a = excluded.score_a, score_b = excluded.score_b, created_at = excluded.created_at, margin = excluded.margin`,
       )
-      .run(pairId, reward, scoreA, scoreB, now());
+      .run(pairId, reward, scoreA, scoreB, now(), margin);
+  }
+
+  /**
+   * Writes many AI labels in one transaction (the labeller's batches): each row replaces the
+   * pair's earlier label from the same reward.
+   */
+  setAiLabels(rows: readonly { pairId: number; reward: string; scoreA: number; scoreB: number; margin?: number }[]): void {
+    const tx = this.db.transaction(() => {
+      for (const r of rows) this.setAiLabel(r.pairId, r.reward, r.scoreA, r.scoreB, r.margin ?? 0);
+    });
+    tx.immediate();
+  }
+
+  /** The images stored for a prompt (oldest first); empty when the prompt is unknown. */
+  imagesOfPrompt(prompt: string): StoredImage[] {
+    const rows = this.db.prepare("SELECT i.* FROM images i JOIN prompts p ON p.id = i.prompt_id WHERE p.text = ? ORDER BY i.id").all(prompt) as ImageRow[];
+    return rows.map(toImage);
   }
 
   labelsFor(pairId: number): AiLabel[] {
-    return (this.db.prepare("SELECT * FROM ai_labels WHERE pair_id = ? ORDER BY reward").all(pairId) as { pair_id: number; reward: string; score_a: number; score_b: number; created_at: string }[])
-      .map((r) => ({ pairId: r.pair_id, reward: r.reward, scoreA: r.score_a, scoreB: r.score_b, createdAt: r.created_at }));
+    return (this.db.prepare("SELECT * FROM ai_labels WHERE pair_id = ? ORDER BY reward").all(pairId) as { pair_id: number; reward: string; score_a: number; score_b: number; margin: number; created_at: string }[])
+      .map((r) => ({ pairId: r.pair_id, reward: r.reward, scoreA: r.score_a, scoreB: r.score_b, margin: r.margin, createdAt: r.created_at }));
   }
 
   counts(): { prompts: number; images: number; pairs: number; votes: number; aiLabels: number } {
@@ -402,7 +431,7 @@ export class PreferenceStore {
       throw new Error(`${this.path}: pair ${pairId} has AI labels from ${labels.map((l) => l.reward).join(", ")}; choose one with the reward option`);
     }
     const l = labels[0]!;
-    const margin = opts.margin ?? 0;
+    const margin = opts.margin ?? l.margin;
     const d = l.scoreA - l.scoreB;
     return { winner: Math.abs(d) <= margin ? "tie" : d > 0 ? "a" : "b", by: "ai", votes: 0 };
   }

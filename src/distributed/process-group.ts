@@ -2,6 +2,7 @@
 // collectives on tensors, and gradient averaging. Gloo on CPU; NCCL where libtorch has CUDA.
 import { native } from "../tensor/native.js";
 import type { Tensor } from "../tensor/tensor.js";
+import { setNumThreads, tensor } from "../tensor/ops.js";
 
 export type Backend = "gloo" | "nccl";
 
@@ -55,13 +56,51 @@ export function distributedEnvFromProcess(env: NodeJS.ProcessEnv = process.env):
   };
 }
 
-export class ProcessGroup {
-  private constructor(readonly rank: number, readonly worldSize: number, readonly backend: Backend) {}
+/** The exit code a worker should end with after `err`: PEER_FAILURE_EXIT_CODE when a peer caused it, else 1. */
+export function workerExitCode(err: unknown): number {
+  return err instanceof PeerFailureError ? PEER_FAILURE_EXIT_CODE : 1;
+}
 
-  /** Joins the group; rank 0 hosts the TCP store. Fails with a clear error after timeoutMs. */
+export interface JoinOptions {
+  backend?: Backend;
+  /**
+   * Rendezvous timeout, and how long a collective waits for the slowest rank (so it must exceed
+   * the longest rank-0-only pause: a checkpoint write or a validation grid). Default 30 min, as
+   * torch.distributed's.
+   */
+  timeoutMs?: number;
+  env?: NodeJS.ProcessEnv;
+}
+
+export class ProcessGroup {
+  /** Where the group's own small tensors (metrics, gathered state) live: cpu for gloo, cuda:<localRank> for nccl. */
+  readonly device: string;
+
+  private constructor(readonly rank: number, readonly worldSize: number, readonly backend: Backend, localRank: number) {
+    this.device = backend === "nccl" ? `cuda:${localRank}` : "cpu";
+  }
+
+  /**
+   * Joins the group; rank 0 hosts the TCP store. Fails with a clear error naming the address and
+   * rank when the others do not arrive within timeoutMs (which also bounds every collective).
+   */
   static init(env: DistributedEnv, backend: Backend = "gloo", timeoutMs = 60_000): ProcessGroup {
     native.initProcessGroup(backend, env.masterAddr, env.masterPort, env.rank, env.worldSize, timeoutMs);
-    return new ProcessGroup(env.rank, env.worldSize, backend);
+    return new ProcessGroup(env.rank, env.worldSize, backend, env.localRank);
+  }
+
+  /**
+   * The worker side of `launchLocal` (or of a multi-machine launch with torchrun's variables):
+   * null when WORLD_SIZE is unset or 1; otherwise applies DDPO_THREADS (threads per worker) and
+   * joins the group.
+   */
+  static fromEnvironment(opts: JoinOptions = {}): ProcessGroup | null {
+    const envVars = opts.env ?? process.env;
+    const env = distributedEnvFromProcess(envVars);
+    if (env === null) return null;
+    const threads = envVars.DDPO_THREADS;
+    if (threads !== undefined && threads !== "") setNumThreads(Number(threads));
+    return ProcessGroup.init(env, opts.backend ?? "gloo", opts.timeoutMs ?? 30 * 60_000);
   }
 
   get isMain(): boolean {
@@ -85,6 +124,39 @@ export class ProcessGroup {
   /** Averages gradients across ranks in buckets (25 MB by default, DDP's default); returns the bucket count. */
   averageGradients(params: Tensor[], bucketBytes = 25 * 1024 * 1024): number {
     return collective(() => native.allReduceGradients(params.map((p) => p.handle), bucketBytes));
+  }
+
+  /** Reduces plain numbers across ranks in float64 (e.g. step metrics: "avg"); every rank gets the result. */
+  allReduceNumbers(values: number[], op: ReduceOp = "avg"): number[] {
+    const t = tensor(new Float64Array(values), [values.length], { dtype: "f64", device: this.device });
+    try {
+      this.allReduce([t], op);
+      return Array.from(t.toFloat64Array());
+    } finally {
+      t.dispose();
+    }
+  }
+
+  /** Every rank's JSON value, in rank order, on every rank (small state such as per-rank data positions). */
+  allGatherJson<T>(value: T): T[] {
+    const bytes = Buffer.from(JSON.stringify(value) ?? "null", "utf8");
+    const lengths = new Array<number>(this.worldSize).fill(0);
+    lengths[this.rank] = bytes.length;
+    const all = this.allReduceNumbers(lengths, "sum");
+    const width = Math.max(1, ...all);
+    const slots = new Float32Array(this.worldSize * width);
+    slots.set(bytes, this.rank * width);
+    const t = tensor(slots, [this.worldSize, width], { device: this.device });
+    try {
+      this.allReduce([t], "sum");
+      const summed = t.toFloat32Array();
+      return all.map((len, r) => {
+        const part = Buffer.from(Uint8Array.from(summed.subarray(r * width, r * width + len)));
+        return JSON.parse(part.toString("utf8")) as T;
+      });
+    } finally {
+      t.dispose();
+    }
   }
 
   destroy(): void {

@@ -33,6 +33,10 @@ export interface TrainerState {
   weights: "full" | "lora";
   /** A streaming data source's own position (PairBatchSource.state()), when it has one. */
   data?: unknown;
+  /** Processes of the data-parallel run that wrote it (absent: 1); a resume needs the same number. */
+  worldSize?: number;
+  /** Data parallel: each rank's data source position, in rank order (data holds rank 0's). */
+  dataByRank?: unknown[];
   /** Library version that wrote it, for messages. */
   writer: string;
 }

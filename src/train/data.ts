@@ -5,9 +5,20 @@ import { Rng, hashInts } from "../data/random.js";
 import { cat, keep, tensor, type Tensor } from "../tensor/index.js";
 import type { PairBatch } from "./dpo-step.js";
 
+/** This process's part of a data-parallel run: rank r of worldSize reads its own shard. */
+export interface DataShard {
+  rank: number;
+  worldSize: number;
+}
+
 export interface PairBatchSource {
-  /** Pairs per batch. */
+  /** Pairs per batch (per process in a data-parallel run). */
   readonly batchSize: number;
+  /**
+   * The shard this source reads in a data-parallel run (absent: the whole data, one process).
+   * The trainer checks it against its process group.
+   */
+  readonly shard?: DataShard;
   /**
    * The batch at global position `index` (0, 1, 2, … over the whole run, epochs included), the
    * same for the same index every time. The trainer disposes the returned pixels.
@@ -38,6 +49,13 @@ export class LoaderBatchSource<S> implements PairBatchSource {
 
   constructor(readonly loader: SequentialPairLoader<S>, readonly batchSize: number, readonly device = "cpu") {}
 
+  /** The loader's rank/worldSize (src/data's PreferenceLoader keeps them in its state). */
+  get shard(): DataShard | undefined {
+    const s = this.loader.state() as { rank?: unknown; worldSize?: unknown } | null;
+    if (s === null || typeof s !== "object" || typeof s.rank !== "number" || typeof s.worldSize !== "number") return undefined;
+    return { rank: s.rank, worldSize: s.worldSize };
+  }
+
   async batch(index: number): Promise<PairBatch> {
     if (this.#next !== null && index !== this.#next) {
       throw new Error(`LoaderBatchSource reads in order: batch ${this.#next} is next, but batch ${index} was asked for`);
@@ -67,6 +85,10 @@ export class LoaderBatchSource<S> implements PairBatchSource {
  * Pairs held in memory ([M, C, H, W] chosen and rejected tensors): each epoch is a seeded
  * permutation, batches never straddle epochs (the last partial batch is dropped, as
  * `drop_last=True`).
+ *
+ * Data parallel (`shard`): the permutation is cut into global batches of batchSize × worldSize
+ * pairs and rank r takes the r-th contiguous part of each, so W ranks with batch B/W see, step
+ * for step, exactly the pairs (and in the same order) that one process with batch B sees.
  */
 export class TensorPairSource implements PairBatchSource {
   readonly #chosen: Tensor;
@@ -75,20 +97,36 @@ export class TensorPairSource implements PairBatchSource {
   readonly #perms = new Map<number, number[]>();
   readonly batchesPerEpoch: number;
 
-  constructor(pairs: { prompts: string[]; chosen: Tensor; rejected: Tensor }, readonly batchSize: number, readonly seed = 0) {
+  readonly shard: DataShard | undefined;
+
+  constructor(
+    pairs: { prompts: string[]; chosen: Tensor; rejected: Tensor },
+    readonly batchSize: number,
+    readonly seed = 0,
+    shard?: DataShard,
+  ) {
     const m = pairs.prompts.length;
+    const world = shard?.worldSize ?? 1;
+    if (shard !== undefined && (!Number.isInteger(world) || world < 1 || !Number.isInteger(shard.rank) || shard.rank < 0 || shard.rank >= world)) {
+      throw new Error(`TensorPairSource: shard rank ${shard.rank} of worldSize ${shard.worldSize} is invalid (rank must be in [0, worldSize))`);
+    }
+    this.shard = shard;
     if (pairs.chosen.shape[0] !== m || pairs.rejected.shape[0] !== m || pairs.chosen.shape.join(",") !== pairs.rejected.shape.join(",")) {
       throw new Error(
         `TensorPairSource: ${m} prompts need chosen and rejected images [${m}, C, H, W] of one shape; got [${pairs.chosen.shape.join(", ")}] and [${pairs.rejected.shape.join(", ")}]`,
       );
     }
-    if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > m) {
-      throw new Error(`TensorPairSource: batch size ${batchSize} must be an integer in [1, ${m}] (the number of pairs)`);
+    if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize * world > m) {
+      throw new Error(
+        world > 1
+          ? `TensorPairSource: batch size ${batchSize} × ${world} processes must be at most ${m} (the number of pairs)`
+          : `TensorPairSource: batch size ${batchSize} must be an integer in [1, ${m}] (the number of pairs)`,
+      );
     }
     this.#chosen = keep(pairs.chosen.clone());
     this.#rejected = keep(pairs.rejected.clone());
     this.#prompts = [...pairs.prompts];
-    this.batchesPerEpoch = Math.floor(m / batchSize);
+    this.batchesPerEpoch = Math.floor(m / (batchSize * world));
   }
 
   /** The order of pairs in epoch e. */
@@ -105,7 +143,9 @@ export class TensorPairSource implements PairBatchSource {
   batch(index: number): PairBatch {
     const epoch = Math.floor(index / this.batchesPerEpoch);
     const k = index % this.batchesPerEpoch;
-    const ids = this.permutation(epoch).slice(k * this.batchSize, (k + 1) * this.batchSize);
+    const global = this.batchSize * (this.shard?.worldSize ?? 1);
+    const start = k * global + (this.shard?.rank ?? 0) * this.batchSize;
+    const ids = this.permutation(epoch).slice(start, start + this.batchSize);
     const ix = tensor(new BigInt64Array(ids.map(BigInt)), [ids.length], { device: this.#chosen.device });
     const chosen = this.#chosen.indexSelect(0, ix);
     const rejected = this.#rejected.indexSelect(0, ix);

@@ -19,6 +19,12 @@
 //
 // Checkpoints (atomic: written to a temporary folder, then renamed):
 //   <out>/checkpoints/step-000500/{weights,ema,optimizer}.safetensors + state.json
+//
+// Data parallel (`processGroup`, docs/distributed.md): batchSize is per process; every rank draws
+// the global batch of batchSize × worldSize (indices, caption coins, t, ε: the same draws as one
+// process with that batch) and trains on its contiguous slice; parameters are broadcast from
+// rank 0 at the start and gradients averaged (bucketed all-reduce) after backward, so all ranks
+// stay identical. Only rank 0 emits events and writes checkpoints; resume needs the same world size.
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Rng, hashInts } from "../data/random.js";
@@ -30,6 +36,7 @@ import type { Module } from "../nn/module.js";
 import { AdamW, clipGradNorm } from "../optim/optimizer.js";
 import { lrAt, type LrScheduleKind } from "../optim/schedule.js";
 import { Generator, keep, noGrad, randint, randn, tensor, tidy, type Tensor } from "../tensor/index.js";
+import type { ProcessGroup } from "../distributed/process-group.js";
 
 /** What pretraining needs from a text-to-image model. */
 export interface PretrainModel {
@@ -81,6 +88,8 @@ export interface PretrainOptions {
   onEvent?: (e: PretrainEvent) => void;
   /** Stop early (e.g. Ctrl-C): checked between steps; a checkpoint is written before returning. */
   shouldStop?: () => boolean;
+  /** Data-parallel training across the group (batchSize per process; events on rank 0 only). */
+  processGroup?: ProcessGroup;
 }
 
 export type PretrainEvent =
@@ -115,6 +124,8 @@ interface CheckpointState {
   losses: [number, number][];
   optimizer: { kind: string; steps: Record<string, number>; hyper: Record<string, number | null> };
   emaDecay: number;
+  /** Processes of the run that wrote it (absent: 1). */
+  worldSize?: number;
 }
 
 /** Named trainable parameters of all modules, "<prefix>.<name>". */
@@ -248,8 +259,13 @@ export function pretrain(opts: PretrainOptions): PretrainResult {
   });
   if (!(acc > 0)) throw new Error("pretrain: all sampling weights are 0");
 
+  const pg = opts.processGroup;
+  const world = pg?.worldSize ?? 1;
+  const rank = pg?.rank ?? 0;
+  const isMain = rank === 0;
   for (const m of Object.values(model.modules)) m.train();
   const params = trainedParameters(model);
+  if (pg !== undefined && world > 1) pg.broadcast(params.map(([, p]) => p), 0);
   const opt = new AdamW(params, { lr: baseLr, weightDecay: opts.weightDecay ?? 0.01 });
   const ema = emaDecay > 0 ? new Map(params.map(([name, p]) => [name, keep(noGrad(() => p.detach().clone()))] as const)) : null;
 
@@ -261,12 +277,15 @@ export function pretrain(opts: PretrainOptions): PretrainResult {
     if (dir !== null) {
       const st = loadCheckpoint(dir, params, ema, opt);
       if (st.seed !== seed) throw new Error(`cannot resume from ${dir}: it was trained with seed ${st.seed}, this run uses ${seed}`);
+      if ((st.worldSize ?? 1) !== world) {
+        throw new Error(`cannot resume from ${dir}: it was written by a run with ${st.worldSize ?? 1} process(es), this run has ${world}; resume with the same number`);
+      }
       start = st.step;
       losses = st.losses;
       resumedFrom = dir;
     }
   }
-  const emit = opts.onEvent ?? (() => {});
+  const emit = (isMain ? opts.onEvent : undefined) ?? (() => {});
   emit({ type: "start", step: start, totalSteps: opts.steps, parameters: params.reduce((a, [, p]) => a + p.size, 0), items: n, resumedFrom });
 
   const gen = new Generator(seed);
@@ -278,23 +297,34 @@ export function pretrain(opts: PretrainOptions): PretrainResult {
   let lastGradNorm = 0;
   let step = start;
   const checkpoint = (): void => {
-    if (!opts.out) return;
-    const path = saveCheckpoint(opts.out, step, params, ema, opt, { step, seed, losses, optimizer: opt.stateDict().meta, emaDecay }, keepN);
+    if (!opts.out || !isMain) return;
+    const state: CheckpointState = { step, seed, losses, optimizer: opt.stateDict().meta, emaDecay, ...(world > 1 ? { worldSize: world } : {}) };
+    const path = saveCheckpoint(opts.out, step, params, ema, opt, state, keepN);
     emit({ type: "checkpoint", step, path });
   };
   const batchPixels = new Uint8Array(batchSize * per);
   while (step < opts.steps) {
-    if (opts.shouldStop?.()) break;
-    const idx = batchIndices(seed, step, batchSize, cumulative);
+    let stop = opts.shouldStop?.() ?? false;
+    // data parallel: one rank asked to stop (e.g. its Ctrl-C) → all stop at the same step
+    if (opts.shouldStop !== undefined && pg !== undefined && world > 1) stop = pg.allReduceNumbers([stop ? 1 : 0], "max")[0]! > 0;
+    if (stop) break;
+    // the global batch's draws; this rank keeps its contiguous slice [from, from + batchSize)
+    const from = rank * batchSize;
+    const globalIdx = batchIndices(seed, step, batchSize * world, cumulative);
     const rng = new Rng(hashInts(seed, step, 2));
-    const captions = idx.map((i) => (rng.random() < dropout ? "" : data.captions[i]!));
+    const captions = globalIdx.map((i) => (rng.random() < dropout ? "" : data.captions[i]!)).slice(from, from + batchSize);
+    const idx = globalIdx.slice(from, from + batchSize);
     idx.forEach((i, b) => batchPixels.set(data.pixels.subarray(i * per, (i + 1) * per), b * per));
     gen.manualSeed(hashInts(seed, step, 3));
     opt.lr = lrAt(step, baseLr, schedule);
-    const loss = tidy(() => {
+    let loss = tidy(() => {
       const x0 = tensor(batchPixels, [batchSize, data.size, data.size, 3]).to("f32").permute([0, 3, 1, 2]).div(127.5).sub(1);
-      const t = randint(0, T, [batchSize], gen);
-      const noise = randn(x0.shape, gen);
+      let t = randint(0, T, [batchSize * world], gen);
+      let noise = randn([batchSize * world, 3, data.size, data.size], gen);
+      if (world > 1) {
+        t = t.slice(0, from, from + batchSize);
+        noise = noise.slice(0, from, from + batchSize);
+      }
       const xt = addNoise(model.schedule, x0, noise, t);
       const target = trainingTarget(model.schedule.predictionType, model.schedule, x0, noise, t);
       const cond = model.encodePrompts(captions);
@@ -303,6 +333,10 @@ export function pretrain(opts: PretrainOptions): PretrainResult {
       l.backward();
       return l.item();
     });
+    if (pg !== undefined && world > 1) {
+      pg.averageGradients(params.map(([, p]) => p));
+      loss = pg.allReduceNumbers([loss], "avg")[0]!;
+    }
     if (!Number.isFinite(loss)) throw new Error(`pretrain: the loss became ${loss} at step ${step + 1}; lower the learning rate (now ${opt.lr})`);
     lastGradNorm = clipGradNorm(params.map(([, p]) => p), opts.maxGradNorm ?? 1.0);
     opt.step();
@@ -319,7 +353,7 @@ export function pretrain(opts: PretrainOptions): PretrainResult {
       const mean = windowLoss / windowSteps;
       losses.push([step, mean]);
       const elapsed = (now - t0) / 1000;
-      const rate = (windowSteps * batchSize) / Math.max(1e-3, (now - windowStart) / 1000);
+      const rate = (windowSteps * batchSize * world) / Math.max(1e-3, (now - windowStart) / 1000);
       const done = step - start;
       emit({
         type: "step", step, totalSteps: opts.steps, loss: mean, lr: opt.lr, gradNorm: lastGradNorm,
@@ -332,6 +366,7 @@ export function pretrain(opts: PretrainOptions): PretrainResult {
     if (opts.checkpointEvery && step % opts.checkpointEvery === 0 && step < opts.steps) checkpoint();
   }
   if (step > start || resumedFrom === null) checkpoint();
+  if (pg !== undefined && world > 1) pg.barrier();
   opt.dispose();
   const finalEma = ema ?? new Map(params.map(([name, p]) => [name, keep(noGrad(() => p.detach().clone()))] as const));
   const seconds = (Date.now() - t0) / 1000;

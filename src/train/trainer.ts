@@ -5,6 +5,14 @@
 // generator's state, the data position (a batch index), the step and the skip counter. A resumed run
 // therefore draws the same t, ε and dropout coins and sees the same batches, and reproduces the
 // uninterrupted run's per-step losses.
+//
+// Data parallel (`processGroup`, see docs/distributed.md): every rank runs this same loop on its
+// shard of each global batch. Trainable weights are broadcast from rank 0 before the reference is
+// copied; after a step's micro-batches (accumulated locally, as DDP's no_sync) the gradients are
+// averaged with the bucketed all-reduce, so every rank applies the same update; the per-pair
+// randomness is drawn for the global batch (dpo-step.ts), so W ranks × batch B/W train like one
+// process × batch B. Metrics are averaged across ranks; only rank 0 emits events and writes
+// checkpoints, validation grids and final weights; a checkpoint holds every rank's data position.
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Generator, noGrad, type Tensor } from "../tensor/index.js";
@@ -26,16 +34,19 @@ import { loraStateDict, setLoraEnabled } from "../nn/lora.js";
 import type { Module } from "../nn/index.js";
 import type { PairBatchSource } from "./data.js";
 import {
+  CHECKPOINT_DIR,
   cleanTemporaryCheckpoints,
   decodeBytes,
   encodeBytes,
   latestCheckpoint,
   loadCheckpoint,
   saveCheckpoint,
+  stepDirName,
   type TrainerState,
 } from "./checkpoint.js";
 import type { StepMetrics, TrainEvent } from "./events.js";
 import { writeImageGrid } from "./validation.js";
+import type { ProcessGroup } from "../distributed/process-group.js";
 
 /** LoRA adapters injected into the model (src/nn/lora: setLoraEnabled, loraStateDict bound to it). */
 export interface LoraAdapters {
@@ -78,8 +89,14 @@ export interface DpoTrainerOptions {
    * `pytorch_lora_weights.safetensors` (diffusers' file name); full → `unet/diffusion_pytorch_model.safetensors`.
    */
   saveFinal?: (dir: string, model: DenoiserModule, adapters?: LoraAdapters) => void | Promise<void>;
-  /** Processes taking part (data parallel), for the effective batch and lr scaling. */
+  /** Processes taking part (data parallel), for the effective batch and lr scaling; default processGroup's world size. */
   processes?: number;
+  /**
+   * Data-parallel training across the group's processes (src/distributed): `data` must read this
+   * rank's shard (its `shard` equal to the group's rank and world size) and config.batchSize is per
+   * process. `onEvent` is called on rank 0 only.
+   */
+  processGroup?: ProcessGroup;
   /** Stop after this many optimizer steps in this call (interruption tests, time-boxed jobs). */
   stopAfterSteps?: number;
   /** Test seam, passed to saveCheckpoint. */
@@ -127,6 +144,26 @@ export class DpoTrainer {
     if (opts.data.batchSize !== this.config.batchSize) {
       throw new Error(`the data source yields ${opts.data.batchSize} pairs per batch but config.batchSize is ${this.config.batchSize}`);
     }
+    const pg = opts.processGroup;
+    const world = pg?.worldSize ?? 1;
+    if (pg !== undefined && opts.processes !== undefined && opts.processes !== world) {
+      throw new Error(`processes is ${opts.processes} but the process group has ${world} processes; leave processes out`);
+    }
+    const shard = opts.data.shard;
+    if (world > 1 && (shard === undefined || shard.rank !== pg!.rank || shard.worldSize !== world)) {
+      throw new Error(
+        `data-parallel rank ${pg!.rank} of ${world}: the data source must read this rank's shard ` +
+          `(give it { rank: ${pg!.rank}, worldSize: ${world} }); it ${shard === undefined ? "reads all the data" : `reads shard ${shard.rank} of ${shard.worldSize}`}`,
+      );
+    }
+    if (pg === undefined && shard !== undefined && shard.worldSize > 1) {
+      throw new Error(`the data source reads shard ${shard.rank} of ${shard.worldSize} but no processGroup was given to the trainer`);
+    }
+  }
+
+  /** Rank 0 (or a single process): the one that emits events and writes files. */
+  get #isMain(): boolean {
+    return (this.#opts.processGroup?.rank ?? 0) === 0;
   }
 
   /** The frozen reference module of a full fine-tuning run (null for LoRA, which switches adapters off). */
@@ -135,7 +172,7 @@ export class DpoTrainer {
   }
 
   #emit(e: TrainEvent): void {
-    this.#opts.onEvent?.(e);
+    if (this.#isMain) this.#opts.onEvent?.(e);
   }
 
   #needsReference(): boolean {
@@ -151,11 +188,18 @@ export class DpoTrainer {
     const cfg = this.config;
     const o = this.#opts;
     const model = o.model;
-    const processes = o.processes ?? 1;
+    const pg = o.processGroup;
+    const world = pg?.worldSize ?? 1;
+    const processes = o.processes ?? world;
     mkdirSync(cfg.outputDir, { recursive: true });
-    for (const path of cleanTemporaryCheckpoints(cfg.outputDir)) {
-      this.#emit({ type: "warning", step: 0, code: "temporary-removed", message: `removed ${path}, left by an interrupted checkpoint write` });
+    if (this.#isMain) {
+      for (const path of cleanTemporaryCheckpoints(cfg.outputDir)) {
+        this.#emit({ type: "warning", step: 0, code: "temporary-removed", message: `removed ${path}, left by an interrupted checkpoint write` });
+      }
     }
+    // Data parallel: every rank starts from rank 0's trainable weights (the adapters for LoRA),
+    // before the reference is copied, so the reference is the same on all ranks too.
+    if (pg !== undefined && world > 1) pg.broadcast([...this.#trainableWeights().values()], 0);
 
     // The reference: copied from the model BEFORE any checkpoint is loaded, so it is the base.
     let referenceFn: DenoisingModel | undefined;
@@ -195,6 +239,13 @@ export class DpoTrainer {
       if (path !== null) {
         const ck = loadCheckpoint(path);
         try {
+          const savedWorld = ck.state.worldSize ?? 1;
+          if (savedWorld !== world) {
+            throw new Error(
+              `cannot resume: checkpoint ${path} was written by a run with ${savedWorld} process${savedWorld === 1 ? "" : "es"} and this run has ${world}; ` +
+                `resume with the same number (--nproc ${savedWorld}): the data shards and per-rank data positions depend on it`,
+            );
+          }
           if (ck.state.weights !== cfg.finetune) {
             throw new Error(`checkpoint ${path} holds ${ck.state.weights} weights but this run fine-tunes "${cfg.finetune}"`);
           }
@@ -208,7 +259,8 @@ export class DpoTrainer {
           });
           optimizer.loadStateDict(ck.optimizer);
           gen.setState(decodeBytes(ck.state.generator));
-          if (ck.state.data !== undefined && o.data.restore !== undefined) o.data.restore(ck.state.data);
+          const dataState = world > 1 ? ck.state.dataByRank?.[pg!.rank] : ck.state.data;
+          if (dataState !== undefined && o.data.restore !== undefined) o.data.restore(dataState);
           step = ck.state.step;
           batchIndex = ck.state.batchIndex;
           skippedSteps = ck.state.skippedSteps;
@@ -252,12 +304,23 @@ export class DpoTrainer {
             method: cfg.method, beta: cfg.beta, mapo: cfg.mapo, schedule: o.schedule,
             predictionType: cfg.predictionType, promptDropout: cfg.promptDropout,
             lossScale: 1 / cfg.gradientAccumulation, mixedPrecision: cfg.mixedPrecision,
+            ...(world > 1 ? { shard: { rank: pg!.rank, worldSize: world } } : {}),
           });
           results.push(r);
           finite &&= r.finite;
         } finally {
           batch.pixels.dispose();
         }
+      }
+      const mean = (f: (r: StepResult) => number): number => results.reduce((a, r) => a + f(r), 0) / results.length;
+      let local = [mean((r) => r.loss), mean((r) => r.implicitAcc), mean((r) => r.policyMse), mean((r) => r.referenceMse), mean((r) => r.margin)];
+      if (pg !== undefined && world > 1) {
+        // the gradients of the accumulated micro-batches, averaged across ranks (one bucketed
+        // all-reduce per step, after backward); then the metrics, and whether every rank was finite
+        pg.averageGradients(paramTensors);
+        const reduced = pg.allReduceNumbers([...local, finite ? 0 : 1], "sum");
+        local = reduced.slice(0, 5).map((v) => v / world);
+        finite = reduced[5] === 0;
       }
       const gradNorm = clipGradNorm(paramTensors, cfg.maxGradNorm);
       const badWhat = !finite ? "loss" : !Number.isFinite(gradNorm) ? "gradient norm" : null;
@@ -278,15 +341,14 @@ export class DpoTrainer {
       step++;
       stepsThisCall++;
 
-      const mean = (f: (r: StepResult) => number): number => results.reduce((a, r) => a + f(r), 0) / results.length;
       const pairs = results.reduce((a, r) => a + r.pairs, 0);
       const dt = (performance.now() - t0) / 1000;
       const metrics: StepMetrics = {
-        loss: mean((r) => r.loss),
-        implicitAcc: mean((r) => r.implicitAcc),
-        policyMse: mean((r) => r.policyMse),
-        referenceMse: mean((r) => r.referenceMse),
-        margin: mean((r) => r.margin),
+        loss: local[0]!,
+        implicitAcc: local[1]!,
+        policyMse: local[2]!,
+        referenceMse: local[3]!,
+        margin: local[4]!,
         gradNorm,
         lr,
         pairsPerSec: (pairs * processes) / Math.max(dt, 1e-9),
@@ -304,7 +366,7 @@ export class DpoTrainer {
         lastSavedStep = step;
         this.#emit({ type: "checkpoint", step, path: lastCheckpoint });
       }
-      if (cfg.validation.every > 0 && step % cfg.validation.every === 0 && o.sampleValidation !== undefined) {
+      if (cfg.validation.every > 0 && step % cfg.validation.every === 0 && o.sampleValidation !== undefined && this.#isMain) {
         const path = await this.#validate(step, policyFn, referenceFn);
         this.#emit({ type: "validation", step, path });
       }
@@ -318,20 +380,31 @@ export class DpoTrainer {
     let finalPath: string | null = null;
     if (finished) {
       finalPath = join(cfg.outputDir, "final");
-      await this.#saveFinal(finalPath);
+      if (this.#isMain) await this.#saveFinal(finalPath);
       this.#emit({ type: "done", step, outputDir: cfg.outputDir, finalPath, skippedSteps, elapsedSec: (performance.now() - started) / 1000 });
     }
+    // every rank returns once rank 0's files are written
+    if (pg !== undefined && world > 1) pg.barrier();
     return { step, history, finalPath, lastCheckpoint, skippedSteps };
   }
 
+  /** Writes a checkpoint on rank 0 (every rank takes part: the data positions are gathered); returns its folder on every rank. */
   #save(step: number, batchIndex: number, skippedSteps: number, gen: Generator, optimizer: Optimizer): string {
+    const pg = this.#opts.processGroup;
+    const world = pg?.worldSize ?? 1;
+    const dataState = this.#opts.data.state?.();
+    const dataByRank = world > 1 && dataState !== undefined ? pg!.allGatherJson(dataState) : undefined;
+    if (!this.#isMain) return join(this.config.outputDir, CHECKPOINT_DIR, stepDirName(step));
     const optState = optimizer.stateDict();
     const state: TrainerState = {
       step, batchIndex, generator: encodeBytes(gen.getState()), optimizer: optState.meta,
       skippedSteps, weights: this.config.finetune, writer: WRITER,
     };
-    const dataState = this.#opts.data.state?.();
     if (dataState !== undefined) state.data = dataState;
+    if (world > 1) {
+      state.worldSize = world;
+      if (dataByRank !== undefined) state.dataByRank = dataByRank;
+    }
     return saveCheckpoint({
       outputDir: this.config.outputDir, state, weights: this.#trainableWeights(), optimizer: optState,
       config: this.config, keep: this.config.keepCheckpoints, afterFile: this.#opts.afterCheckpointFile,

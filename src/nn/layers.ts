@@ -65,6 +65,16 @@ export class ConvTranspose2d extends Module {
   }
 }
 
+/**
+ * Normalisation runs in its parameters' dtype. Under bf16 autocast the convolutions and linears
+ * before a norm return bf16 while the norm's weight stays f32, and libtorch's group_norm /
+ * layer_norm refuse mixed dtypes on CPU: the input is cast to the weight's dtype (an upcast to f32,
+ * as torch.autocast's fp32 policy for norms does), and the next autocast op casts back down.
+ */
+function matchNormInput(x: Tensor, weight: Tensor | null): Tensor {
+  return weight !== null && x.dtype !== weight.dtype ? x.to(weight.dtype) : x;
+}
+
 export class GroupNorm extends Module {
   weight: Tensor | null;
   bias: Tensor | null;
@@ -77,7 +87,7 @@ export class GroupNorm extends Module {
     this.bias = affine ? this.param("bias", full([numChannels], 0)) : null;
   }
   forward(x: Tensor): Tensor {
-    return groupNorm(x, this.numGroups, this.weight, this.bias, this.eps);
+    return groupNorm(matchNormInput(x, this.weight), this.numGroups, this.weight, this.bias, this.eps);
   }
 }
 
@@ -90,7 +100,7 @@ export class LayerNorm extends Module {
     this.bias = affine ? this.param("bias", full([dim], 0)) : null;
   }
   forward(x: Tensor): Tensor {
-    return layerNorm(x, [this.dim], this.weight, this.bias, this.eps);
+    return layerNorm(matchNormInput(x, this.weight), [this.dim], this.weight, this.bias, this.eps);
   }
 }
 

@@ -47,7 +47,33 @@ export const MapoConfigSchema = z.strictObject({
   snrValue: z.number().positive().default(0.2),
 });
 
+export const DataConfigSchema = z.strictObject({
+  /**
+   * The preference pairs: a Pick-a-Pic parquet file, folder or glob of shards, a folder with w/ and
+   * l/, a .jsonl file, or a SQLite preference store (src/data's openPreferenceData). Required by
+   * the `train` command; library callers that pass their own data source leave it out.
+   */
+  path: z.string().min(1).optional(),
+  /** Force the format instead of detecting it from the path. */
+  format: z.enum(["pickapic", "folder", "jsonl", "sqlite"]).optional(),
+  /** Count and skip unreadable rows and images instead of stopping. */
+  skipBad: z.boolean().default(false),
+  /** Drop tied pairs (label 0.5/0.5), as the official script does (~12% of Pick-a-Pic). */
+  dropTies: z.boolean().default(true),
+  /** Training image side length in pixels; default: the model's own (UNet sample_size × VAE factor). */
+  resolution: positiveInt.optional(),
+  /** Center crop (official default) or random crop after the resize. */
+  crop: z.enum(["center", "random"]).default("center"),
+  /** Random horizontal flip, the same for both images of a pair (official default: on). */
+  flip: z.boolean().default(true),
+  /** Image decoding threads (0 decodes in the training thread). */
+  workers: nonNegInt.default(1),
+});
+
 export const TrainConfigSchema = z.strictObject({
+  /** The base model: a diffusers folder (model_index.json, unet/, text_encoder/, tokenizer/, scheduler/, optional vae/). */
+  model: z.string().min(1).default("models/emoji-base"),
+  data: DataConfigSchema.prefault({}),
   /** Seed for timesteps, noise, prompt dropout and data order. */
   seed: nonNegInt.default(0),
   /** Loss: "dpo" (the paper), "sft" (MSE on chosen only), "hinge", "ipo", "mapo" (reference-free). */
@@ -128,6 +154,16 @@ export class ConfigError extends Error {
 }
 
 export interface LoadTrainConfigOptions {
+  /**
+   * Layers below the file (lowest first), above the schema defaults: e.g. the model's own
+   * prediction type, then the config.json of the checkpoint a run resumes from.
+   */
+  layers?: Record<string, unknown>[];
+  /**
+   * How the caller's flags are spelled, by dotted key ({"lora.rank": "--lora-rank"}), so errors
+   * name the flag the user typed. Default "--<dotted key>".
+   */
+  flagNames?: Record<string, string>;
   /** A JSON (.json) or YAML (.yaml/.yml) file holding a (partial) config. */
   file?: string;
   /**
@@ -143,10 +179,12 @@ export function loadTrainConfig(opts: LoadTrainConfigOptions = {}): TrainConfig 
   let fromFile: Record<string, unknown> = {};
   if (opts.file !== undefined) fromFile = readConfigFile(opts.file);
   const fromFlags = opts.flags === undefined ? {} : flagsToObject(opts.flags);
-  const merged = deepMerge(fromFile, fromFlags);
+  let below: Record<string, unknown> = {};
+  for (const layer of opts.layers ?? []) below = deepMerge(below, flagsToObject(layer));
+  const merged = deepMerge(deepMerge(below, fromFile), fromFlags);
   const result = TrainConfigSchema.safeParse(merged);
   if (!result.success) {
-    const lines = result.error.issues.map((issue) => describeIssue(issue, fromFile, fromFlags, opts.file));
+    const lines = result.error.issues.map((issue) => describeIssue(issue, fromFile, fromFlags, opts.file, opts.flagNames));
     throw new ConfigError(`invalid training config:\n  ${lines.join("\n  ")}`);
   }
   return result.data;
@@ -206,11 +244,14 @@ function hasPath(obj: Record<string, unknown>, path: readonly PropertyKey[]): bo
   return true;
 }
 
-function describeIssue(issue: Issue, file: Record<string, unknown>, flags: Record<string, unknown>, filePath?: string): string {
+function describeIssue(
+  issue: Issue, file: Record<string, unknown>, flags: Record<string, unknown>, filePath?: string, flagNames?: Record<string, string>,
+): string {
   let path: readonly PropertyKey[] = issue.path;
   if (issue.code === "unrecognized_keys" && issue.keys[0] !== undefined) path = [...issue.path, issue.keys[0]];
+  const dotted = path.map(String).join(".");
   const where = hasPath(flags, path)
-    ? `flag --${path.map(String).join(".")}`
+    ? `flag ${flagNames?.[dotted] ?? `--${dotted}`}`
     : hasPath(file, path) && filePath !== undefined
       ? `config file ${filePath}`
       : "config";

@@ -30,7 +30,7 @@ import {
   type StepResult,
 } from "./dpo-step.js";
 import type { NoiseSchedule } from "../diffusion/index.js";
-import { loraStateDict, setLoraEnabled } from "../nn/lora.js";
+import { loraMetadata, loraStateDict, setLoraEnabled } from "../nn/lora.js";
 import type { Module } from "../nn/index.js";
 import type { PairBatchSource } from "./data.js";
 import {
@@ -55,6 +55,8 @@ export interface LoraAdapters {
   stateDict(): Map<string, Tensor>;
   /** The adapter weights as the final file names them (diffusers' pytorch_lora_weights keys); default stateDict(). */
   exportStateDict?(): Map<string, Tensor>;
+  /** safetensors metadata for the final file (diffusers' lora_adapter_metadata: rank, alpha, targets). */
+  exportMetadata?(): Record<string, string>;
 }
 
 /** LoraAdapters for a module with adapters injected by src/nn/lora's injectLora. */
@@ -63,6 +65,7 @@ export function loraAdapters(module: Module): LoraAdapters {
     setEnabled: (on) => setLoraEnabled(module, on),
     stateDict: () => loraStateDict(module),
     exportStateDict: () => loraStateDict(module, { format: "diffusers" }),
+    exportMetadata: () => loraMetadata(module),
   };
 }
 
@@ -197,9 +200,13 @@ export class DpoTrainer {
         this.#emit({ type: "warning", step: 0, code: "temporary-removed", message: `removed ${path}, left by an interrupted checkpoint write` });
       }
     }
-    // Data parallel: every rank starts from rank 0's trainable weights (the adapters for LoRA),
-    // before the reference is copied, so the reference is the same on all ranks too.
-    if (pg !== undefined && world > 1) pg.broadcast([...this.#trainableWeights().values()], 0);
+    // Data parallel: every rank starts from rank 0's weights, frozen ones and buffers included (as
+    // DDP syncs the module state), and the LoRA adapters; before the reference is copied, so the
+    // reference is the same on all ranks too.
+    if (pg !== undefined && world > 1) {
+      const adapters = cfg.finetune === "lora" ? [...o.adapters!.stateDict().values()] : [];
+      pg.broadcast([...model.stateDict().values(), ...adapters], 0);
+    }
 
     // The reference: copied from the model BEFORE any checkpoint is loaded, so it is the base.
     let referenceFn: DenoisingModel | undefined;
@@ -414,19 +421,20 @@ export class DpoTrainer {
   async #saveFinal(dir: string): Promise<void> {
     const o = this.#opts;
     mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, "training_config.json"), `${JSON.stringify(this.config, null, 2)}\n`);
+    // the weights first (a model-folder writer may insist on an empty folder), then the config
     if (o.saveFinal !== undefined) {
       await o.saveFinal(dir, o.model, o.adapters);
-      return;
-    }
-    const meta = { format: "pt", method: this.config.method, beta: String(this.config.beta) };
-    if (this.config.finetune === "lora") {
-      const a = o.adapters!;
-      writeSafetensorsSync(join(dir, "pytorch_lora_weights.safetensors"), a.exportStateDict?.() ?? a.stateDict(), meta);
     } else {
-      mkdirSync(join(dir, "unet"), { recursive: true });
-      writeSafetensorsSync(join(dir, "unet", "diffusion_pytorch_model.safetensors"), o.model.stateDict(), meta);
+      const meta = { format: "pt", method: this.config.method, beta: String(this.config.beta) };
+      if (this.config.finetune === "lora") {
+        const a = o.adapters!;
+        writeSafetensorsSync(join(dir, "pytorch_lora_weights.safetensors"), a.exportStateDict?.() ?? a.stateDict(), { ...meta, ...a.exportMetadata?.() });
+      } else {
+        mkdirSync(join(dir, "unet"), { recursive: true });
+        writeSafetensorsSync(join(dir, "unet", "diffusion_pytorch_model.safetensors"), o.model.stateDict(), meta);
+      }
     }
+    writeFileSync(join(dir, "training_config.json"), `${JSON.stringify(this.config, null, 2)}\n`);
   }
 
   async #validate(step: number, policy: DenoisingModel, base: DenoisingModel | undefined): Promise<string> {

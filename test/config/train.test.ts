@@ -84,3 +84,24 @@ test("a resolved config round-trips through JSON unchanged", () => {
   const c = loadTrainConfig({ flags: { method: "mapo", "mapo.weight": "0.5" } });
   assert.deepEqual(parseTrainConfig(JSON.parse(JSON.stringify(c))), c);
 });
+
+test("model and data keys describe the run; layers sit under the file; errors name the caller's flag spelling", () => {
+  const d = defaultTrainConfig();
+  assert.equal(d.model, "models/emoji-base");
+  assert.deepEqual(d.data, { skipBad: false, dropTies: true, crop: "center", flip: true, workers: 1 });
+  const yml = join(dir, "data.yaml");
+  writeFileSync(yml, "model: m/base\ndata:\n  path: pairs.jsonl\n  resolution: 16\nbeta: 2000\n");
+  const c = loadTrainConfig({
+    file: yml,
+    layers: [{ predictionType: "v_prediction", beta: 100 }, { beta: 200, "data.workers": "0" }],
+    flags: { "data.format": "jsonl" },
+  });
+  assert.equal(c.model, "m/base");
+  assert.deepEqual(c.data, { path: "pairs.jsonl", format: "jsonl", resolution: 16, skipBad: false, dropTies: true, crop: "center", flip: true, workers: 0 });
+  assert.equal(c.beta, 2000, "the file wins over the layers");
+  assert.equal(c.predictionType, "v_prediction", "a layer wins over the defaults");
+  assert.equal(loadTrainConfig({ layers: [{ beta: 100 }, { beta: 200 }] }).beta, 200, "later layers win");
+  assert.throws(() => loadTrainConfig({ flags: { "lora.rank": "x" }, flagNames: { "lora.rank": "--lora-rank" } }), /flag --lora-rank: "lora.rank"/);
+  assert.throws(() => loadTrainConfig({ flags: { "data.format": "csv" } }), /"data.format"/);
+  assert.throws(() => loadTrainConfig({ flags: { "data.pth": "x" } }), /unknown key "data.pth"/);
+});

@@ -5,4 +5,5 @@ const lazy = (load: () => Promise<{ default: CommandDef<any> }>) => async () => 
 
 export const commands: SubCommandsDef = {
   info: lazy(() => import("./info.js")),
+  serve: lazy(() => import("./serve.js")),
 };

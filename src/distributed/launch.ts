@@ -18,17 +18,24 @@ export interface LaunchOptions {
   /** Threads per worker (OMP_NUM_THREADS-like; passed as DDPO_THREADS). */
   threadsPerWorker?: number;
   env?: NodeJS.ProcessEnv;
-  /** Where workers' stdout/stderr go: inherited by default. */
+  /**
+   * Where workers' stdout/stderr go: inherited by default; "pipe" drains them and keeps the end of
+   * each worker's stderr for WorkerFailedError.stderr.
+   */
   stdio?: "inherit" | "pipe";
   onExit?: (rank: number, code: number | null, signal: NodeJS.Signals | null) => void;
 }
 
 export class WorkerFailedError extends Error {
+  /** The end of the worker's stderr (with stdio: "pipe"). */
+  stderr = "";
   constructor(readonly rank: number, readonly code: number | null, readonly signal: NodeJS.Signals | null) {
     super(`worker rank ${rank} ${signal ? `was killed by ${signal}` : `exited with code ${code}`}; the other workers were stopped`);
     this.name = "WorkerFailedError";
   }
 }
+
+const STDERR_TAIL = 8192;
 
 /** A free TCP port on the loopback interface. */
 export async function freePort(): Promise<number> {
@@ -84,12 +91,21 @@ export async function launchLocal(opts: LaunchOptions): Promise<void> {
         },
       });
       children.push(child);
-      child.on("exit", (code, signal) => {
+      let tail = "";
+      child.stdout?.resume();
+      child.stderr?.on("data", (d: Buffer) => {
+        tail = (tail + d.toString("utf8")).slice(-STDERR_TAIL);
+      });
+      child.on("close", (code, signal) => {
         opts.onExit?.(rank, code, signal);
         remaining--;
         if (code !== 0 || signal !== null) {
           const wasKilledByUs = failed && signal !== null;
-          if (!wasKilledByUs) failures.push(new WorkerFailedError(rank, code, signal));
+          if (!wasKilledByUs) {
+            const err = new WorkerFailedError(rank, code, signal);
+            err.stderr = tail;
+            failures.push(err);
+          }
           if (!failed) {
             failed = true;
             setTimeout(() => {

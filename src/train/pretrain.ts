@@ -265,7 +265,8 @@ export function pretrain(opts: PretrainOptions): PretrainResult {
   const isMain = rank === 0;
   for (const m of Object.values(model.modules)) m.train();
   const params = trainedParameters(model);
-  if (pg !== undefined && world > 1) pg.broadcast(params.map(([, p]) => p), 0);
+  // all ranks start from rank 0's module state (parameters, frozen ones too, and buffers), as DDP
+  if (pg !== undefined && world > 1) pg.broadcast(Object.values(model.modules).flatMap((m) => [...m.stateDict().values()]), 0);
   const opt = new AdamW(params, { lr: baseLr, weightDecay: opts.weightDecay ?? 0.01 });
   const ema = emaDecay > 0 ? new Map(params.map(([name, p]) => [name, keep(noGrad(() => p.detach().clone()))] as const)) : null;
 

@@ -14,7 +14,7 @@ test("two ranks: all-reduce (sum, avg, max), broadcast and bucketed gradient ave
     (rank) =>
       new Promise<string>((resolve, reject) => {
         const child = spawn(process.execPath, workerArgs("collectives"), {
-          env: { ...process.env, MASTER_ADDR: "127.0.0.1", MASTER_PORT: String(port), RANK: String(rank), WORLD_SIZE: "2", LOCAL_RANK: String(rank) },
+          env: { ...process.env, MASTER_ADDR: "127.0.0.1", MASTER_PORT: String(port), RANK: String(rank), WORLD_SIZE: "2", LOCAL_RANK: String(rank), DDPO_THREADS: "1" },
           stdio: ["ignore", "pipe", "inherit"],
         });
         let out = "";
@@ -23,7 +23,7 @@ test("two ranks: all-reduce (sum, avg, max), broadcast and bucketed gradient ave
       }),
   );
   for (const out of await Promise.all(runs)) lines.push(out.trim());
-  const results = lines.map((l) => JSON.parse(l) as Record<string, number[] | number>);
+  const results = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
   for (const r of results) {
     assert.deepEqual(r.sum, [3, 3, 3]);
     assert.deepEqual(r.avg, [2, 2]);
@@ -34,6 +34,9 @@ test("two ranks: all-reduce (sum, avg, max), broadcast and bucketed gradient ave
     assert.deepEqual(r.g2, [1, 1]);
     assert.deepEqual(r.g3, [0, 0]);
     assert.ok((r.buckets as number) >= 2, "8-byte buckets split the gradients");
+    assert.deepEqual(r.numbers, [1, "NaN"], "float64 average of 0.5 and 1.5; NaN propagates");
+    assert.deepEqual(r.gathered, [{ rank: 0, text: "é", nested: [0] }, { rank: 1, text: "éééé", nested: [1] }]);
+    assert.equal(r.threads, 1, "DDPO_THREADS sets the worker's thread count");
   }
 });
 

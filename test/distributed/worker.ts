@@ -2,6 +2,7 @@
 // runs the scenario named by argv[2], printing one JSON line of results.
 import { full, tensor } from "../../src/tensor/index.js";
 import { PEER_FAILURE_EXIT_CODE, PeerFailureError, ProcessGroup, distributedEnvFromProcess } from "../../src/distributed/index.js";
+import { getNumThreads } from "../../src/tensor/index.js";
 
 process.on("uncaughtException", (err) => {
   process.stderr.write(`${err.message}\n`);
@@ -11,7 +12,7 @@ process.on("uncaughtException", (err) => {
 const scenario = process.argv[2];
 const env = distributedEnvFromProcess();
 if (env === null) throw new Error("worker needs WORLD_SIZE > 1");
-const pg = ProcessGroup.init(env, "gloo", Number(process.env.DDPO_TEST_TIMEOUT_MS ?? 20000));
+const pg = ProcessGroup.fromEnvironment({ timeoutMs: Number(process.env.DDPO_TEST_TIMEOUT_MS ?? 20000) })!;
 
 if (scenario === "collectives") {
   const x = full([3], env.rank + 1);
@@ -29,7 +30,10 @@ if (scenario === "collectives") {
   const noGradParam = tensor([1, 1]).setRequiresGrad();
   const buckets = pg.averageGradients([p1, p2, noGradParam], 8);
   pg.barrier();
+  const numbers = pg.allReduceNumbers([env.rank + 0.5, env.rank === 0 ? Number.NaN : 1], "avg");
+  const gathered = pg.allGatherJson({ rank: env.rank, text: "é".repeat(env.rank * 3 + 1), nested: [env.rank] });
   process.stdout.write(`${JSON.stringify({
+    threads: getNumThreads(), numbers: numbers.map((v) => (Number.isNaN(v) ? "NaN" : v)), gathered,
     rank: env.rank, sum: x.toArray(), avg: avg.toArray(), max: mx.toArray(), broadcast: b.toArray(),
     g1: p1.grad!.toArray(), g2: p2.grad!.toArray(), g3: noGradParam.grad!.toArray(), buckets,
   })}\n`);

@@ -5,5 +5,11 @@ const lazy = (load: () => Promise<{ default: CommandDef<any> }>) => async () => 
 
 export const commands: SubCommandsDef = {
   info: lazy(() => import("./info.js")),
+  eval: lazy(() => import("./eval.js")),
+  train: lazy(() => import("./train.js")),
   serve: lazy(() => import("./serve.js")),
+  reward: lazy(() => import("./reward.js")),
+  pairs: lazy(() => import("./pairs.js")),
+  label: lazy(() => import("./label.js")),
+  export: lazy(() => import("./export.js")),
 };

@@ -49,7 +49,7 @@ export const APP_CSS = `
 }
 * { box-sizing: border-box; }
 body { margin: 0; min-height: 100vh; }
-header.top { display: flex; align-items: center; gap: 28px; padding: 0 24px; height: 56px; background: var(--panel); border-bottom: 1px solid var(--line); position: sticky; top: 0; z-index: 5; }
+header.top { display: flex; align-items: center; gap: 28px; padding: 0 24px; height: 56px; background: var(--panel); border-bottom: 1px solid var(--line); }
 .brand { font-weight: 700; font-size: 17px; letter-spacing: -.2px; }
 .brand span { color: var(--accent); }
 nav { display: flex; gap: 4px; }
@@ -80,21 +80,21 @@ input[type=text]:focus { outline: 2px solid var(--accent-soft); border-color: va
 /* label */
 .rater-gate { max-width: 460px; margin: 60px auto; text-align: center; }
 .rater-gate form { display: flex; gap: 8px; justify-content: center; margin-top: 16px; }
-.label-head { display: flex; align-items: flex-end; justify-content: space-between; gap: 24px; margin-bottom: 14px; }
+.label-head { max-width: 1000px; margin: 0 auto 14px; display: flex; align-items: flex-end; justify-content: space-between; gap: 24px; }
 .prompt-label { font-size: 12px; text-transform: uppercase; letter-spacing: .08em; color: var(--muted); font-weight: 600; }
 .prompt { font-size: 24px; font-weight: 600; margin-top: 4px; line-height: 1.3; overflow-wrap: anywhere; }
 .progress { min-width: 220px; text-align: right; font-size: 14px; color: var(--muted); }
 .bar { height: 6px; background: var(--line); border-radius: 3px; margin-top: 6px; overflow: hidden; }
 .bar > div { height: 100%; background: var(--accent); width: 0; transition: width .25s; }
-.duel { display: grid; grid-template-columns: 1fr 1fr; gap: 20px; }
+.duel { display: grid; grid-template-columns: 1fr 1fr; gap: 20px; max-width: 1000px; margin: 0 auto; }
 .choice { position: relative; background: var(--panel); border: 2px solid var(--line); border-radius: 14px; padding: 14px; cursor: pointer; transition: border-color .12s, transform .12s; box-shadow: var(--shadow); }
 .choice:hover { border-color: var(--accent); }
 .choice.picked { border-color: var(--good); transform: scale(.99); }
-.choice img { display: block; width: 100%; aspect-ratio: 1; object-fit: contain; image-rendering: pixelated; background: repeating-conic-gradient(#f0f1f4 0 25%, #fff 0 50%) 0 0 / 24px 24px; border-radius: 8px; }
+.choice img { display: block; width: 100%; aspect-ratio: 1; object-fit: contain; max-height: max(260px, calc(100vh - 330px)); image-rendering: pixelated; background: repeating-conic-gradient(#f0f1f4 0 25%, #fff 0 50%) 0 0 / 24px 24px; border-radius: 8px; }
 .choice .tag { position: absolute; top: 22px; left: 22px; background: rgba(255,255,255,.92); border: 1px solid var(--line); border-radius: 7px; padding: 3px 9px; font-size: 13px; font-weight: 600; }
 .actions { display: flex; justify-content: center; gap: 10px; margin: 18px 0 8px; flex-wrap: wrap; }
 .actions button { min-width: 120px; justify-content: center; }
-.done-box { text-align: center; padding: 60px 20px; }
+.done-box { text-align: center; padding: 60px 20px; max-width: 1000px; margin: 0 auto; }
 .done-box .big { font-size: 40px; }
 .exports { display: flex; gap: 8px; align-items: center; justify-content: center; margin-top: 22px; font-size: 14px; color: var(--muted); }
 
@@ -112,15 +112,17 @@ input[type=text]:focus { outline: 2px solid var(--accent-soft); border-color: va
 .cmp-row .meta { font-size: 13px; color: var(--muted); margin-top: 3px; }
 .cmp-row figure { margin: 0; }
 .cmp-row img { width: 160px; height: 160px; object-fit: contain; image-rendering: pixelated; border-radius: 8px; border: 1px solid var(--line); background: #fff; display: block; }
-.scores { width: 100%; border-collapse: collapse; font-size: 13px; font-variant-numeric: tabular-nums; }
+.scores { border-collapse: collapse; font-size: 13px; font-variant-numeric: tabular-nums; }
 .scores th { text-align: left; font-weight: 500; color: var(--muted); padding: 3px 6px 3px 0; }
-.scores td { text-align: right; padding: 3px 0 3px 8px; }
+.scores td { text-align: right; padding: 3px 0 3px 14px; min-width: 52px; }
+.scores tr:first-child th { font-size: 11px; text-transform: uppercase; letter-spacing: .05em; text-align: right; padding-left: 14px; }
+.scores tr:first-child th:first-child { padding-left: 0; }
 .up { color: var(--good); font-weight: 600; }
 .down { color: var(--bad); font-weight: 600; }
 .chip { display: inline-block; font-size: 12px; background: var(--accent-soft); color: var(--accent); padding: 1px 8px; border-radius: 10px; }
 details.report { margin-top: 22px; }
 details.report summary { cursor: pointer; font-weight: 600; padding: 8px 0; }
-details.report iframe { width: 100%; height: 640px; border: 1px solid var(--line); border-radius: var(--radius); background: #fff; }
+details.report iframe { width: 100%; height: 480px; border: 1px solid var(--line); border-radius: var(--radius); background: #fff; }
 
 /* run */
 .run-head { display: flex; justify-content: space-between; align-items: flex-end; gap: 16px; margin-bottom: 16px; }
@@ -138,7 +140,8 @@ details.report iframe { width: 100%; height: 640px; border: 1px solid var(--line
 .chart .smooth { fill: none; stroke: var(--accent); stroke-width: 2; }
 .chart .ref { stroke: var(--warn); stroke-dasharray: 4 4; stroke-width: 1; }
 .chart .empty { fill: var(--muted); font-size: 13px; }
-.run-lower { display: grid; grid-template-columns: 2fr 1fr; gap: 16px; margin-top: 16px; }
+.run-lower { display: grid; grid-template-columns: 2fr 1fr; gap: 16px; margin-top: 16px; align-items: start; }
+.run-side { display: flex; flex-direction: column; gap: 16px; }
 .grid-view img { width: 100%; image-rendering: pixelated; border-radius: 8px; border: 1px solid var(--line); background: #fff; }
 .grid-nav { display: flex; align-items: center; gap: 10px; margin-bottom: 10px; font-size: 14px; }
 .grid-nav input[type=range] { flex: 1; }

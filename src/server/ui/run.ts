@@ -19,7 +19,7 @@ export const RUN_BODY = `
     <img id="grid-img" class="hidden" alt="validation grid">
     <p class="muted" id="grid-empty">No validation grid yet (the trainer writes one every validation.every steps).</p>
   </div>
-  <div>
+  <div class="run-side">
     <div class="panel">
       <h2>Run</h2>
       <table class="kv" id="run-kv"></table>
@@ -80,7 +80,7 @@ export const RUN_JS = `"use strict";
   function draw(c) {
     var svg = c.svg;
     var W = Math.max(200, svg.clientWidth || 520), H = 190;
-    var L = 52, R = 10, T = 10, B = 24;
+    var L = 58, R = 10, T = 10, B = 24;
     svg.setAttribute("viewBox", "0 0 " + W + " " + H);
     while (svg.firstChild) svg.removeChild(svg.firstChild);
     var xs = [], ys = [];
@@ -104,7 +104,7 @@ export const RUN_JS = `"use strict";
     svg.appendChild(node("line", { x1: L, y1: H - B, x2: W - R, y2: H - B, class: "axis" }));
     svg.appendChild(node("line", { x1: L, y1: T, x2: L, y2: H - B, class: "axis" }));
     [hi - pad, (hi + lo) / 2, lo + pad].forEach(function (v) {
-      svg.appendChild(node("text", { x: L - 6, y: sy(v) + 3, "text-anchor": "end", class: "tick" }, d.fmt(v)));
+      svg.appendChild(node("text", { x: L - 6, y: sy(v) + 3, "text-anchor": "end", class: "tick" }, tick(v)));
       svg.appendChild(node("line", { x1: L - 3, y1: sy(v), x2: L, y2: sy(v), class: "axis" }));
     });
     svg.appendChild(node("text", { x: L, y: H - 7, "text-anchor": "start", class: "tick" }, "step " + xs[0]));
@@ -113,17 +113,29 @@ export const RUN_JS = `"use strict";
       svg.appendChild(node("line", { x1: L, y1: sy(c.ref), x2: W - R, y2: sy(c.ref), class: "ref" }));
       svg.appendChild(node("text", { x: W - R - 2, y: sy(c.ref) - 4, "text-anchor": "end", class: "tick" }, c.refLabel));
     }
-    // at most ~2 points per pixel column
+    // at most ~2 points per pixel column; the smooth line is a centred moving average (no lag)
     var stride = Math.max(1, Math.ceil(ys.length / ((W - L - R) * 2)));
-    var raw = [], smooth = [], ema = null;
-    var alpha = ys.length > 30 ? 0.1 : 1;
+    var k = ys.length > 30 ? Math.max(1, Math.round(ys.length / 30)) : 0;
+    var pre = [0];
+    for (var j = 0; j < ys.length; j++) pre.push(pre[j] + ys[j]);
+    var raw = [], smooth = [];
     for (var i = 0; i < ys.length; i++) {
-      ema = ema === null ? ys[i] : ema + alpha * (ys[i] - ema);
-      if (i % stride === 0 || i === ys.length - 1) { raw.push([sx(xs[i]), sy(ys[i])]); smooth.push([sx(xs[i]), sy(ema)]); }
+      if (i % stride === 0 || i === ys.length - 1) {
+        var a0 = Math.max(0, i - k), a1 = Math.min(ys.length, i + k + 1);
+        raw.push([sx(xs[i]), sy(ys[i])]);
+        smooth.push([sx(xs[i]), sy((pre[a1] - pre[a0]) / (a1 - a0))]);
+      }
     }
-    if (alpha < 1) svg.appendChild(node("path", { d: pathOf(raw), class: "raw" }));
-    svg.appendChild(node("path", { d: pathOf(alpha < 1 ? smooth : raw), class: "smooth" }));
+    if (k > 0) svg.appendChild(node("path", { d: pathOf(raw), class: "raw" }));
+    svg.appendChild(node("path", { d: pathOf(k > 0 ? smooth : raw), class: "smooth" }));
     if (raw.length === 1) svg.appendChild(node("circle", { cx: raw[0][0], cy: raw[0][1], r: 3, fill: "currentColor", class: "smooth" }));
+  }
+
+  function tick(v) {
+    var a = Math.abs(v);
+    if (a === 0) return "0";
+    if (a < 1e-2 || a >= 1e4) return v.toExponential(1);
+    return String(Number(v.toPrecision(3)));
   }
 
   function ago(ms) {

@@ -87,7 +87,10 @@ export async function launchLocal(opts: LaunchOptions): Promise<void> {
           RANK: String(rank),
           LOCAL_RANK: String(local),
           WORLD_SIZE: String(worldSize),
-          ...(opts.threadsPerWorker ? { DDPO_THREADS: String(opts.threadsPerWorker) } : {}),
+          // as torchrun sets OMP_NUM_THREADS: BLAS thread pools of N workers must not oversubscribe the cores
+          ...(opts.threadsPerWorker
+            ? { DDPO_THREADS: String(opts.threadsPerWorker), OMP_NUM_THREADS: String(opts.threadsPerWorker), OPENBLAS_NUM_THREADS: String(opts.threadsPerWorker) }
+            : {}),
         },
       });
       children.push(child);

@@ -214,6 +214,27 @@ test("a cross-origin POST from another page is refused and stores nothing", asyn
   }
 });
 
+test("with a token: the printed URL logs the browser in once (cookie), pages and API then work", async () => {
+  const { store, pairs } = await makeStore(join(dir, "token.db"), 2);
+  const h = await startServer({ store, port: 0, token: "s3cret-token-for-test" });
+  const ctx = await browser.newContext();
+  try {
+    const page = await ctx.newPage();
+    const denied = await page.goto(`${h.url}label`);
+    assert.equal(denied!.status(), 401);
+    await ctx.addInitScript(() => localStorage.setItem("ddpo.rater", "tok"));
+    await page.goto(h.openUrl);
+    assert.equal(new URL(page.url()).search, "", "the token is gone from the address bar");
+    await page.waitForSelector("#pair[data-pair-id]");
+    await pressAndWait(page, "1", 1);
+    assert.equal(store.votesFor(pairs[0]!).length + store.votesFor(pairs[1]!).length, 1);
+  } finally {
+    await ctx.close();
+    await h.close();
+    store.close();
+  }
+});
+
 test("compare page: base | tuned per sample with scores; the report embedded, its script not run", async () => {
   const evalDir = join(dir, "eval");
   await makeEvalDir(evalDir, 4);

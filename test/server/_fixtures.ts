@@ -66,7 +66,16 @@ export async function makeEvalDir(dir: string, n = 4): Promise<void> {
       scores: { classifier: { base: 0.2 + 0.1 * i, tuned: 0.5 + 0.05 * i }, clip: { base: 0.3, tuned: 0.25 + 0.02 * i } },
     });
   }
-  const summary = { winRate: { classifier: 0.75, clip: 0.5 }, samples: n, base: "models/emoji-base", tuned: "runs/dpo/final" };
+  // the shape src/eval/evaluate.ts writes (EvalSummary), abridged
+  const wr = (rate: number, wins: number, losses: number, ties: number) => ({ rate, interval: [rate - 0.2, Math.min(1, rate + 0.15)], intervalMethod: "bootstrap-prompts", wins, losses, ties, n: wins + losses + ties, prompts: 3, byCategory: {} });
+  const summary = {
+    winRate: { classifier: wr(1, n, 0, 0), clip: wr(0.375, 1, 3, 0) },
+    ties: { classifier: 0, clip: 0 },
+    implicitAccuracy: { accuracy: 0.625, interval: [0.31, 0.86], intervalMethod: "wilson", pairs: 8, right: 5, ties: 0, draws: 4, beta: 5000, source: "prefs.db" },
+    diversity: { base: 0.21, tuned: 0.17, tunedToBase: 0.09, feature: "classifier features", perPrompt: [] },
+    bestOfN: null,
+    config: { base: "models/emoji-base", tuned: "runs/dpo/final", sampler: "ddim", steps: 20, guidance: 3, seeds: [0, 1], promptCount: 3 },
+  };
   writeFileSync(join(dir, "eval.json"), JSON.stringify({ summary, samples }, null, 2));
   writeFileSync(
     join(dir, "report.html"),

@@ -4,6 +4,7 @@ export const COMPARE_BODY = `
   <div>
     <h1>Base vs tuned</h1>
     <div class="muted" id="eval-dir"></div>
+    <div class="muted small" id="eval-config"></div>
   </div>
   <a class="btn hidden" id="report-link" href="/eval/report" target="_blank" rel="noopener">Open the full report ↗</a>
 </div>
@@ -43,6 +44,59 @@ export const COMPARE_JS = `"use strict";
       else if (typeof v === "number" || typeof v === "string" || typeof v === "boolean") out.push([key, v]);
     });
     return out;
+  }
+
+  function pct(v) { return typeof v === "number" && isFinite(v) ? (100 * v).toFixed(1) + "%" : "—"; }
+  function interval(iv) { return Array.isArray(iv) && iv.length === 2 ? "95% CI " + pct(iv[0]) + " – " + pct(iv[1]) : ""; }
+
+  function card(k, v, sub) {
+    return d.el("div", { class: "stat" }, [d.el("div", { class: "k", text: k }), d.el("div", { class: "v", text: v }), sub ? d.el("div", { class: "s", text: sub }) : null]);
+  }
+
+  // Known parts of the eval summary get their own cards; anything else is listed flat.
+  function renderSummary(sm) {
+    var box = $("summary");
+    var known = false;
+    var wr = sm.winRate;
+    if (wr && typeof wr === "object") Object.keys(wr).sort().forEach(function (r) {
+      var w = wr[r];
+      if (!w || typeof w !== "object" || typeof w.rate !== "number") return;
+      known = true;
+      var wlt = typeof w.wins === "number" ? w.wins + " W · " + w.losses + " L · " + w.ties + " T" : "";
+      box.appendChild(card("tuned win rate · " + r, pct(w.rate), [interval(w.interval), wlt].filter(Boolean).join("  ·  ")));
+    });
+    var ia = sm.implicitAccuracy;
+    if (ia && typeof ia === "object" && typeof ia.accuracy === "number") {
+      known = true;
+      box.appendChild(card("implicit accuracy", pct(ia.accuracy), [interval(ia.interval), typeof ia.pairs === "number" ? ia.pairs + " pairs" : ""].filter(Boolean).join("  ·  ")));
+    }
+    var dv = sm.diversity;
+    if (dv && typeof dv === "object" && typeof dv.base === "number") {
+      known = true;
+      box.appendChild(card("diversity base → tuned", d.fmt(dv.base) + " → " + d.fmt(dv.tuned), dv.feature ? "spread across seeds (" + dv.feature + ")" : "spread across seeds"));
+    }
+    var bon = sm.bestOfN;
+    if (bon && typeof bon === "object") Object.keys(bon).sort().forEach(function (r) {
+      var b = bon[r];
+      if (!b || typeof b !== "object") return;
+      known = true;
+      box.appendChild(card("best-of-N matching tuned · " + r, b.matchN === null || b.matchN === undefined ? "> max N" : "N = " + b.matchN, "tuned win rate " + pct(b.tunedWinRate)));
+    });
+    var cfg = sm.config;
+    if (cfg && typeof cfg === "object") {
+      known = true;
+      var bits = [];
+      if (cfg.base) bits.push("base " + cfg.base);
+      if (cfg.tuned) bits.push("tuned " + cfg.tuned);
+      if (cfg.sampler) bits.push(cfg.sampler + (cfg.steps ? " × " + cfg.steps + " steps" : ""));
+      if (cfg.guidance !== undefined) bits.push("guidance " + cfg.guidance);
+      if (Array.isArray(cfg.seeds)) bits.push(cfg.seeds.length + " seed" + (cfg.seeds.length === 1 ? "" : "s"));
+      if (cfg.promptCount !== undefined) bits.push(cfg.promptCount + " prompts");
+      $("eval-config").textContent = bits.join(" · ");
+    }
+    if (!known) flatten(sm, "", []).slice(0, 16).forEach(function (kv) {
+      box.appendChild(card(kv[0], d.fmt(kv[1])));
+    });
   }
 
   function delta(s, reward) {
@@ -102,10 +156,7 @@ export const COMPARE_JS = `"use strict";
     try { data = await d.api("GET", "/api/eval"); }
     catch (e) { d.toast(e.message, true); return; }
     $("eval-dir").textContent = data.dir;
-    var summary = $("summary");
-    flatten(data.summary, "", []).slice(0, 24).forEach(function (kv) {
-      summary.appendChild(d.el("div", { class: "stat" }, [d.el("div", { class: "k", text: kv[0] }), d.el("div", { class: "v", text: d.fmt(kv[1]) })]));
-    });
+    renderSummary(data.summary);
     var cats = {};
     data.samples.forEach(function (s) { if (s.category) cats[s.category] = true; });
     Object.keys(cats).sort().forEach(function (c) { $("category").appendChild(d.el("option", { value: c, text: c })); });

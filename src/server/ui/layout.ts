@@ -99,9 +99,11 @@ input[type=text]:focus { outline: 2px solid var(--accent-soft); border-color: va
 .exports { display: flex; gap: 8px; align-items: center; justify-content: center; margin-top: 22px; font-size: 14px; color: var(--muted); }
 
 /* compare */
-.summary { display: grid; grid-template-columns: repeat(auto-fill, minmax(180px, 1fr)); gap: 12px; margin: 16px 0 20px; }
+.summary { display: grid; grid-template-columns: repeat(auto-fill, minmax(230px, 1fr)); gap: 12px; margin: 16px 0 20px; }
 .stat { background: var(--panel); border: 1px solid var(--line); border-radius: var(--radius); padding: 12px 14px; }
 .stat .k { font-size: 12px; color: var(--muted); overflow-wrap: anywhere; }
+.stat .s { font-size: 12px; color: var(--muted); margin-top: 4px; font-variant-numeric: tabular-nums; }
+.small { font-size: 13px; margin-top: 2px; }
 .stat .v { font-size: 20px; font-weight: 650; margin-top: 4px; font-variant-numeric: tabular-nums; overflow-wrap: anywhere; }
 .toolbar { display: flex; gap: 10px; align-items: center; margin-bottom: 14px; flex-wrap: wrap; }
 .toolbar select, .toolbar input { font: inherit; font-size: 14px; padding: 7px 10px; border: 1px solid var(--line); border-radius: 8px; background: var(--panel); }

@@ -58,6 +58,24 @@ export function ema(ys: number[], alpha: number): number[] {
   return out;
 }
 
+/** A tick label: the shortest exact spelling ("0.5", "200", "2e-5"). */
+export function tickLabel(x: number): string {
+  const a = Math.abs(x);
+  if (a !== 0 && (a >= 1e5 || a < 1e-3)) return x.toExponential().replace(/\.?0+e/, "e").replace("e+", "e");
+  return String(Number(x.toPrecision(6)));
+}
+
+/** Round tick values covering [lo, hi]: steps of 1, 2, 2.5 or 5 × 10^k, about `count` of them. */
+export function niceTicks(lo: number, hi: number, count: number): number[] {
+  if (!(hi > lo)) return [lo];
+  const raw = (hi - lo) / Math.max(1, count);
+  const mag = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((s) => s >= 0.75 * raw) ?? 10 * mag;
+  const out: number[] = [];
+  for (let v = Math.ceil(lo / step - 1e-9) * step; v <= hi + step * 1e-9; v += step) out.push(Math.abs(v) < step * 1e-9 ? 0 : Number(v.toPrecision(12)));
+  return out;
+}
+
 /** A line chart as an inline <svg> (class "curve"), with min/max ticks on both axes. */
 export function lineChart(title: string, series: Series[], opts: { yRef?: { y: number; label: string }; xLabel?: string; logX?: boolean } = {}): string {
   const W = 360, H = 210, L = 52, R = 12, T = 26, B = 34;
@@ -75,14 +93,13 @@ export function lineChart(title: string, series: Series[], opts: { yRef?: { y: n
   const px = (x: number) => L + ((tx(x) - x0) / (x1 - x0)) * (W - L - R);
   const py = (y: number) => T + (1 - (y - y0) / (y1 - y0)) * (H - T - B);
   const parts: string[] = [head];
-  // grid and axes
-  for (const f of [0, 0.5, 1]) {
-    const y = y0 + pad + f * (y1 - y0 - 2 * pad);
+  // grid and axes at "nice" values (1, 2, 2.5, 5 × 10^k)
+  for (const y of niceTicks(y0 + pad, y1 - pad, 4)) {
     parts.push(`<line x1="${L}" x2="${W - R}" y1="${py(y).toFixed(1)}" y2="${py(y).toFixed(1)}" class="grid"/>`);
-    parts.push(`<text x="${L - 5}" y="${(py(y) + 3.5).toFixed(1)}" text-anchor="end" class="tick">${fmt(y)}</text>`);
+    parts.push(`<text x="${L - 5}" y="${(py(y) + 3.5).toFixed(1)}" text-anchor="end" class="tick">${tickLabel(y)}</text>`);
   }
-  const xt = opts.logX ? [...new Set(all.map((p) => p[0]))].sort((a, b) => a - b) : [x0, (x0 + x1) / 2, x1].map((v) => Math.round(v));
-  for (const x of xt) parts.push(`<text x="${px(x).toFixed(1)}" y="${H - B + 15}" text-anchor="middle" class="tick">${fmt(x)}</text>`);
+  const xt = opts.logX ? [...new Set(all.map((p) => p[0]))].sort((a, b) => a - b) : niceTicks(x0, x1, 4);
+  for (const x of xt) parts.push(`<text x="${px(x).toFixed(1)}" y="${H - B + 15}" text-anchor="middle" class="tick">${tickLabel(x)}</text>`);
   parts.push(`<line x1="${L}" x2="${L}" y1="${T}" y2="${H - B}" class="axis"/><line x1="${L}" x2="${W - R}" y1="${H - B}" y2="${H - B}" class="axis"/>`);
   if (opts.xLabel) parts.push(`<text x="${(L + W - R) / 2}" y="${H - 4}" text-anchor="middle" class="tick">${escapeHtml(opts.xLabel)}</text>`);
   if (opts.yRef) {
@@ -171,14 +188,14 @@ function bestOfNSection(data: EvalJson): string {
   const b = data.summary.bestOfN;
   if (b === null) return "";
   const charts = Object.entries(b).map(([name, r]) => {
-    const chart = lineChart(`best-of-n win rate vs a base sample · ${name}`, [
+    const chart = lineChart(`best-of-n · ${name}`, [
       { xs: r.points.map((p) => p.n), ys: r.points.map((p) => p.winRate.rate), color: "#7c3aed", width: 2 },
       { xs: r.points.map((p) => p.n), ys: r.points.map((p) => p.winRate.interval[0]), color: "#7c3aed", width: 1, opacity: 0.4, dash: "3 3" },
       { xs: r.points.map((p) => p.n), ys: r.points.map((p) => p.winRate.interval[1]), color: "#7c3aed", width: 1, opacity: 0.4, dash: "3 3" },
     ], { yRef: { y: r.tunedWinRate, label: `tuned ${pct(r.tunedWinRate)}` }, xLabel: "n base samples", logX: true });
     const verdict = r.matchN === null
-      ? `no n up to ${r.points[r.points.length - 1]!.n} reaches the tuned model's ${pct(r.tunedWinRate)}`
-      : `best-of-${r.matchN} matches the tuned model (${pct(r.tunedWinRate)}): about ${r.matchN}× the sampling compute`;
+      ? `Win rate of the best of n base samples against a base sample (dashed: 95% interval). No n up to ${r.points[r.points.length - 1]!.n} reaches the tuned model's ${pct(r.tunedWinRate)}.`
+      : `Win rate of the best of n base samples against a base sample (dashed: 95% interval). Best-of-${r.matchN} matches the tuned model's ${pct(r.tunedWinRate)}: about ${r.matchN}× the sampling compute.`;
     return `<figure>${chart}<figcaption>${escapeHtml(verdict)}</figcaption></figure>`;
   });
   return `<section><h2>Best-of-n baseline</h2><p class="muted small">The reward picks the best of n base samples (other seeds); it is judged by the same reward against the base sample the tuned model was compared with. The paper: best-of-n needs ~10× the inference compute to match DPO.</p><div class="charts">${charts.join("")}</div></section>`;
@@ -230,7 +247,7 @@ h1{font-size:24px;margin:0 0 4px}h2{font-size:18px;margin:32px 0 12px;padding-bo
 .card .big{font-size:30px;font-weight:650;margin:2px 0}.card .vs{font-size:14px;font-weight:400;color:var(--muted)}
 .card .ci{font-size:13px;margin-bottom:4px}.wtl{font-size:13px;margin-bottom:2px}
 .w{color:var(--good)}.l{color:var(--bad)}.t{color:var(--muted)}
-.charts{display:grid;grid-template-columns:repeat(auto-fill,minmax(340px,1fr));gap:14px}
+.charts{display:grid;grid-template-columns:repeat(auto-fill,minmax(260px,1fr));gap:14px}
 .charts figure{margin:0}.charts figcaption{font-size:12px;color:var(--muted);padding:2px 6px}
 svg.curve{width:100%;height:auto;background:#fff;border:1px solid var(--line);border-radius:8px}
 svg .ct{font-size:12.5px;font-weight:600;fill:var(--fg)}svg .tick{font-size:10.5px;fill:var(--muted)}

@@ -12,6 +12,8 @@
 // base = adapters off, tuned = adapters on (the trainer's own reference trick), so a LoRA
 // evaluation holds one model in memory. The LoRA scale α/r comes from the file's
 // lora_adapter_metadata, else from the training config beside it (lora.alpha), else α = r.
+// Sampling uses each side's own components; implicit-reward accuracy encodes prompts and images
+// with the base's text encoder and VAE for both UNets (Diffusion-DPO trains the UNet only).
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { SafetensorsFile } from "../io/safetensors.js";

@@ -19,7 +19,8 @@ function collective<T>(fn: () => T): T {
     return fn();
   } catch (err) {
     const msg = err instanceof Error ? err.message : String(err);
-    if (/failed on rank \d+ of \d+/.test(msg)) throw new PeerFailureError(msg);
+    // Gloo appends the shapes of every input tensor ("(inputs: [32, 3, 3, 3]:Float …)"): drop them
+    if (/failed on rank \d+ of \d+/.test(msg)) throw new PeerFailureError(msg.replace(/\s*\(inputs: [^()]*\)/g, ""));
     throw err;
   }
 }

@@ -9,6 +9,13 @@ import type { PairBatch } from "./dpo-step.js";
 export interface DataShard {
   rank: number;
   worldSize: number;
+  /**
+   * Where this rank's pairs sit in the one-process batch of batchSize × worldSize pairs (so each
+   * pair gets the same t, ε and dropout coin as there): "contiguous" (default) = rank r holds
+   * positions [r·B, (r+1)·B); "interleaved" = its j-th pair is position j·worldSize + r (a loader
+   * dealing every worldSize-th row to each rank).
+   */
+  layout?: "contiguous" | "interleaved";
 }
 
 export interface PairBatchSource {
@@ -49,11 +56,16 @@ export class LoaderBatchSource<S> implements PairBatchSource {
 
   constructor(readonly loader: SequentialPairLoader<S>, readonly batchSize: number, readonly device = "cpu") {}
 
-  /** The loader's rank/worldSize (src/data's PreferenceLoader keeps them in its state). */
+  /**
+   * The loader's rank/worldSize (src/data's PreferenceLoader keeps them in its state). Its ranks
+   * take every worldSize-th row (a single file or folder: then W ranks × batch B/W see exactly the
+   * one-process batches) or, over many shards, whole shards each (then the pairs differ from a
+   * one-process run, as they do in any sharded reader).
+   */
   get shard(): DataShard | undefined {
     const s = this.loader.state() as { rank?: unknown; worldSize?: unknown } | null;
     if (s === null || typeof s !== "object" || typeof s.rank !== "number" || typeof s.worldSize !== "number") return undefined;
-    return { rank: s.rank, worldSize: s.worldSize };
+    return { rank: s.rank, worldSize: s.worldSize, layout: "interleaved" };
   }
 
   async batch(index: number): Promise<PairBatch> {

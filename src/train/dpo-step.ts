@@ -11,9 +11,10 @@
 // coins [N] (always drawn, so changing promptDropout does not shift the other streams).
 //
 // Data parallel (`shard`): every rank draws the randomness of the GLOBAL batch of N × worldSize
-// pairs from its copy of the generator (all ranks hold the same generator state) and keeps rank r's
-// contiguous slice, so each pair gets the t, ε and coin it gets in a one-process run with batch
-// N × worldSize, and the generator state stays identical on all ranks (one state in checkpoints).
+// pairs from its copy of the generator (all ranks hold the same generator state) and keeps the
+// positions of its own pairs (shard.layout), so each pair gets the t, ε and coin it gets in a
+// one-process run with batch N × worldSize, and the generator state stays identical on all ranks
+// (one state in checkpoints).
 import {
   Generator,
   autocast,
@@ -86,8 +87,8 @@ export interface StepOptions extends PreferenceOptions {
   lossScale: number;
   /** bf16 autocast for the forward passes. */
   mixedPrecision?: "no" | "bf16";
-  /** This process's slice of a data-parallel global batch (see the file comment). */
-  shard?: { rank: number; worldSize: number };
+  /** This process's part of a data-parallel global batch (see the file comment and DataShard in data.ts). */
+  shard?: { rank: number; worldSize: number; layout?: "contiguous" | "interleaved" };
 }
 
 /** One batch: N prompts and 2N images laid out [chosen…, rejected…] (pixels in [−1, 1]). */
@@ -132,11 +133,14 @@ export function dpoStep(models: StepModels, batch: PairBatch, gen: Generator, op
     // 1. randomness per pair, shared by both images of the pair
     const T = opts.schedule.numTrainTimesteps;
     const world = opts.shard?.worldSize ?? 1;
-    const from = (opts.shard?.rank ?? 0) * n;
+    const rank = opts.shard?.rank ?? 0;
+    const slots = Array.from({ length: n }, (_, j) => (opts.shard?.layout === "interleaved" ? j * world + rank : rank * n + j));
     const globalNoise = randn([n * world, c, h, w], gen, { device });
-    const noisePairs = world === 1 ? globalNoise : globalNoise.slice(0, from, from + n);
-    const tPairs = Array.from(randint(0, T, [n * world], gen).toArray(), (v) => Math.round(v)).slice(from, from + n);
-    const coins = rand([n * world], gen).toArray().slice(from, from + n);
+    const noisePairs = world === 1 ? globalNoise : globalNoise.indexSelect(0, tensor(new BigInt64Array(slots.map(BigInt)), [n], { device }));
+    const globalT = randint(0, T, [n * world], gen).toArray();
+    const tPairs = slots.map((s) => Math.round(globalT[s]!));
+    const globalCoins = rand([n * world], gen).toArray();
+    const coins = slots.map((s) => globalCoins[s]!);
     const prompts = batch.prompts.map((p, i) => (coins[i]! < opts.promptDropout ? "" : p));
     const promptsDropped = prompts.filter((p, i) => p === "" && batch.prompts[i] !== "").length;
 

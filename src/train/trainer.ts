@@ -311,7 +311,7 @@ export class DpoTrainer {
             method: cfg.method, beta: cfg.beta, mapo: cfg.mapo, schedule: o.schedule,
             predictionType: cfg.predictionType, promptDropout: cfg.promptDropout,
             lossScale: 1 / cfg.gradientAccumulation, mixedPrecision: cfg.mixedPrecision,
-            ...(world > 1 ? { shard: { rank: pg!.rank, worldSize: world } } : {}),
+            ...(world > 1 ? { shard: o.data.shard! } : {}),
           });
           results.push(r);
           finite &&= r.finite;

@@ -7,7 +7,7 @@ import { DpoTrainer } from "../../src/train/trainer.js";
 import { TensorPairSource, type PairBatchSource } from "../../src/train/data.js";
 import { pretrain, type PretrainModel } from "../../src/train/pretrain.js";
 import type { ProcessGroup } from "../../src/distributed/index.js";
-import { Generator, randn, type Tensor } from "../../src/tensor/index.js";
+import { Generator, randn, tensor, type Tensor } from "../../src/tensor/index.js";
 import { TinyDenoiser, TinyLoraDenoiser, brightPairs, encodePrompts } from "../train/tiny.js";
 
 export interface DpoSpec {
@@ -20,6 +20,8 @@ export interface DpoSpec {
   checkpointEvery: number;
   resume?: string | false;
   lora?: boolean;
+  /** Deal the pairs like a row-interleaving loader (rank r: positions r, r + W, … of each global batch). */
+  interleaved?: boolean;
   /** This rank SIGKILLs itself when asked for this batch index (the dead-rank test). */
   killRank?: number;
   killAtBatch?: number;
@@ -58,6 +60,21 @@ async function runDpo(spec: DpoSpec, pg?: ProcessGroup): Promise<RunOutput> {
   const batch = spec.globalBatch / world;
   const source = new TensorPairSource(brightPairs(16, 8, 42), batch, 1, pg ? { rank, worldSize: world } : undefined);
   let data: PairBatchSource = source;
+  if (spec.interleaved && pg) {
+    const whole = new TensorPairSource(brightPairs(16, 8, 42), spec.globalBatch, 1);
+    const mine = Array.from({ length: batch }, (_, j) => j * world + rank);
+    const rows = tensor(new BigInt64Array([...mine, ...mine.map((j) => j + spec.globalBatch)].map(BigInt)), [2 * batch]);
+    data = {
+      batchSize: batch,
+      shard: { rank, worldSize: world, layout: "interleaved" },
+      batch: (i) => {
+        const b = whole.batch(i);
+        const pixels = b.pixels.indexSelect(0, rows);
+        b.pixels.dispose();
+        return { prompts: mine.map((j) => b.prompts[j]!), pixels };
+      },
+    };
+  }
   if (spec.killRank === rank) {
     data = {
       batchSize: batch,

@@ -119,10 +119,10 @@ test("DPO: 2 processes × batch 2 (accumulation 2) = 1 process × batch 4: losse
   await assert.rejects(runSpec({ ...base, outputDir: tmp(), resume: join(dir, "checkpoints", "step-000002") }), /written by a run with 2 processes and this run has 1; resume with the same number \(--nproc 2\)/);
 });
 
-test("LoRA DPO: adapters broadcast from rank 0; 2 processes × batch 2 = 1 process × batch 4", async () => {
+test("LoRA DPO with interleaved shards: adapters broadcast from rank 0; 2 processes × batch 2 = 1 process × batch 4", async () => {
   const base: Omit<DpoSpec, "outputDir"> = { kind: "dpo", globalBatch: 4, accumulation: 1, maxSteps: 3, checkpointEvery: 0, lora: true };
   const single = await runSpec({ ...base, outputDir: tmp() });
-  const [r0, r1] = await launch({ ...base, outputDir: tmp() });
+  const [r0, r1] = await launch({ ...base, outputDir: tmp(), interleaved: true });
   for (const r of [r0!, r1!]) {
     assertLossesClose(r.losses, single.losses, 2e-5, `rank ${r.rank}`);
     const d = maxDiff(r.weights, single.weights);

@@ -7,9 +7,12 @@
 // followed by GroupNorm and SiLU; global average pool; linear to the 9 categories. Training draws
 // a category uniformly, then an emoji of it (class-balanced: People & Body has 60% of the images),
 // with random horizontal flips and ±2-pixel shifts, and minimises cross-entropy with AdamW.
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { Rng } from "../data/random.js";
 import { EMOJI_CATEGORIES, type EmojiDataset, uint8ToTensor } from "../datasets/emoji.js";
 import { Conv2d, GroupNorm, Linear, Module, ModuleList, setInitSeed } from "../nn/index.js";
+import { readSafetensorsSync, writeSafetensorsSync } from "../io/safetensors.js";
 import { AdamW } from "../optim/index.js";
 import { noGrad, tensor, tidy, type Tensor } from "../tensor/index.js";
 
@@ -192,3 +195,46 @@ export function evaluateClassifier(model: EmojiClassifier, ds: EmojiDataset): Cl
   return scorePredictions(pred, ds.items.map((i) => i.label));
 }
 
+
+// ---- saving and loading (models/emoji-classifier) ----------------------------------------------
+
+/** The folder layout: config.json (architecture, class names, how it was trained) + model.safetensors. */
+export interface EmojiClassifierFolderConfig extends EmojiClassifierConfig {
+  /** Class names in the order of the logits (EMOJI_CATEGORIES). */
+  classes: string[];
+  /** Free-form facts about training and accuracy, stored as written. */
+  training?: Record<string, unknown>;
+}
+
+/** Writes `model` to `dir` (config.json + model.safetensors). */
+export function saveEmojiClassifier(dir: string, model: EmojiClassifier, training?: Record<string, unknown>): void {
+  mkdirSync(dir, { recursive: true });
+  const cfg: EmojiClassifierFolderConfig = { ...model.config, classes: [...EMOJI_CATEGORIES], ...(training ? { training } : {}) };
+  writeSafetensorsSync(join(dir, "model.safetensors"), model.stateDict());
+  writeFileSync(join(dir, "config.json"), JSON.stringify(cfg, null, 1) + "\n");
+}
+
+/**
+ * Loads a classifier saved by `saveEmojiClassifier` (default: the shipped models/emoji-classifier),
+ * in eval mode. Its logits score images [B, 3, 32, 32] in [−1, 1] against `config.classes`.
+ */
+export function loadEmojiClassifier(dir = "models/emoji-classifier"): { model: EmojiClassifier; config: EmojiClassifierFolderConfig } {
+  const cfgPath = join(dir, "config.json");
+  const weights = join(dir, "model.safetensors");
+  if (!existsSync(cfgPath) || !existsSync(weights)) {
+    throw new Error(`${dir} is not an emoji classifier folder: it needs config.json and model.safetensors (written by saveEmojiClassifier)`);
+  }
+  const config = JSON.parse(readFileSync(cfgPath, "utf8")) as EmojiClassifierFolderConfig;
+  if (!Array.isArray(config.channels) || typeof config.numClasses !== "number" || typeof config.imageSize !== "number") {
+    throw new Error(`${cfgPath}: expected "channels" (number[]), "numClasses" and "imageSize" (numbers)`);
+  }
+  const model = new EmojiClassifier({ channels: config.channels, numClasses: config.numClasses, imageSize: config.imageSize });
+  const { tensors } = readSafetensorsSync(weights);
+  try {
+    model.loadStateDict(tensors, { source: weights });
+  } finally {
+    for (const t of tensors.values()) t.dispose();
+  }
+  model.eval();
+  return { model, config };
+}

@@ -19,7 +19,7 @@ test("saveEmojiClassifier → loadEmojiClassifier gives the same logits and conf
     assert.deepEqual(config.classes, [...EMOJI_CATEGORIES]);
     assert.equal((config.training as { steps: number }).steps, 7);
     const x = randn([2, 3, 8, 8], new Generator(0));
-    const [a, b] = noGrad(() => [m.forward(x).toArray() as number[][], model.forward(x).toArray() as number[][]]);
+    const [a, b] = noGrad(() => [m.forward(x).toArray() as number[], model.forward(x).toArray() as number[]]);
     assert.deepEqual(b, a);
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -63,11 +63,14 @@ export function workerExitCode(err: unknown): number {
 }
 
 export interface JoinOptions {
+  /** Default: DDPO_DIST_BACKEND, else "nccl" when `device` is a CUDA device, else "gloo". */
   backend?: Backend;
+  /** The training device ("cpu", "cuda"): picks the backend when none is given. */
+  device?: string;
   /**
    * Rendezvous timeout, and how long a collective waits for the slowest rank (so it must exceed
-   * the longest rank-0-only pause: a checkpoint write or a validation grid). Default 30 min, as
-   * torch.distributed's.
+   * the longest rank-0-only pause: a checkpoint write or a validation grid). Default:
+   * DDPO_DIST_TIMEOUT_SEC, else 30 min, as torch.distributed's.
    */
   timeoutMs?: number;
   env?: NodeJS.ProcessEnv;
@@ -77,7 +80,7 @@ export class ProcessGroup {
   /** Where the group's own small tensors (metrics, gathered state) live: cpu for gloo, cuda:<localRank> for nccl. */
   readonly device: string;
 
-  private constructor(readonly rank: number, readonly worldSize: number, readonly backend: Backend, localRank: number) {
+  private constructor(readonly rank: number, readonly worldSize: number, readonly backend: Backend, readonly localRank: number) {
     this.device = backend === "nccl" ? `cuda:${localRank}` : "cpu";
   }
 
@@ -101,7 +104,24 @@ export class ProcessGroup {
     if (env === null) return null;
     const threads = envVars.DDPO_THREADS;
     if (threads !== undefined && threads !== "") setNumThreads(Number(threads));
-    return ProcessGroup.init(env, opts.backend ?? "gloo", opts.timeoutMs ?? 30 * 60_000);
+    const named = envVars.DDPO_DIST_BACKEND;
+    if (named !== undefined && named !== "gloo" && named !== "nccl") throw new Error(`DDPO_DIST_BACKEND must be gloo or nccl, got "${named}"`);
+    const backend = opts.backend ?? (named as Backend | undefined) ?? (opts.device?.startsWith("cuda") ? "nccl" : "gloo");
+    let timeoutMs = opts.timeoutMs ?? 30 * 60_000;
+    const sec = envVars.DDPO_DIST_TIMEOUT_SEC;
+    if (opts.timeoutMs === undefined && sec !== undefined && sec !== "") {
+      if (!(Number(sec) > 0)) throw new Error(`DDPO_DIST_TIMEOUT_SEC must be a positive number of seconds, got "${sec}"`);
+      timeoutMs = Number(sec) * 1000;
+    }
+    return ProcessGroup.init(env, backend, timeoutMs);
+  }
+
+  /**
+   * The device this rank trains on: "cuda" alone becomes cuda:LOCAL_RANK (one GPU per process,
+   * as with torchrun); anything else is returned as given.
+   */
+  trainingDevice(device: string): string {
+    return device === "cuda" ? `cuda:${this.localRank}` : device;
   }
 
   get isMain(): boolean {

@@ -56,6 +56,17 @@ test("a rendezvous nobody joins times out with a clear error", async () => {
   assert.throws(() => ProcessGroup.init(env, "gloo", 1500), /rendezvous at 127\.0\.0\.1:\d+ failed for rank 1/);
 });
 
+test("fromEnvironment: DDPO_DIST_TIMEOUT_SEC bounds the rendezvous; backend from DDPO_DIST_BACKEND or the device", async () => {
+  const port = await freePort();
+  const env = { MASTER_ADDR: "127.0.0.1", MASTER_PORT: String(port), RANK: "1", WORLD_SIZE: "2" };
+  const started = Date.now();
+  assert.throws(() => ProcessGroup.fromEnvironment({ env: { ...env, DDPO_DIST_TIMEOUT_SEC: "1" } }), /rendezvous at 127\.0\.0\.1:\d+ failed for rank 1 within 1000 ms/);
+  assert.ok(Date.now() - started < 15_000);
+  assert.throws(() => ProcessGroup.fromEnvironment({ env: { ...env, DDPO_DIST_BACKEND: "mpi" } }), /DDPO_DIST_BACKEND must be gloo or nccl, got "mpi"/);
+  assert.throws(() => ProcessGroup.fromEnvironment({ env: { ...env, DDPO_DIST_TIMEOUT_SEC: "soon" } }), /DDPO_DIST_TIMEOUT_SEC must be a positive number/);
+  assert.equal(ProcessGroup.fromEnvironment({ env: {} }), null, "no WORLD_SIZE: not distributed");
+});
+
 test("torchrun-style environment parsing", () => {
   assert.equal(distributedEnvFromProcess({}), null);
   assert.deepEqual(distributedEnvFromProcess({ WORLD_SIZE: "2", RANK: "1", MASTER_ADDR: "h", MASTER_PORT: "29500" }), {

@@ -5,6 +5,7 @@ const lazy = (load: () => Promise<{ default: CommandDef<any> }>) => async () => 
 
 export const commands: SubCommandsDef = {
   info: lazy(() => import("./info.js")),
+  demo: lazy(() => import("./demo.js")),
   eval: lazy(() => import("./eval.js")),
   train: lazy(() => import("./train.js")),
   serve: lazy(() => import("./serve.js")),

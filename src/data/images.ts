@@ -15,6 +15,7 @@ import sharp from "sharp";
 import { DataError } from "./errors.js";
 import type { Rng } from "./random.js";
 import type { ImageSource, RawImage } from "./types.js";
+import { roundHalfEven } from "../util/rounding.js";
 
 /** Where an image came from, for error messages. */
 export interface ImageOrigin {
@@ -77,14 +78,8 @@ export async function resizeImage(img: RawImage, width: number, height: number):
   return { width: info.width, height: info.height, channels: 3, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
 }
 
-/** Python's round(): halves go to the even neighbour (torchvision's center_crop uses it). */
-export function roundHalfEven(x: number): number {
-  const f = Math.floor(x);
-  const d = x - f;
-  if (d < 0.5) return f;
-  if (d > 0.5) return f + 1;
-  return f % 2 === 0 ? f : f + 1;
-}
+// torchvision's center_crop rounds with Python's round().
+export { roundHalfEven };
 
 export interface CropBox {
   top: number;

@@ -8,6 +8,7 @@
 //   linspace  t_i = round(i·(T−1)/(n−1))          (both ends included)
 // Lists are returned high to low (the order sampling visits them).
 import type { TimestepSpacing } from "../schedule.js";
+import { roundHalfEven } from "../../util/rounding.js";
 
 /** Throws unless `steps` is an integer in [1, T]. */
 export function checkSteps(steps: number, numTrainTimesteps: number, option = "steps"): void {
@@ -18,11 +19,7 @@ export function checkSteps(steps: number, numTrainTimesteps: number, option = "s
   }
 }
 
-/** numpy's round (half to even). */
-export function roundHalfEven(x: number): number {
-  const r = Math.round(x);
-  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
-}
+export { roundHalfEven };
 
 /** np.linspace(start, stop, num) (endpoint included). */
 export function npLinspace(start: number, stop: number, num: number): number[] {

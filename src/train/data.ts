@@ -87,6 +87,14 @@ export class LoaderBatchSource<S> implements PairBatchSource {
     return this.loader.state();
   }
 
+  /** Ends the loader's iteration (its decoding threads stop, so the process can exit). */
+  async close(): Promise<void> {
+    const it = this.#iter;
+    this.#iter = null;
+    this.#next = null;
+    await it?.return(undefined);
+  }
+
   restore(state: unknown): void {
     if (this.#iter !== null) throw new Error("LoaderBatchSource.restore: call before the first batch");
     this.loader.restore(state as S);

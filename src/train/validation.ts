@@ -3,7 +3,9 @@
 import { mkdirSync, renameSync } from "node:fs";
 import { dirname } from "node:path";
 import sharp from "sharp";
-import { tidy, type Tensor } from "../tensor/index.js";
+import { full, tidy, type Tensor } from "../tensor/index.js";
+import { classifierFreeGuidance, sample, seededInputs, type NoiseSchedule, type SamplerName } from "../diffusion/index.js";
+import type { DenoisingModel } from "./dpo-step.js";
 
 /** [3, H, W] in [−1, 1] → H×W×3 bytes. */
 export function imageBytes(img: Tensor): { width: number; height: number; data: Uint8Array } {
@@ -35,4 +37,39 @@ export async function writeImageGrid(path: string, rows: Tensor[][], pad = 2): P
   const tmp = `${path}.tmp-${process.pid}`;
   await sharp(canvas, { raw: { width: W, height: H, channels: 3 } }).png().toFile(tmp);
   renameSync(tmp, path);
+}
+
+export interface ValidationSamplerOptions {
+  /** Frozen text encoder: prompts → conditioning [N, L, D]. */
+  encodePrompts: (prompts: string[]) => Tensor;
+  schedule: NoiseSchedule;
+  /** [C, h, w] of the denoiser's input (latents for a model with a VAE). */
+  shape: [number, number, number];
+  steps: number;
+  /** Classifier-free guidance scale (≤ 1: off). */
+  guidanceScale: number;
+  /** Default "ddim" (deterministic: base and current model differ only by their weights). */
+  sampler?: SamplerName;
+  /** Latents → pixels [N, 3, H, W] in [−1, 1] (the VAE decoder); identity when absent. */
+  decode?: (x: Tensor) => Tensor;
+  device?: string;
+}
+
+/**
+ * The trainer's `sampleValidation` for a text-to-image model: the seed's starting noise, the
+ * sampler with classifier-free guidance against the empty prompt, decoded to [3, H, W] in [−1, 1].
+ */
+export function validationSampler(o: ValidationSamplerOptions): (denoiser: DenoisingModel, prompt: string, seed: number) => Tensor {
+  return (denoiser, prompt, seed) =>
+    tidy(() => {
+      const cond = o.encodePrompts([prompt]);
+      const uncond = o.encodePrompts([""]);
+      const model = (x: Tensor, t: number, c: Tensor): Tensor => denoiser(x, full([x.shape[0]!], t, { dtype: "i64", device: x.device }), c);
+      const denoise = classifierFreeGuidance(model, cond, uncond, o.guidanceScale);
+      const { gen, noise } = seededInputs([seed], o.shape, { device: o.device ?? "cpu" });
+      const x0 = sample({ sampler: o.sampler ?? "ddim", model: denoise, schedule: o.schedule, steps: o.steps, noise, gen });
+      const img = o.decode ? o.decode(x0) : x0;
+      const [, c, h, w] = img.shape as [number, number, number, number];
+      return img.float().clamp(-1, 1).reshape([c, h, w]);
+    });
 }

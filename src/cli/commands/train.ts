@@ -1,0 +1,412 @@
+// `diffusion-dpo train`: Diffusion-DPO (and its variants) on preference pairs. Thin: resolve the
+// config (defaults < the resumed checkpoint's config.json < --config FILE < flags), load the
+// model folder and the data, hand them to DpoTrainer, render its events (progress bar on stderr,
+// metrics.jsonl in the run folder), print a summary (--json: one JSON object on stdout).
+//
+// --nproc N (N > 1, RANK unset): relaunches this same command as N local workers (torchrun's
+// environment variables); each worker joins the process group and trains its shard.
+import { defineCommand } from "citty";
+import { existsSync, readFileSync, statSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { UsageError } from "../errors.js";
+import { ProgressBar } from "../progress.js";
+import type { PreferenceData } from "../../data/open.js";
+import type { TextToImageModel } from "../../models/pipeline.js";
+
+/** Flags that set one config key (dotted), by citty argument name. */
+const FLAG_KEYS = {
+  model: "model",
+  data: "data.path",
+  format: "data.format",
+  resolution: "data.resolution",
+  out: "outputDir",
+  method: "method",
+  beta: "beta",
+  finetune: "finetune",
+  loraRank: "lora.rank",
+  loraAlpha: "lora.alpha",
+  loraTargets: "lora.targets",
+  lr: "learningRate",
+  batch: "batchSize",
+  accum: "gradientAccumulation",
+  steps: "maxSteps",
+  warmup: "warmupSteps",
+  schedule: "lrSchedule",
+  optimizer: "optimizer.kind",
+  seed: "seed",
+  predictionType: "predictionType",
+  promptDropout: "promptDropout",
+  maxGradNorm: "maxGradNorm",
+  onNonFinite: "onNonFinite",
+  checkpointEvery: "checkpointEvery",
+  keep: "keepCheckpoints",
+  validateEvery: "validation.every",
+  logEvery: "logEvery",
+  workers: "data.workers",
+} as const;
+
+const kebab = (name: string): string => name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+
+export default defineCommand({
+  meta: {
+    name: "train",
+    description:
+      "Fine-tune a model on preference pairs with Diffusion-DPO (or sft, hinge, ipo, mapo). The loss starts at ln 2 ≈ 0.693 " +
+      "(policy = reference) and moves slowly: that is expected.",
+  },
+  args: {
+    config: { type: "string", description: "JSON or YAML file with training settings (flags win over it; unknown keys are errors)" },
+    model: { type: "string", description: "Base model: a diffusers folder (default: models/emoji-base)" },
+    data: { type: "string", description: "Preference pairs: Pick-a-Pic parquet (file, folder or glob), a w/ + l/ folder, a .jsonl file or a SQLite store" },
+    format: { type: "string", description: "Force the data format: pickapic | folder | jsonl | sqlite (default: detected)" },
+    skipBad: { type: "boolean", description: "Count and skip unreadable rows and images instead of stopping (default: false)" },
+    resolution: { type: "string", description: "Training image size in pixels (default: the model's)" },
+    out: { type: "string", description: "Run folder: checkpoints/, metrics.jsonl, validation/, final/ (default: runs/dpo)" },
+    resume: { type: "boolean", description: "Continue from the latest checkpoint in --out, with its saved settings (default: false)" },
+    method: { type: "string", description: "Loss: dpo | sft | hinge | ipo | mapo (default: dpo)" },
+    beta: { type: "string", description: "β, official convention: inside = −(β/2)·margin; diffusers' --beta_dpo 2500 is 5000 here (default: 5000)" },
+    lora: { type: "boolean", description: "LoRA fine-tuning: the reference is the same network with adapters off (default: full fine-tuning)" },
+    full: { type: "boolean", description: "Full fine-tuning with a frozen reference copy (the default)" },
+    finetune: { type: "string", description: "full | lora (same as --full / --lora)" },
+    loraRank: { type: "string", description: "LoRA rank r (default: 8)" },
+    loraAlpha: { type: "string", description: "LoRA alpha; the update is scaled by alpha/r (default: 8)" },
+    loraTargets: { type: "string", description: "Comma-separated module-name suffixes to adapt (default: to_q,to_k,to_v,to_out.0)" },
+    lr: { type: "string", description: "Learning rate; per pair, multiplied by the effective batch, unless --no-scale-lr (default: 1e-8, the official 1e-8 × 2048)" },
+    scaleLr: { type: "boolean", description: "Multiply --lr by the effective batch (default: true; --no-scale-lr uses --lr as given)" },
+    batch: { type: "string", description: "Pairs per micro-batch per process (default: 1)" },
+    accum: { type: "string", description: "Gradient accumulation steps; effective batch = batch × accum × nproc (default: 1)" },
+    steps: { type: "string", description: "Optimizer steps (default: 2000)" },
+    warmup: { type: "string", description: "Warmup steps (default: 500)" },
+    schedule: { type: "string", description: "LR schedule: constant | constant_with_warmup | linear | cosine (default: constant_with_warmup)" },
+    optimizer: { type: "string", description: "adamw | adafactor (default: adamw)" },
+    seed: { type: "string", description: "Seed of timesteps, noise, prompt dropout and data order (default: 0)" },
+    predictionType: { type: "string", description: "epsilon | v_prediction (default: the model's scheduler)" },
+    promptDropout: { type: "string", description: "Probability of an empty caption per pair (default: 0.2)" },
+    maxGradNorm: { type: "string", description: "Gradient clipping norm, 0 = off (default: 1.0)" },
+    bf16: { type: "boolean", description: "bf16 autocast for the forward passes; weights stay f32 (default: false)" },
+    onNonFinite: { type: "string", description: "stop | skip on a NaN/inf loss or gradient (default: stop)" },
+    checkpointEvery: { type: "string", description: "Checkpoint every N steps, 0 = only at the end (default: 500)" },
+    keep: { type: "string", description: "Keep the newest N checkpoints, 0 = all (default: 3)" },
+    validateEvery: { type: "string", description: "Write a base-vs-current sample grid every N steps, 0 = off (default: 0)" },
+    logEvery: { type: "string", description: "Log metrics every N steps (default: 1)" },
+    workers: { type: "string", description: "Image decoding threads, 0 = in the training thread (default: 1)" },
+    nproc: { type: "string", description: "Data-parallel worker processes on this machine (default: 1)", default: "1" },
+    device: { type: "string", description: "cpu or cuda[:N]", default: "cpu" },
+    json: { type: "boolean", description: "Print one JSON summary on stdout", default: false },
+  },
+  async run({ args }) {
+    const summary = await train(args as TrainArgs);
+    if (summary === null) return; // the launcher parent, or a worker other than rank 0
+    if (args.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
+    else {
+      process.stderr.write(
+        `done: ${summary.step} steps in ${summary.elapsedSec.toFixed(1)} s; final weights in ${summary.finalPath ?? "(not finished)"}; ` +
+          `loss ${fmt(summary.last?.loss)} implicitAcc ${fmt(summary.last?.implicitAcc)}\n`,
+      );
+    }
+  },
+});
+
+type TrainArgs = Partial<Record<keyof typeof FLAG_KEYS | "config", string>> & {
+  lora?: boolean; full?: boolean; bf16?: boolean; resume?: boolean; skipBad?: boolean; scaleLr?: boolean;
+  nproc?: string; device?: string; json?: boolean;
+};
+
+function fmt(v: number | undefined): string {
+  return v === undefined || !Number.isFinite(v) ? "—" : v.toFixed(4);
+}
+
+export interface TrainSummary {
+  step: number;
+  maxSteps: number;
+  outputDir: string;
+  finalPath: string | null;
+  lastCheckpoint: string | null;
+  resumedFrom: string | null;
+  skippedSteps: number;
+  elapsedSec: number;
+  /** Mean pairs/s over this call's steps. */
+  pairsPerSec: number;
+  /** The last step's metrics. */
+  last: Record<string, number> | null;
+  metricsLog: string;
+  config: string;
+  processes: number;
+}
+
+/** Parses the flags into the config's flag layer (dotted keys, strings coerced by the schema). */
+function flagLayer(args: TrainArgs): { flags: Record<string, unknown>; names: Record<string, string> } {
+  const flags: Record<string, unknown> = {};
+  const names: Record<string, string> = {};
+  for (const [arg, key] of Object.entries(FLAG_KEYS)) {
+    const v = args[arg as keyof typeof FLAG_KEYS];
+    names[key] = `--${kebab(arg)}`;
+    if (v === undefined) continue;
+    if (typeof v !== "string") throw new UsageError(`--${kebab(arg)} needs a value`);
+    flags[key] = key === "lora.targets" ? v.split(",").map((s) => s.trim()).filter((s) => s !== "") : v;
+  }
+  const finetunes = [args.lora ? "lora" : null, args.full ? "full" : null, args.finetune ?? null].filter((x) => x !== null);
+  if (new Set(finetunes).size > 1) throw new UsageError(`--lora, --full and --finetune disagree (${finetunes.join(" vs ")}); give one`);
+  if (finetunes[0] !== undefined) {
+    flags.finetune = finetunes[0];
+    names.finetune = args.lora ? "--lora" : args.full ? "--full" : "--finetune";
+  }
+  if (args.bf16 !== undefined) flags.mixedPrecision = args.bf16 ? "bf16" : "no";
+  names.mixedPrecision = "--bf16";
+  if (args.skipBad !== undefined) flags["data.skipBad"] = args.skipBad;
+  names["data.skipBad"] = "--skip-bad";
+  if (args.scaleLr !== undefined) flags.scaleLr = args.scaleLr;
+  names.scaleLr = "--scale-lr";
+  if (args.resume) flags.resume = true;
+  names.resume = "--resume";
+  return { flags, names };
+}
+
+function positiveInt(raw: string | undefined, flag: string): number {
+  const n = Number(raw);
+  if (raw === undefined || !Number.isInteger(n) || n < 1) throw new UsageError(`${flag} must be a positive integer, got "${raw}"`);
+  return n;
+}
+
+/** Runs the command; null when this process is the launcher or a non-zero rank. */
+export async function train(args: TrainArgs): Promise<TrainSummary | null> {
+  const nproc = positiveInt(args.nproc ?? "1", "--nproc");
+  if (nproc > 1 && process.env.RANK === undefined) {
+    const { launchLocal, WorkerFailedError } = await import("../../distributed/launch.js");
+    const { getNumThreads } = await import("../../tensor/index.js");
+    try {
+      await launchLocal({
+        nproc,
+        args: [...process.execArgv, ...process.argv.slice(1)],
+        threadsPerWorker: Math.max(1, Math.floor(getNumThreads() / nproc)),
+      });
+    } catch (err) {
+      if (err instanceof WorkerFailedError) throw new UsageError(`train --nproc ${nproc}: ${err.message}`);
+      throw err;
+    }
+    return null;
+  }
+
+  const { ConfigError, loadTrainConfig } = await import("../../config/train.js");
+  const { latestCheckpoint } = await import("../../train/checkpoint.js");
+  const { flags, names } = flagLayer(args);
+  if (args.config !== undefined && !existsSync(args.config)) throw new UsageError(`--config ${args.config}: no such file`);
+
+  const resolveConfig = (layers: Record<string, unknown>[]) => {
+    try {
+      return loadTrainConfig({ file: args.config, flags, layers, flagNames: names });
+    } catch (err) {
+      if (err instanceof ConfigError) throw new UsageError(err.message);
+      throw err;
+    }
+  };
+  // A resumed run starts from the settings saved with its latest checkpoint.
+  let cfg = resolveConfig([]);
+  const checkpointLayer: Record<string, unknown>[] = [];
+  if (cfg.resume === true) {
+    const latest = latestCheckpoint(cfg.outputDir);
+    if (latest !== null && existsSync(join(latest, "config.json"))) {
+      const saved = JSON.parse(readFileSync(join(latest, "config.json"), "utf8")) as Record<string, unknown>;
+      checkpointLayer.push(saved);
+      cfg = resolveConfig(checkpointLayer);
+    }
+  }
+
+  // ---- the model ----
+  const modelDir = resolve(cfg.model);
+  if (!existsSync(modelDir) || !statSync(modelDir).isDirectory() || !existsSync(join(modelDir, "model_index.json"))) {
+    throw new UsageError(
+      `--model ${cfg.model}: ${existsSync(modelDir) ? "is not a diffusers model folder (no model_index.json)" : "no such folder"}. ` +
+        "Give a diffusers folder (model_index.json, unet/, text_encoder/, tokenizer/, scheduler/), e.g. models/emoji-base",
+    );
+  }
+  if (cfg.data.path === undefined) throw new UsageError("--data is required: preference pairs (parquet, a w/ + l/ folder, .jsonl or a SQLite store)");
+  const dataPath = cfg.data.path;
+
+  // the data before the model: a wrong path fails fast
+  const { openPreferenceData } = await import("../../data/open.js");
+  let data: PreferenceData;
+  try {
+    data = openPreferenceData(dataPath, { format: cfg.data.format, skipBad: cfg.data.skipBad, dropTies: cfg.data.dropTies });
+  } catch (err) {
+    throw new UsageError(`--data ${dataPath}: ${(err as Error).message}`);
+  }
+  try {
+    await checkEnoughPairs(data, dataPath, cfg.batchSize * positiveInt(args.nproc ?? "1", "--nproc"));
+  } catch (err) {
+    await data.close();
+    throw err;
+  }
+
+  const tensorLib = await import("../../tensor/index.js");
+  const { ProcessGroup } = await import("../../distributed/process-group.js");
+  const pg = ProcessGroup.fromEnvironment();
+  const rank = pg?.rank ?? 0;
+  const world = pg?.worldSize ?? 1;
+  const isMain = rank === 0;
+  const device = args.device ?? "cpu";
+  if (device.startsWith("cuda") && !tensorLib.cudaAvailable()) throw new UsageError(`--device ${device}: CUDA is not available on this machine (run \`diffusion-dpo info\`)`);
+
+  const { loadModelFolder, encodePrompts, saveModelFolder, disposeTextToImageModel } = await import("../../models/pipeline.js");
+  const { NoiseSchedule } = await import("../../diffusion/index.js");
+  let model: TextToImageModel;
+  try {
+    model = loadModelFolder(modelDir, { device });
+  } catch (err) {
+    await data.close();
+    throw new UsageError(`--model ${cfg.model}: ${(err as Error).message}`);
+  }
+  const schedule = new NoiseSchedule(model.scheduler);
+  // the model's own prediction type, unless the user chose one
+  const modelLayer = { predictionType: schedule.predictionType === "v_prediction" ? "v_prediction" : "epsilon" };
+  cfg = resolveConfig([modelLayer, ...checkpointLayer]);
+  if (schedule.predictionType !== "epsilon" && schedule.predictionType !== "v_prediction") {
+    throw new UsageError(`--model ${cfg.model}: its scheduler predicts "${schedule.predictionType}"; training supports epsilon and v_prediction`);
+  }
+
+  const { LoaderBatchSource } = await import("../../train/data.js");
+  const { DpoTrainer, loraAdapters } = await import("../../train/trainer.js");
+  const { jsonlMetricsLog } = await import("../../train/events.js");
+  const { validationSampler } = await import("../../train/validation.js");
+  const { injectLora } = await import("../../nn/lora.js");
+  const { setInitSeed } = await import("../../nn/init.js");
+  const { defaultImageSize } = await import("../../sample/generate.js");
+
+  const cleanup: (() => void | Promise<void>)[] = [() => data.close(), () => disposeTextToImageModel(model)];
+  try {
+    const resolution = cfg.data.resolution ?? defaultImageSize(model);
+    const loader = data.loader({
+      batchSize: cfg.batchSize, augment: { resolution, crop: cfg.data.crop, flip: cfg.data.flip },
+      seed: cfg.seed, workers: cfg.data.workers, rank, worldSize: world,
+    });
+    const source = new LoaderBatchSource(loader, cfg.batchSize, device);
+    cleanup.unshift(() => source.close());
+
+    // frozen text encoder (and VAE); the UNet is the policy
+    model.textEncoder.requiresGrad(false).eval();
+    model.vae?.requiresGrad(false).eval();
+    const unet = model.unet;
+    unet.train();
+    let adapters;
+    if (cfg.finetune === "lora") {
+      try {
+        setInitSeed(cfg.seed); // the adapters' initial A matrices depend on the run's seed only
+        injectLora(unet, { rank: cfg.lora.rank, alpha: cfg.lora.alpha, targets: cfg.lora.targets });
+      } catch (err) {
+        throw new UsageError(`--lora-targets ${cfg.lora.targets.join(",")}: ${(err as Error).message}`);
+      }
+      adapters = loraAdapters(unet);
+    }
+    const vae = model.vae;
+    const encode = (prompts: string[]) => encodePrompts(model, prompts);
+    const factor = vae ? 2 ** (vae.config.blockOutChannels.length - 1) : 1;
+    const latent = resolution / factor;
+
+    const metricsLog = join(cfg.outputDir, "metrics.jsonl");
+    const log = isMain ? jsonlMetricsLog(metricsLog) : () => {};
+    const bar = isMain ? new ProgressBar("train") : null;
+    let startStep = 0;
+    let resumedFrom: string | null = null;
+    let last: Record<string, number> | null = null;
+    let pairsPerSecSum = 0;
+    let stepsSeen = 0;
+    const trainer = new DpoTrainer({
+      config: cfg,
+      model: unet,
+      adapters,
+      encodePrompts: encode,
+      encodeImages: vae ? (px) => vae.encodeLatents(px) : undefined,
+      schedule,
+      data: source,
+      processGroup: pg ?? undefined,
+      sampleValidation: validationSampler({
+        encodePrompts: encode, schedule, shape: [unet.config.inChannels, latent, latent], steps: cfg.validation.steps,
+        guidanceScale: cfg.validation.guidanceScale, decode: vae ? (x) => vae.decodeLatents(x) : undefined, device,
+      }),
+      saveFinal: cfg.finetune === "full" ? (dir) => saveModelFolder(dir, model) : undefined,
+      onEvent: (e) => {
+        log(e);
+        switch (e.type) {
+          case "start":
+            startStep = e.step;
+            resumedFrom = e.resumedFrom;
+            if (e.resumedFrom !== null) process.stderr.write(`resuming from ${e.resumedFrom} (step ${e.step})\n`);
+            process.stderr.write(
+              `train: ${cfg.method} β=${cfg.beta} ${cfg.finetune}${cfg.finetune === "lora" ? ` r=${cfg.lora.rank}` : ""}, ` +
+                `${e.trainableParameters.toLocaleString("en-US")} trainable parameters, effective batch ${e.effectiveBatch}, lr ${e.lr}` +
+                `${world > 1 ? `, ${world} processes` : ""}. The loss starts at ln 2 ≈ 0.693.\n`,
+            );
+            break;
+          case "step": {
+            last = { ...e.metrics };
+            pairsPerSecSum += e.metrics.pairsPerSec;
+            stepsSeen++;
+            const detail = `${startStep > 0 ? `step ${e.step}/${e.maxSteps} ` : ""}loss ${fmt(e.metrics.loss)} acc ${fmt(e.metrics.implicitAcc)} ` +
+              `${e.metrics.pairsPerSec.toFixed(1)} pairs/s`;
+            bar?.update(e.step - startStep, e.maxSteps - startStep, detail);
+            break;
+          }
+          case "warning":
+            process.stderr.write(`\nwarning: ${e.message}\n`);
+            break;
+          default:
+            break;
+        }
+      },
+    });
+    cleanup.unshift(() => trainer.dispose());
+    const started = performance.now();
+    const result = await trainer.run();
+    bar?.done();
+    if (!isMain) return null;
+    return {
+      step: result.step,
+      maxSteps: cfg.maxSteps,
+      outputDir: resolve(cfg.outputDir),
+      finalPath: result.finalPath === null ? null : resolve(result.finalPath),
+      lastCheckpoint: result.lastCheckpoint === null ? null : resolve(result.lastCheckpoint),
+      resumedFrom,
+      skippedSteps: result.skippedSteps,
+      elapsedSec: (performance.now() - started) / 1000,
+      pairsPerSec: stepsSeen > 0 ? pairsPerSecSum / stepsSeen : 0,
+      last,
+      metricsLog: resolve(metricsLog),
+      config: result.lastCheckpoint === null ? "" : resolve(join(result.lastCheckpoint, "config.json")),
+      processes: world,
+    };
+  } catch (err) {
+    const { NonFiniteError } = await import("../../train/trainer.js");
+    if (err instanceof NonFiniteError) throw new UsageError(err.message);
+    throw err;
+  } finally {
+    for (const f of cleanup) await f();
+    pg?.destroy();
+  }
+}
+
+/**
+ * A streaming loader over too few pairs would wait for a batch forever (every epoch yields
+ * none): refuse up front. Counts rows from the sources' unit sizes; small sets (≤ 4096 rows) are
+ * read through to count usable pairs (ties dropped, bad rows skipped).
+ */
+async function checkEnoughPairs(data: { rowCount(): Promise<number>; pairs(): AsyncGenerator<unknown> }, path: string, need: number): Promise<void> {
+  let rows: number;
+  try {
+    rows = await data.rowCount();
+  } catch (err) {
+    throw new UsageError(`--data ${path}: ${(err as Error).message}`);
+  }
+  let usable = rows;
+  if (rows > 0 && rows <= 4096) {
+    usable = 0;
+    try {
+      for await (const _ of data.pairs()) if (++usable >= need) break;
+    } catch (err) {
+      throw new UsageError(`--data ${path}: ${(err as Error).message} (pass --skip-bad to skip bad rows)`);
+    }
+  }
+  if (usable === 0) throw new UsageError(`--data ${path}: holds no usable preference pairs${rows > 0 ? ` (${rows} rows, all ties or bad)` : ""}`);
+  if (usable < need) {
+    throw new UsageError(`--data ${path}: ${usable} usable pairs, fewer than one batch of ${need} (--batch × --nproc); lower --batch or add data`);
+  }
+}

@@ -6,10 +6,9 @@
 // The prompt's category: an emoji caption ends with its category ("grinning face, face smiling,
 // smileys & emotion"); otherwise the prompt (or its part before the first comma) is looked up
 // among the emoji names. Prompts that name no emoji are an error.
-import { existsSync, readFileSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync } from "node:fs";
 import { EMOJI_CATEGORIES, listEmoji, uint8ToTensor } from "../datasets/emoji.js";
-import { DEFAULT_CLASSIFIER_CONFIG, EmojiClassifier, type EmojiClassifierConfig } from "../eval/emoji-classifier.js";
+import { DEFAULT_CLASSIFIER_CONFIG, EmojiClassifier, loadEmojiClassifier } from "../eval/emoji-classifier.js";
 import { readSafetensorsSync } from "../io/safetensors.js";
 import type { RgbImage } from "../sample/generate.js";
 import { noGrad, tensor, tidy } from "../tensor/index.js";
@@ -35,32 +34,26 @@ export function promptCategory(prompt: string): number | null {
   return nameIndex.get(p) ?? nameIndex.get(parts[0]!) ?? null;
 }
 
-/** Loads classifier weights: a .safetensors file, or a folder with model.safetensors (+ config.json). */
+/**
+ * Loads the classifier: a folder written by saveEmojiClassifier (config.json + model.safetensors,
+ * e.g. models/emoji-classifier), or a bare .safetensors file of the default architecture.
+ */
 export function loadClassifierWeights(path: string): EmojiClassifier {
-  let file = path;
-  let config: EmojiClassifierConfig = DEFAULT_CLASSIFIER_CONFIG;
   if (!path.endsWith(".safetensors")) {
-    const names = ["model.safetensors", "classifier.safetensors", "emoji-classifier.safetensors"];
-    const found = names.map((n) => join(path, n)).find((p) => existsSync(p));
-    if (!found) throw new Error(`${path}: no classifier weights (looked for ${names.join(", ")})`);
-    file = found;
-    const cfg = join(path, "config.json");
-    if (existsSync(cfg)) {
-      const raw = JSON.parse(readFileSync(cfg, "utf8")) as Record<string, unknown>;
-      const channels = raw["channels"];
-      const imageSize = raw["imageSize"] ?? raw["image_size"];
-      config = {
-        ...config,
-        ...(Array.isArray(channels) ? { channels: channels as number[] } : {}),
-        ...(typeof imageSize === "number" ? { imageSize } : {}),
-      };
+    const { model, config } = loadEmojiClassifier(path);
+    const classes = config.classes ?? [...EMOJI_CATEGORIES];
+    if (classes.length !== EMOJI_CATEGORIES.length || classes.some((c, i) => c !== EMOJI_CATEGORIES[i])) {
+      model.dispose();
+      throw new Error(`${path}: the classifier's classes (${classes.join(", ")}) are not the emoji categories in order; the category reward needs ${EMOJI_CATEGORIES.join(", ")}`);
     }
+    model.requiresGrad(false);
+    return model;
   }
-  if (!existsSync(file)) throw new Error(`${file}: classifier weights not found`);
-  const model = new EmojiClassifier(config);
-  const { tensors } = readSafetensorsSync(file);
+  if (!existsSync(path)) throw new Error(`${path}: classifier weights not found`);
+  const model = new EmojiClassifier(DEFAULT_CLASSIFIER_CONFIG);
+  const { tensors } = readSafetensorsSync(path);
   try {
-    model.loadStateDict(tensors, { source: file });
+    model.loadStateDict(tensors, { source: path });
   } finally {
     for (const t of tensors.values()) t.dispose();
   }

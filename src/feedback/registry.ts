@@ -2,7 +2,7 @@
 //   alignment  the shipped image–caption scorer, models/emoji-reward (`reward train` wrote it)
 //   appeal     image statistics (no weights)
 //   category   the emoji category classifier's log-probability of the prompt's category
-//              (models/emoji-classifier, or runs/emoji-classifier.safetensors while that is absent)
+//              (models/emoji-classifier, or runs/emoji-classifier.safetensors when that is absent)
 //   a folder   written by `diffusion-dpo reward train` (our alignment architecture), or a folder
 //              holding emoji-classifier weights; the reward is named after the folder.
 import { existsSync, readFileSync, statSync } from "node:fs";
@@ -72,8 +72,8 @@ export function loadReward(spec: string): RewardModel {
   const name = basename(path).replace(/\.safetensors$/, "");
   if (statSync(path).isDirectory()) {
     if (isAlignmentFolder(path)) return alignmentReward(loadAlignmentModel(path), name);
-    if (!existsSync(join(path, "config.json")) && !["model.safetensors", "classifier.safetensors", "emoji-classifier.safetensors"].some((f) => existsSync(join(path, f)))) {
-      throw new Error(`${spec}: not a reward folder (no config.json from \`diffusion-dpo reward train\`, no classifier weights)`);
+    if (!existsSync(join(path, "config.json")) || !existsSync(join(path, "model.safetensors"))) {
+      throw new Error(`${spec}: not a reward folder (it needs config.json and model.safetensors, as \`diffusion-dpo reward train\` or saveEmojiClassifier write them)`);
     }
   }
   return categoryReward(loadClassifierWeights(path), name);

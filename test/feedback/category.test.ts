@@ -4,10 +4,9 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { EMOJI_CATEGORIES, uint8ToTensor } from "../../src/datasets/emoji.js";
-import { EmojiClassifier } from "../../src/eval/emoji-classifier.js";
+import { EmojiClassifier, saveEmojiClassifier } from "../../src/eval/emoji-classifier.js";
 import { categoryReward, loadClassifierWeights, promptCategory } from "../../src/feedback/category.js";
 import { loadReward } from "../../src/feedback/registry.js";
-import { writeSafetensorsSync } from "../../src/io/safetensors.js";
 import { setInitSeed } from "../../src/nn/index.js";
 import { noGrad, tidy } from "../../src/tensor/index.js";
 
@@ -24,9 +23,7 @@ test("category reward = log softmax of the classifier's logits at the prompt's c
   const clf = new EmojiClassifier({ channels: [8, 16], numClasses: 9, imageSize: 8 });
   const dir = mkdtempSync(join(tmpdir(), "clf-"));
   try {
-    writeSafetensorsSync(join(dir, "model.safetensors"), clf.stateDict());
-    const { writeFileSync } = await import("node:fs");
-    writeFileSync(join(dir, "config.json"), JSON.stringify({ channels: [8, 16], imageSize: 8 }));
+    saveEmojiClassifier(dir, clf);
     const loaded = loadClassifierWeights(dir);
     const reward = categoryReward(loaded);
     const rng = (i: number) => (i * 2654435761) % 256;
@@ -38,6 +35,11 @@ test("category reward = log softmax of the classifier's logits at the prompt's c
     assert.ok(Math.abs(scores[0]! - (logits[EMOJI_CATEGORIES.indexOf("Food & Drink")]! - lse)) < 1e-5);
     assert.ok(Math.abs(scores[1]! - (logits[EMOJI_CATEGORIES.indexOf("Smileys & Emotion")]! - lse)) < 1e-5);
     await assert.rejects(reward.score([img], ["an astronaut"]), /names no emoji category/);
+    // the shipped classifier through its name
+    const shipped = loadReward("category");
+    const [s0] = await shipped.score([img], [prompts[0]!]);
+    assert.ok(s0! < 0 && Number.isFinite(s0!), "a log-probability");
+    shipped.dispose?.();
     // a folder path through the registry gives the same reward, named after the folder
     const viaRegistry = loadReward(dir);
     assert.equal(viaRegistry.name, dir.split("/").pop());

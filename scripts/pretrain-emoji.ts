@@ -3,14 +3,17 @@
 //
 //   node --import tsx scripts/pretrain-emoji.ts --steps 1200 --batch 32 --lr 1e-3 [--resume]
 //
-// Checkpoints go to runs/emoji-base/ (resume with --resume); progress goes to stderr.
-import { mkdirSync, writeFileSync } from "node:fs";
+// Checkpoints go to runs/emoji-base/ (resume with --resume); progress goes to stderr. To stop early
+// (the loop is synchronous, so signals wait), create the file <run>/STOP: the run checkpoints and
+// saves the model as it stands. --init <checkpoint folder> starts from that checkpoint's EMA weights
+// with a fresh optimizer and lr schedule (how the shipped v-prediction model was fine-tuned).
+import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { loadEmojiDataset } from "../src/datasets/emoji.js";
 import { baseEmojiWeights, createEmojiModel } from "../src/datasets/emojiModel.js";
 import { saveModelFolder } from "../src/models/pipeline.js";
-import { applyEma, pretrain, pretrainModelFrom } from "../src/train/pretrain.js";
+import { applyEma, loadCheckpointWeights, pretrain, pretrainModelFrom } from "../src/train/pretrain.js";
 
 const { values } = parseArgs({
   options: {
@@ -23,6 +26,9 @@ const { values } = parseArgs({
     run: { type: "string", default: "runs/emoji-base" },
     out: { type: "string", default: "models/emoji-base" },
     resume: { type: "boolean", default: false },
+    "checkpoint-every": { type: "string", default: "100" },
+    // start from another run's checkpoint weights (EMA), with a fresh optimizer and lr schedule
+    init: { type: "string" },
   },
 });
 const steps = Number(values.steps);
@@ -31,14 +37,17 @@ const seed = Number(values.seed);
 const train = await loadEmojiDataset({ split: "train", size: 32 });
 const t2i = createEmojiModel(train, seed);
 const model = pretrainModelFrom(t2i);
+if (values.init && !values.resume) loadCheckpointWeights(model, values.init, "ema");
 mkdirSync(values.run!, { recursive: true });
+rmSync(join(values.run!, "STOP"), { force: true });
 const log: string[] = [];
 const started = new Date().toISOString();
 const result = pretrain({
   model,
   data: { pixels: train.pixels, captions: train.items.map((i) => i.caption), size: 32, weights: baseEmojiWeights(train) },
   steps, batchSize, lr: Number(values.lr), warmupSteps: Number(values.warmup), lrSchedule: "cosine",
-  emaDecay: Number(values.ema), promptDropout: 0.1, seed, out: values.run, checkpointEvery: 100, resume: values.resume,
+  emaDecay: Number(values.ema), promptDropout: 0.1, seed, out: values.run, checkpointEvery: Number(values["checkpoint-every"]), resume: values.resume,
+  shouldStop: () => existsSync(join(values.run!, "STOP")),
   logEvery: 10,
   onEvent: (e) => {
     log.push(JSON.stringify(e));
@@ -53,7 +62,7 @@ saveModelFolder(values.out!, t2i);
 writeFileSync(join(values.out!, "training.json"), JSON.stringify({
   command: `node --import tsx scripts/pretrain-emoji.ts ${process.argv.slice(2).join(" ")}`.trim(),
   started, finished: new Date().toISOString(), seconds: result.seconds, steps: result.step, batchSize, lr: Number(values.lr),
-  emaDecay: Number(values.ema), promptDropout: 0.1, seed, trainImages: train.items.length,
+  emaDecay: Number(values.ema), promptDropout: 0.1, seed, initFrom: values.init ?? null, trainImages: train.items.length,
   parameters: { unet: t2i.unet.numParameters(), textEncoder: t2i.textEncoder.numParameters() },
   losses: result.losses,
 }, null, 1) + "\n");

@@ -1,8 +1,15 @@
 // The recipe of the shipped emoji base model (models/emoji-base): a pixel-space 32×32 RGB model
 // made of the tiny UNet (TINY_UNET_CONFIG: 32/64/64 channels, attention at 16×16 and 8×8), a
 // 2-layer CLIP text encoder of width 64 over a CLIP vocabulary pruned to the training captions,
-// and DDPM's linear β schedule (1e-4 … 0.02, T = 1000, ε-prediction; predicted x0 clipped to
-// [−1, 1] while sampling, as pixel-space DDPM does).
+// and DDPM's linear β schedule (1e-4 … 0.02, T = 1000; predicted x0 clipped to [−1, 1] while
+// sampling, as pixel-space DDPM does) with v-prediction.
+//
+// Why v and not ε: the sampler's x0 estimate from an ε-prediction is (x_t − √(1−ᾱ)·ε̂)/√ᾱ, so the
+// network's ε error is multiplied by √((1−ᾱ_t)/ᾱ_t) — ×6 at t = 600, ×59 at t = 900. A small UNet
+// trained for minutes cannot copy the input noise more precisely than MSE ≈ 0.003, which becomes
+// an x0 error of std ≈ 3 at t = 900: the first DDIM steps see colour noise, clip it to ±1 and keep
+// it (the first shipped model, trained with ε at loss 0.04, sampled nothing but noise). With v,
+// x0 = √ᾱ·x_t − √(1−ᾱ)·v̂, so the x0 error never exceeds the v error.
 import { scheduleConfig, type ScheduleConfig } from "../diffusion/schedule.js";
 import { TINY_CLIP_TEXT_CONFIG, type ClipTextConfig } from "../models/clip/text-model.js";
 import type { ClipTokenizer } from "../models/clip/tokenizer.js";
@@ -15,7 +22,7 @@ import { pruneClipTokenizer } from "./tokenizer.js";
 export const EMOJI_UNET_CONFIG: UNetConfig = { ...TINY_UNET_CONFIG, sampleSize: 32 };
 
 export const EMOJI_SCHEDULE: ScheduleConfig = scheduleConfig({
-  betaSchedule: "linear", betaStart: 1e-4, betaEnd: 0.02, numTrainTimesteps: 1000, predictionType: "epsilon",
+  betaSchedule: "linear", betaStart: 1e-4, betaEnd: 0.02, numTrainTimesteps: 1000, predictionType: "v_prediction",
   clipSample: true, clipSampleRange: 1, stepsOffset: 0,
 });
 
@@ -32,10 +39,20 @@ export function emojiTextConfig(tokenizer: ClipTokenizer): ClipTextConfig {
 
 /** A freshly initialised emoji model whose tokenizer covers the training captions. */
 export function createEmojiModel(train: EmojiDataset, seed = 0): TextToImageModel {
-  const tokenizer = pruneClipTokenizer(train.items.map((i) => i.caption), { modelMaxLength: 32 });
-  setInitSeed(seed);
+  return createRecipeModel(train.items.map((i) => i.caption), { seed, size: train.size });
+}
+
+/**
+ * The emoji recipe for any captions and image size (a multiple of 4): pixel-space TINY UNet, tiny
+ * CLIP text encoder over the CLIP vocabulary pruned to `captions`, EMOJI_SCHEDULE.
+ */
+export function createRecipeModel(captions: string[], opts: { seed?: number; size?: number } = {}): TextToImageModel {
+  const size = opts.size ?? 32;
+  if (!Number.isInteger(size) || size < 4 || size % 4 !== 0) throw new Error(`model size must be a multiple of 4 (the UNet halves it twice), got ${size}`);
+  const tokenizer = pruneClipTokenizer(captions, { modelMaxLength: 32 });
+  setInitSeed(opts.seed ?? 0);
   return createTextToImageModel({
-    unet: EMOJI_UNET_CONFIG,
+    unet: { ...EMOJI_UNET_CONFIG, sampleSize: size },
     textEncoder: emojiTextConfig(tokenizer),
     tokenizer,
     scheduler: EMOJI_SCHEDULE,

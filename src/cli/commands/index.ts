@@ -5,6 +5,8 @@ const lazy = (load: () => Promise<{ default: CommandDef<any> }>) => async () => 
 
 export const commands: SubCommandsDef = {
   info: lazy(() => import("./info.js")),
+  pretrain: lazy(() => import("./pretrain.js")),
+  sample: lazy(() => import("./sample.js")),
   demo: lazy(() => import("./demo.js")),
   eval: lazy(() => import("./eval.js")),
   train: lazy(() => import("./train.js")),

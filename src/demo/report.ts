@@ -25,6 +25,7 @@ export interface DemoReportInput {
 }
 
 const pct = (x: number | null) => (x === null || !Number.isFinite(x) ? "—" : `${(100 * x).toFixed(1)}%`);
+const signedPct = (x: number) => (Math.abs(x) < 5e-4 ? "0.0%" : `${x > 0 ? "+" : "−"}${(100 * Math.abs(x)).toFixed(1)}%`);
 const secs = (s: number) => (s >= 60 ? `${Math.floor(s / 60)} min ${Math.round(s % 60)} s` : `${s.toFixed(1)} s`);
 
 /** The demo section (HTML) placed above the evaluation report's headline. */
@@ -33,7 +34,7 @@ export function demoSection(d: DemoReportInput): string {
   const total = DEMO_STAGES.reduce((a, st) => a + d.stageSeconds[st], 0);
   const stageRows = DEMO_STAGES.map((st) => `<tr><th>${st}</th><td>${secs(d.stageSeconds[st])}</td></tr>`).join("");
   const targetRows = d.targets.map((t) => {
-    const value = t.what.startsWith("diversity") && t.value !== null ? `${t.value >= 0 ? "+" : ""}${pct(t.value)}` : pct(t.value);
+    const value = t.what.startsWith("diversity") && t.value !== null ? signedPct(t.value) : pct(t.value);
     return `<tr><th>${escapeHtml(t.what)}</th><td>${escapeHtml(t.target)}</td><td class="${t.met ? "w" : "l"}"><b>${value}</b> ${t.met ? "met" : "missed"}</td></tr>`;
   }).join("");
   const l = d.labels;
@@ -45,7 +46,7 @@ Diffusion-DPO (${s.finetune === "lora" ? `LoRA rank ${s.loraRank}, α ${s.loraAl
 trained ${d.train.trainableParameters.toLocaleString("en-US")} parameters on ${d.train.usablePairs} usable pairs; the last tenth of its steps averaged loss ${d.train.finalLoss?.toFixed(4) ?? "—"} and implicit accuracy ${pct(d.train.finalImplicitAcc)} on its training batches.
 Held out: ${d.pairs.heldoutPairs} pairs over ${d.pairs.heldoutPrompts} held-out captions, labelled the same way, never trained on (implicit accuracy below).
 Rewards that did not label the pairs: ${s.otherRewards.map(escapeHtml).join(", ") || "none"}.</p>
-<div class="cards">
+<div style="display:grid;grid-template-columns:minmax(0,2fr) minmax(0,1fr);gap:14px;margin-top:12px">
 <div><table class="cats"><thead><tr><th>target</th><th>goal</th><th>this run</th></tr></thead><tbody>${targetRows}</tbody></table></div>
 <div><table class="cats"><thead><tr><th>stage</th><th>wall time</th></tr></thead><tbody>${stageRows}<tr><th>total</th><td><b>${secs(total)}</b></td></tr></tbody></table></div>
 </div>

@@ -418,16 +418,6 @@ async function trainStage(settings: DemoSettings, paths: ReturnType<typeof demoP
     });
     writeFileSync(metricsPath, kept.length > 0 ? `${kept.join("\n")}\n` : "");
   }
-  const cfg: TrainConfig = loadTrainConfig({
-    flags: {
-      model: settings.model, outputDir: trainDir, method: "dpo", beta: settings.beta, finetune: settings.finetune,
-      lora: { rank: settings.loraRank, alpha: settings.loraAlpha }, learningRate: settings.lr, scaleLr: false,
-      batchSize: settings.batch, gradientAccumulation: 1, maxSteps: settings.steps, warmupSteps: Math.min(settings.warmup, settings.steps),
-      lrSchedule: "constant_with_warmup", seed: settings.seed, promptDropout: settings.promptDropout,
-      checkpointEvery: settings.checkpointEvery, keepCheckpoints: 2, resume: last !== undefined, logEvery: 1,
-      data: { path: paths.pairs, format: "sqlite", workers: 0 },
-    },
-  });
   const data = openPreferenceData(paths.pairs, { format: "sqlite", dropTies: true });
   let usablePairs = 0;
   for await (const _ of data.pairs()) usablePairs++;
@@ -439,6 +429,21 @@ async function trainStage(settings: DemoSettings, paths: ReturnType<typeof demoP
   let trainer: DpoTrainer | null = null;
   try {
     const schedule = new NoiseSchedule(model.scheduler);
+    // the model's own target (the emoji recipe predicts v), as the train command does
+    const predictionType = schedule.predictionType;
+    if (predictionType !== "epsilon" && predictionType !== "v_prediction") {
+      throw new DemoError(`${settings.model}: its scheduler predicts "${predictionType}"; Diffusion-DPO training supports epsilon and v_prediction`);
+    }
+    const cfg: TrainConfig = loadTrainConfig({
+      flags: {
+        model: settings.model, outputDir: trainDir, predictionType, method: "dpo", beta: settings.beta, finetune: settings.finetune,
+        lora: { rank: settings.loraRank, alpha: settings.loraAlpha }, learningRate: settings.lr, scaleLr: false,
+        batchSize: settings.batch, gradientAccumulation: 1, maxSteps: settings.steps, warmupSteps: Math.min(settings.warmup, settings.steps),
+        lrSchedule: "constant_with_warmup", seed: settings.seed, promptDropout: settings.promptDropout,
+        checkpointEvery: settings.checkpointEvery, keepCheckpoints: 2, resume: last !== undefined, logEvery: 1,
+        data: { path: paths.pairs, format: "sqlite", workers: 0 },
+      },
+    });
     const resolution = defaultImageSize(model);
     const loader = data.loader({ batchSize: cfg.batchSize, augment: { resolution, crop: cfg.data.crop, flip: cfg.data.flip }, seed: cfg.seed, workers: 0 });
     const source = new LoaderBatchSource(loader, cfg.batchSize);

@@ -184,10 +184,17 @@ test("runDemo: every stage's outputs, a well-formed summary, resume redoes nothi
   assert.deepEqual(resumed.summary.winRate, s.winRate);
 });
 
-test("runDemo --full: the tuned model is a full model folder", async () => {
+test("runDemo --full on a v-prediction model: a full model folder, trained on the model's own target", async () => {
+  const vModel = join(dir, "base-v");
+  const m = tinyModel(0);
+  m.scheduler = { ...m.scheduler, predictionType: "v_prediction" };
+  saveModelFolder(vModel, m);
+  disposeTextToImageModel(m);
   const out = join(dir, "full");
-  const { summary } = await run(out, { settings: { ...tiny, finetune: "full", lr: 1e-3, steps: 2 } });
+  const { summary } = await run(out, { settings: { ...tiny, model: vModel, finetune: "full", lr: 1e-3, steps: 2 } });
   assert.ok(existsSync(join(demoPaths(out).train, "final", "model_index.json")));
+  const cfg = JSON.parse(readFileSync(join(demoPaths(out).train, "final", "training_config.json"), "utf8")) as { predictionType: string; finetune: string };
+  assert.deepEqual([cfg.predictionType, cfg.finetune], ["v_prediction", "full"]);
   assert.equal(summary.settings.finetune, "full");
   assert.equal(summary.train.steps, 2);
   assert.equal(summary.winRate.bright!.n, 4);

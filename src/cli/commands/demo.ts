@@ -7,7 +7,7 @@
 import { defineCommand } from "citty";
 import { UsageError } from "../errors.js";
 import { ProgressBar } from "../progress.js";
-import type { DemoSettings } from "../../demo/settings.js";
+import { DEFAULT_LR, DEFAULT_SETTINGS as D, type DemoSettings } from "../../demo/settings.js";
 
 type Args = Record<string, string | boolean | undefined>;
 
@@ -73,26 +73,26 @@ export default defineCommand({
     resume: { type: "boolean", description: "Continue the run in --out: finished stages are skipped, training resumes from its latest checkpoint", default: false },
     full: { type: "boolean", description: "Full fine-tuning with a frozen reference copy instead of LoRA (default: LoRA)", default: false },
     lora: { type: "boolean", description: "LoRA fine-tuning, the reference is the same UNet with adapters off (the default)", default: false },
-    model: { type: "string", description: "Base model folder (diffusers layout) (default: models/emoji-base)" },
-    pairsPrompts: { type: "string", description: "Training captions to sample candidate pairs for (default: 64)" },
-    heldoutPairsPrompts: { type: "string", description: "Held-out captions to sample labelled pairs for, for implicit accuracy (default: 32)" },
-    k: { type: "string", description: "Candidates per caption; every two of them form a pair, K(K−1)/2 per caption (default: 4)" },
-    sampleSteps: { type: "string", description: "Sampler steps for the candidates and the evaluation samples (default: 20)" },
-    sampler: { type: "string", description: "Sampler: ddim | ddpm | euler | euler_ancestral | dpmpp_2m (default: ddim)" },
-    guidance: { type: "string", description: "Classifier-free guidance scale (default: 3)" },
-    reward: { type: "string", description: "The reward that labels the pairs (default: alignment)" },
-    otherRewards: { type: "string", description: "Comma-separated rewards that judge the evaluation but did not label (default: category,appeal)" },
-    steps: { type: "string", description: "DPO optimizer steps (default: 200)" },
-    batch: { type: "string", description: "Pairs per DPO step (default: 8)" },
-    beta: { type: "string", description: "β, official convention: inside = −(β/2)·margin (diffusers' beta_dpo is half) (default: 5000)" },
-    lr: { type: "string", description: "Learning rate as applied (not scaled by the batch, unlike `train --lr`) (default: 1e-3 LoRA, 1e-4 full)" },
-    warmup: { type: "string", description: "Learning-rate warmup steps (default: 20)" },
-    loraRank: { type: "string", description: "LoRA rank r (default: 8)" },
-    loraAlpha: { type: "string", description: "LoRA α; the update is scaled by α/r (default: 8)" },
-    evalPrompts: { type: "string", description: "Held-out captions the tuned and base models are compared on (default: 64)" },
-    seeds: { type: "string", description: "Seeds per evaluation caption, the same for both models; ≥ 2 for diversity (default: 2)" },
-    draws: { type: "string", description: "Random timesteps per held-out pair for implicit accuracy (default: 10)" },
-    seed: { type: "string", description: "Seed of the caption order, candidate seeds and training (default: 0)" },
+    model: { type: "string", description: `Base model folder (diffusers layout) (default: ${D.model})` },
+    pairsPrompts: { type: "string", description: `Training captions to sample candidate pairs for (default: ${D.pairsPrompts})` },
+    heldoutPairsPrompts: { type: "string", description: `Held-out captions to sample labelled pairs for, for implicit accuracy (default: ${D.heldoutPairsPrompts})` },
+    k: { type: "string", description: `Candidates per caption; every two of them form a pair, K(K−1)/2 per caption (default: ${D.k})` },
+    sampleSteps: { type: "string", description: `Sampler steps for the candidates and the evaluation samples (default: ${D.sampleSteps})` },
+    sampler: { type: "string", description: `Sampler: ddim | ddpm | euler | euler_ancestral | dpmpp_2m (default: ${D.sampler})` },
+    guidance: { type: "string", description: `Classifier-free guidance scale (default: ${D.guidance})` },
+    reward: { type: "string", description: `The reward that labels the pairs (default: ${D.labelReward})` },
+    otherRewards: { type: "string", description: `Comma-separated rewards that judge the evaluation but did not label (default: ${D.otherRewards.join(",")})` },
+    steps: { type: "string", description: `DPO optimizer steps (default: ${D.steps})` },
+    batch: { type: "string", description: `Pairs per DPO step (default: ${D.batch})` },
+    beta: { type: "string", description: `β, official convention: inside = −(β/2)·margin (diffusers' beta_dpo is half) (default: ${D.beta})` },
+    lr: { type: "string", description: `Learning rate as applied (not scaled by the batch, unlike \`train --lr\`) (default: ${DEFAULT_LR.lora} LoRA, ${DEFAULT_LR.full} full)` },
+    warmup: { type: "string", description: `Learning-rate warmup steps (default: ${D.warmup})` },
+    loraRank: { type: "string", description: `LoRA rank r (default: ${D.loraRank})` },
+    loraAlpha: { type: "string", description: `LoRA α; the update is scaled by α/r (default: ${D.loraAlpha})` },
+    evalPrompts: { type: "string", description: `Held-out captions the tuned and base models are compared on (default: ${D.evalPrompts})` },
+    seeds: { type: "string", description: `Seeds per evaluation caption, the same for both models; ≥ 2 for diversity (default: ${D.seeds})` },
+    draws: { type: "string", description: `Random timesteps per held-out pair for implicit accuracy (default: ${D.implicitDraws})` },
+    seed: { type: "string", description: `Seed of the caption order, candidate seeds and training (default: ${D.seed})` },
     json: { type: "boolean", description: "Print the summary as one JSON object on stdout", default: false },
   },
   async run({ args, rawArgs }) {

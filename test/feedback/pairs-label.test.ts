@@ -48,7 +48,7 @@ test("generatePairs: K candidates per prompt with recorded seeds, paired; re-run
   setInitSeed(0);
   const model = createTextToImageModel({ unet: { ...TINY_UNET_CONFIG, sampleSize: 8 } });
   const store = new PreferenceStore(join(dir, "gen.sqlite"));
-  const common = { model, modelName: "tiny", store, k: 3, seed: 7, steps: 2, guidance: 2, batchSize: 4 } as const;
+  const common = { model, modelName: "tiny", store, k: 3, seed: 7, steps: 1, guidance: 2, batchSize: 4 } as const;
   const events: string[] = [];
   const s1 = await generatePairs({ ...common, prompts: ["a red ball", "a cat"], onEvent: (e) => events.push(e.type) });
   assert.deepEqual({ gen: s1.imagesGenerated, added: s1.pairsAdded, pairs: s1.pairs, skipped: s1.promptsSkipped }, { gen: 6, added: 6, pairs: 6, skipped: 0 });
@@ -57,7 +57,7 @@ test("generatePairs: K candidates per prompt with recorded seeds, paired; re-run
   assert.deepEqual(imgs.map((i) => i.seed), [0, 1, 2].map((j) => candidateSeed(7, "a cat", j)));
   assert.deepEqual(imgs.map((i) => i.meta?.["candidate"]), [0, 1, 2]);
   // a candidate regenerates alone from its recorded seed
-  const again = generate({ model, prompts: ["a cat"], seeds: [imgs[1]!.seed!], steps: 2, guidance: 2, sampler: "ddim" });
+  const again = generate({ model, prompts: ["a cat"], seeds: [imgs[1]!.seed!], steps: 1, guidance: 2, sampler: "ddim" });
   assert.deepEqual(await decode(store.imageBytes(imgs[1]!.id)), again[0]!.data);
   // every pair joins two images of one prompt
   for (const id of store.pairIds()) {
@@ -77,7 +77,7 @@ test("generatePairs: K candidates per prompt with recorded seeds, paired; re-run
   const s4 = await generatePairs({ ...common, prompts: ["a dog"] });
   assert.deepEqual({ gen: s4.imagesGenerated, added: s4.pairsAdded }, { gen: 1, added: 2 });
   // other sampling settings are other candidates
-  const s5 = await generatePairs({ ...common, prompts: ["a dog"], steps: 3, k: 2, pairing: "consecutive" });
+  const s5 = await generatePairs({ ...common, prompts: ["a dog"], steps: 2, k: 2, pairing: "consecutive" });
   assert.deepEqual({ gen: s5.imagesGenerated, added: s5.pairsAdded }, { gen: 2, added: 1 });
   await assert.rejects(generatePairs({ ...common, prompts: ["x"], k: 1 }), /k must be an integer ≥ 2/);
   store.close();

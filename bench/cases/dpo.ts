@@ -1,0 +1,217 @@
+// Diffusion-DPO training pairs/s on the default base model's architecture (models/emoji-base:
+// the diffusers UNet2DConditionModel + 2-layer CLIP text encoder, 32×32 RGB pixel space, v
+// prediction), full fine-tuning and LoRA (r 8 on to_q/to_k/to_v/to_out.0), beside PyTorch doing
+// the same DPO step on the same architecture (bench/torch/dpo.py) in the same run.
+//
+// Ours is the real trainer (DpoTrainer: prompt encoding, shared t/ε per pair, policy forward +
+// backward, reference forward without autograd, loss and metrics, clip 1.0, AdamW). The two sides
+// alternate step by step: the data source hands the trainer its next batch only after PyTorch has
+// run one step, and our step time is measured from the moment a batch is handed over to the
+// moment the next one is asked for (the whole optimizer step, nothing of PyTorch's).
+//
+// Memory: what stays alive between steps (weights + reference + optimizer state: our live tensor
+// bytes, PyTorch's parameters and state) for full vs LoRA; with LoRA the reference is the same
+// network with adapters off, so it must not hold a second copy of the UNet. RSS high-water marks
+// are reported too (ours: this process, LoRA measured before full; PyTorch: one worker per mode).
+import { spawn } from "node:child_process";
+import { createInterface } from "node:readline";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import type { BenchCase, BenchResult } from "../types.js";
+import { Generator, liveTensorBytes, rand, setNumThreads } from "../../src/tensor/index.js";
+import { clipTextConfigToJson } from "../../src/models/clip/text-model.js";
+import { toDiffusersConfig } from "../../src/models/unet/config.js";
+import { disposeTextToImageModel, encodePrompts, loadModelFolder, type TextToImageModel } from "../../src/models/pipeline.js";
+import { NoiseSchedule } from "../../src/diffusion/index.js";
+import { injectLora } from "../../src/nn/lora.js";
+import { setInitSeed } from "../../src/nn/index.js";
+import { loadTrainConfig } from "../../src/config/train.js";
+import { DpoTrainer, loraAdapters } from "../../src/train/trainer.js";
+import { TensorPairSource, type PairBatchSource } from "../../src/train/data.js";
+import type { PairBatch } from "../../src/train/dpo-step.js";
+import { median } from "./engine.js";
+
+const MODEL = "models/emoji-base";
+const PAIRS = 8;
+const RANK = 8;
+const BETA = 5000;
+const MiB = 2 ** 20;
+
+class DpoWorker {
+  readonly #pending: ((v: Record<string, unknown>) => void)[] = [];
+  readonly #child;
+  #err = "";
+  #dead: string | null = null;
+  constructor(threads: number, cfg: unknown) {
+    const script = fileURLToPath(new URL("../torch/dpo.py", import.meta.url));
+    this.#child = spawn("/usr/bin/python3", [script, "serve", String(threads), JSON.stringify(cfg)], { stdio: ["pipe", "pipe", "pipe"] });
+    this.#child.stderr.on("data", (d: Buffer) => { this.#err = (this.#err + d.toString()).slice(-2000); });
+    this.#child.on("exit", (code) => { this.#dead = `exited with code ${code}: ${this.#err.trim().split("\n").slice(-1)[0] ?? ""}`; });
+    createInterface({ input: this.#child.stdout }).on("line", (l) => this.#pending.shift()?.(JSON.parse(l) as Record<string, unknown>));
+  }
+  call(op: string, n = 1): Promise<Record<string, unknown>> {
+    if (this.#dead !== null) return Promise.reject(new Error(`bench/torch/dpo.py ${this.#dead}`));
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`bench/torch/dpo.py did not answer "${op}": ${this.#dead ?? this.#err.split("\n").slice(-2).join(" ")}`)), 600_000);
+      this.#pending.push((v) => { clearTimeout(timer); resolve(v); });
+      this.#child.stdin.write(JSON.stringify({ op, n }) + "\n");
+    });
+  }
+  close(): void { this.#child.stdin.end(JSON.stringify({ op: "quit" }) + "\n"); }
+}
+
+/**
+ * Hands the trainer its batches; before each one, runs one PyTorch step (alternation) and closes
+ * the timing of our previous step.
+ */
+class AlternatingSource implements PairBatchSource {
+  readonly batchSize: number;
+  readonly ours: number[] = [];
+  readonly theirs: number[] = [];
+  /** Our persistent tensor bytes at each step boundary (between optimizer steps). */
+  liveBytes = 0;
+  error: string | undefined;
+  #handedAt: number | null = null;
+  constructor(readonly inner: TensorPairSource, readonly worker: DpoWorker | null) {
+    this.batchSize = inner.batchSize;
+  }
+  async batch(index: number): Promise<PairBatch> {
+    if (this.#handedAt !== null) this.ours.push((performance.now() - this.#handedAt) / 1000);
+    this.liveBytes = Math.max(this.liveBytes, liveTensorBytes());
+    if (this.worker !== null && this.error === undefined) {
+      try {
+        this.theirs.push((await this.worker.call("step")).seconds as number);
+      } catch (e) {
+        this.error = (e as Error).message;
+      }
+    }
+    const b = this.inner.batch(index);
+    this.#handedAt = performance.now();
+    return b;
+  }
+  /** The last step's time (after the trainer's final step, before it writes its checkpoint). */
+  finish(): void {
+    if (this.#handedAt !== null) this.ours.push((performance.now() - this.#handedAt) / 1000);
+    this.#handedAt = null;
+  }
+}
+
+interface ModeResult { ours: number[]; theirs: number[]; liveBytes: number; rss: number; ref: Record<string, number> | null; error?: string; trainable: number }
+
+async function runMode(model: TextToImageModel, mode: "full" | "lora", threads: number, steps: number, warmup: number): Promise<ModeResult> {
+  const unet = model.unet;
+  const cfgJson = {
+    unet: toDiffusersConfig(unet.config), text: clipTextConfigToJson(model.textEncoder.config), mode, pairs: PAIRS,
+    seq_len: model.textEncoder.config.maxPositionEmbeddings, beta: BETA, rank: RANK, alpha: RANK,
+  };
+  const worker = new DpoWorker(threads, cfgJson);
+  const out = mkdtempSync(join(tmpdir(), `bench-dpo-${mode}-`));
+  const g = new Generator(0);
+  const n = 4 * PAIRS;
+  const pairs = {
+    prompts: Array.from({ length: n }, (_, i) => ["grinning face", "red heart", "cat face with tears of joy", "rocket"][i % 4]!),
+    chosen: rand([n, 3, 32, 32], g).mul(2).sub(1),
+    rejected: rand([n, 3, 32, 32], g).mul(2).sub(1),
+  };
+  const inner = new TensorPairSource(pairs, PAIRS, 0);
+  pairs.chosen.dispose();
+  pairs.rejected.dispose();
+  let error: string | undefined;
+  try {
+    const ourParams = unet.numParameters() + model.textEncoder.numParameters();
+    const refParams = (await worker.call("params")).value as number;
+    if (refParams !== ourParams) throw new Error(`dpo: ours has ${ourParams} parameters, bench/torch/dpo.py ${refParams}; keep the architectures identical`);
+  } catch (e) {
+    error = (e as Error).message;
+  }
+  const source = new AlternatingSource(inner, error === undefined ? worker : null);
+  if (mode === "lora") {
+    setInitSeed(0);
+    injectLora(unet, { rank: RANK, alpha: RANK, targets: ["to_q", "to_k", "to_v", "to_out.0"] });
+  }
+  const config = loadTrainConfig({
+    flags: {
+      seed: 0, method: "dpo", beta: BETA, finetune: mode, "lora.rank": RANK, "lora.alpha": RANK, batchSize: PAIRS, maxSteps: steps,
+      learningRate: 1e-5, scaleLr: false, warmupSteps: 0, lrSchedule: "constant", checkpointEvery: 0, keepCheckpoints: 1,
+      predictionType: "v_prediction", promptDropout: 0.2, outputDir: out,
+    },
+  });
+  model.textEncoder.requiresGrad(false).eval();
+  const trainer = new DpoTrainer({
+    config, model: unet, adapters: mode === "lora" ? loraAdapters(unet) : undefined,
+    encodePrompts: (p) => encodePrompts(model, p), schedule: new NoiseSchedule(model.scheduler), data: source,
+    saveFinal: () => {},
+    onEvent: (e) => { if (e.type === "step" && e.step === steps) source.finish(); },
+  });
+  try {
+    await trainer.run();
+    const mem = error === undefined && source.error === undefined ? ((await worker.call("memory")).value as Record<string, number>) : null;
+    return {
+      ours: source.ours.slice(warmup), theirs: source.theirs.slice(warmup), liveBytes: source.liveBytes,
+      rss: process.resourceUsage().maxRSS * 1024, ref: mem, error: error ?? source.error,
+      trainable: unet.trainableParameters().reduce((a, [, p]) => a + p.size, 0),
+    };
+  } finally {
+    trainer.dispose();
+    worker.close();
+    inner.dispose();
+    rmSync(out, { recursive: true, force: true });
+  }
+}
+
+export const dpoBench: BenchCase = {
+  name: "dpo",
+  async run({ quick, threads }) {
+    setNumThreads(threads);
+    const warmup = 1;
+    const reps = quick ? 2 : 4;
+    const results: BenchResult[] = [];
+    const modes: Partial<Record<"full" | "lora", ModeResult>> = {};
+    let weightBytes = 0;
+    // LoRA first, so its RSS high-water mark is not the full run's
+    for (const mode of ["lora", "full"] as const) {
+      const model = loadModelFolder(MODEL);
+      weightBytes = model.unet.numParameters() * 4;
+      try {
+        modes[mode] = await runMode(model, mode, threads, warmup + reps, warmup);
+      } finally {
+        disposeTextToImageModel(model);
+      }
+    }
+    for (const mode of ["full", "lora"] as const) {
+      const m = modes[mode]!;
+      const ours = PAIRS / median(m.ours);
+      const ref = m.theirs.length > 0 ? PAIRS / median(m.theirs) : undefined;
+      const notes = [
+        `${(median(m.ours) * 1e3).toFixed(0)} ms per step here${ref !== undefined ? `, ${(median(m.theirs) * 1e3).toFixed(0)} ms in PyTorch` : ""}`,
+        `${m.trainable.toLocaleString("en")} trainable parameters`,
+        `weights+reference+optimizer state between steps: ours ${(m.liveBytes / MiB).toFixed(1)} MiB` +
+          (m.ref ? `, PyTorch ${(m.ref.persistentBytes! / MiB).toFixed(1)} MiB` : ""),
+        `RSS high-water: ours ${(m.rss / MiB).toFixed(0)} MiB (this process, cumulative)` + (m.ref ? `, PyTorch ${(m.ref.maxRssBytes! / MiB).toFixed(0)} MiB` : ""),
+        ...(m.error ? [`PyTorch reference failed: ${m.error}`] : []),
+      ];
+      results.push({
+        name: `DPO training, ${mode === "full" ? "full fine-tuning" : `LoRA r${RANK}`} (emoji-base arch, ${PAIRS} pairs of 32×32)`,
+        unit: "pairs/s", ours,
+        ...(ref !== undefined ? { reference: ref, ratio: ours / ref } : {}),
+        note: notes.join("; "),
+      });
+    }
+    const full = modes.full!;
+    const lora = modes.lora!;
+    const saved = full.liveBytes - lora.liveBytes;
+    results.push({
+      name: "DPO memory: LoRA / full (live tensor bytes between steps)",
+      unit: "fraction",
+      ours: lora.liveBytes / full.liveBytes,
+      ...(full.ref && lora.ref ? { reference: lora.ref.persistentBytes! / full.ref.persistentBytes! } : {}),
+      note: `UNet weights ${(weightBytes / MiB).toFixed(1)} MiB; full holds ${(full.liveBytes / MiB).toFixed(1)} MiB ` +
+        `(policy + frozen reference copy + AdamW moments ≈ 4 × the UNet, + text encoder and data), LoRA ${(lora.liveBytes / MiB).toFixed(1)} MiB; ` +
+        `the difference, ${(saved / MiB).toFixed(1)} MiB = ${(saved / weightBytes).toFixed(2)} × the UNet weights, is the reference copy and the ` +
+        `full AdamW state: LoRA's reference is the same network with adapters off, no second copy`,
+    });
+    return results;
+  },
+};

@@ -154,3 +154,22 @@ test("export → openPreferenceData round trip keeps every pair and label (JSONL
     await data.close();
   }
 });
+
+test("store schema v1 → v2: AI labels written before the margin column resolve with margin 0", async () => {
+  const path = join(dir, "v1.sqlite");
+  const s = new PreferenceStore(path);
+  const a = s.addImage({ prompt: "p", data: await png(10), format: "png" });
+  const b = s.addImage({ prompt: "p", data: await png(20), format: "png" });
+  const pair = s.addPair(a, b);
+  // turn the file back into a version-1 store holding one label
+  s.db.exec("ALTER TABLE ai_labels DROP COLUMN margin");
+  s.db.prepare("INSERT INTO ai_labels (pair_id, reward, score_a, score_b, created_at) VALUES (?, 'r', 0.5, 0.4, 'then')").run(pair);
+  s.db.prepare("UPDATE schema_version SET version = 1").run();
+  s.close();
+  assert.throws(() => new PreferenceStore(path, { readonly: true }), /schema version 1, this code reads 2; open it once read-write/);
+  const up = new PreferenceStore(path);
+  assert.equal(up.version(), 2);
+  assert.equal(up.labelsFor(pair)[0]!.margin, 0);
+  assert.deepEqual(up.resolve(pair), { winner: "a", by: "ai", votes: 0 });
+  up.close();
+});

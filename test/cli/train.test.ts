@@ -12,6 +12,8 @@ import { SafetensorsFile } from "../../src/io/safetensors.js";
 import { loadModelFolder, disposeTextToImageModel } from "../../src/models/pipeline.js";
 import { LORA_ADAPTER_METADATA_KEY } from "../../src/nn/lora.js";
 import { listCheckpoints } from "../../src/train/checkpoint.js";
+import { loadModelPair } from "../../src/eval/models.js";
+import { Generator, noGrad, randn, tensor } from "../../src/tensor/index.js";
 import { brightJsonl, tinyModelFolder } from "./train-fixture.js";
 
 const root = defineCommand({ meta: { name: "diffusion-dpo" }, subCommands: commands });
@@ -73,6 +75,19 @@ test("LoRA run: flags win over the config file; checkpoints, metrics log, resolv
     assert.equal(JSON.parse(f.metadata[LORA_ADAPTER_METADATA_KEY]!)["unet.lora_alpha"], 2);
   } finally {
     f.close();
+  }
+  // the run folder loads as a tuned model beside its base (what `eval` and `sample` do)
+  const pair = loadModelPair(modelDir, out);
+  try {
+    assert.equal(pair.kind, "lora");
+    assert.deepEqual([pair.source.lora?.rank, pair.source.lora?.alpha], [4, 2]);
+    const x = randn([1, 3, 8, 8], new Generator(0));
+    const c = randn([1, 4, 64], new Generator(1));
+    const t = tensor(new BigInt64Array([500n]), [1]);
+    const diff = noGrad(() => pair.denoiser("tuned")(x, t, c).sub(pair.denoiser("base")(x, t, c)).abs().amax().item());
+    assert.ok(diff > 0, "the trained adapters change the output");
+  } finally {
+    pair.dispose();
   }
 });
 

@@ -89,6 +89,16 @@ test("pairs → label → export on a tiny model, resumable, and training reads 
   const j = await cli(["export", "--db", db, "--out", join(dir, "export", "pairs.jsonl")]);
   assert.equal(j.code, 0, j.stderr);
   assert.match(j.stdout, /wrote \d pairs to/);
+  // a second reward's labels: export must be told which reward decides
+  const s2 = new PreferenceStore(db);
+  s2.setAiLabel(s2.pairIds()[0]!, "other", 1, 0);
+  s2.close();
+  const amb = await cli(["export", "--db", db, "--out", join(dir, "export", "again.parquet")]);
+  assert.equal(amb.code, 1);
+  assert.match(amb.stderr, /AI labels from several rewards \(appeal, other\); choose one with --reward NAME/);
+  const chosen = await cli(["export", "--db", db, "--out", join(dir, "export", "again.parquet"), "--reward", "appeal", "--json"]);
+  assert.equal(chosen.code, 0, chosen.stderr);
+  assert.equal(chosen.json().rows, 6 - ls["ties"]!);
 });
 
 test("usage errors name the flag", async () => {

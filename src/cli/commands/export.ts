@@ -29,6 +29,13 @@ export default defineCommand({
     if (format === "jsonl" && args.includeTies) throw new UsageError("--include-ties applies to parquet only (JSONL has no tie label)");
     const { PreferenceStore } = await import("../../data/store.js");
     const store = new PreferenceStore(args.db);
+    if (args.reward === "" && args.labels !== "human") {
+      const rewards = (store.db.prepare("SELECT DISTINCT reward FROM ai_labels ORDER BY reward").all() as { reward: string }[]).map((r) => r.reward);
+      if (rewards.length > 1) {
+        store.close();
+        throw new UsageError(`${args.db} holds AI labels from several rewards (${rewards.join(", ")}); choose one with --reward NAME`);
+      }
+    }
     const opts = {
       labels: args.labels as "human" | "ai" | "human-then-ai",
       ...(args.reward !== "" ? { reward: args.reward } : {}),

@@ -171,22 +171,6 @@ function positiveInt(raw: string | undefined, flag: string): number {
 /** Runs the command; null when this process is the launcher or a non-zero rank. */
 export async function train(args: TrainArgs): Promise<TrainSummary | null> {
   const nproc = positiveInt(args.nproc ?? "1", "--nproc");
-  if (nproc > 1 && process.env.RANK === undefined) {
-    const { launchLocal, WorkerFailedError } = await import("../../distributed/launch.js");
-    const { getNumThreads } = await import("../../tensor/index.js");
-    try {
-      await launchLocal({
-        nproc,
-        args: [...process.execArgv, ...process.argv.slice(1)],
-        threadsPerWorker: Math.max(1, Math.floor(getNumThreads() / nproc)),
-      });
-    } catch (err) {
-      if (err instanceof WorkerFailedError) throw new UsageError(`train --nproc ${nproc}: ${err.message}`);
-      throw err;
-    }
-    return null;
-  }
-
   const { ConfigError, loadTrainConfig } = await import("../../config/train.js");
   const { latestCheckpoint } = await import("../../train/checkpoint.js");
   const { flags, names } = flagLayer(args);
@@ -232,10 +216,29 @@ export async function train(args: TrainArgs): Promise<TrainSummary | null> {
     throw new UsageError(`--data ${dataPath}: ${(err as Error).message}`);
   }
   try {
-    await checkEnoughPairs(data, dataPath, cfg.batchSize * positiveInt(args.nproc ?? "1", "--nproc"));
+    await checkEnoughPairs(data, dataPath, cfg.batchSize * nproc);
   } catch (err) {
     await data.close();
     throw err;
+  }
+
+  // --nproc N: the settings, model folder and data are checked once here, then this same command
+  // runs as N workers (each with RANK set, so it does not relaunch)
+  if (nproc > 1 && process.env.RANK === undefined) {
+    await data.close();
+    const { launchLocal, WorkerFailedError } = await import("../../distributed/launch.js");
+    const { getNumThreads } = await import("../../tensor/index.js");
+    try {
+      await launchLocal({
+        nproc,
+        args: [...process.execArgv, ...process.argv.slice(1)],
+        threadsPerWorker: Math.max(1, Math.floor(getNumThreads() / nproc)),
+      });
+    } catch (err) {
+      if (err instanceof WorkerFailedError) throw new UsageError(`train --nproc ${nproc}: ${err.message}`);
+      throw err;
+    }
+    return null;
   }
 
   const tensorLib = await import("../../tensor/index.js");

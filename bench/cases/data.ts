@@ -9,7 +9,8 @@
 //     worker threads, batches of 16 pairs. pairs/s = pairs after the first batch / time after it.
 //   trainer: DpoTrainer (src/train) on the emoji-base architecture (TINY UNet at 32×32 + its 2-layer
 //     CLIP text encoder, frozen), 8 pairs per step, full fine-tune with a frozen reference copy, β
-//     5000, AdamW, prompt dropout 0.2; pairs/s from the trainer's own per-step metric, after warm-up.
+//     5000, AdamW, prompt dropout 0.2; pairs/s from the trainer's own per-step metric (median after
+//     warm-up), the better of the run's thread count and 1 thread.
 // The ratio row is loader pairs/s ÷ trainer pairs/s; the issue asks for ≥ 10×. Both sides share the
 // same 2 cores, so the loader measured here runs while the trainer is idle (it overlaps in training).
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -167,12 +168,21 @@ export const dataBench: BenchCase = {
       }
       const parquet = Math.max(...parquetRates);
       const folder = Math.max(...folderRates);
-      const trainer = await trainerPairsPerSecond(quick ? 3 : 6, 2);
+      // The trainer's best rate over `threads` and 1 thread: on a shared, oversubscribed machine
+      // 2 OpenMP threads can be several times slower than 1, and the faster trainer is the
+      // harder target for the loader.
+      const rates: { threads: number; pairsPerSec: number; params: number }[] = [];
+      for (const t of threads > 1 ? [threads, 1] : [threads]) {
+        setNumThreads(t);
+        rates.push({ threads: t, ...(await trainerPairsPerSecond(quick ? 3 : 6, 2)) });
+      }
+      setNumThreads(threads);
+      const trainer = rates.reduce((a, b) => (b.pairsPerSec > a.pairsPerSec ? b : a));
       const avgKb = (fx.bytes / (2 * n) / 1024).toFixed(1);
       const results: BenchResult[] = [
         { name: "data: parquet → augmented pairs", unit: "pairs/s", ours: parquet, note: `${n} Pick-a-Pic-schema rows, ${JPEG_SIDE}² JPEG (${avgKb} kB) → 32² random crop + flip, ${WORKERS} workers, batch ${LOADER_BATCH}` },
         { name: "data: w/ l/ folder → augmented pairs", unit: "pairs/s", ours: folder, note: `${n} JPEG pairs with .txt captions, same transform` },
-        { name: "data: DPO trainer (emoji-base)", unit: "pairs/s", ours: trainer.pairsPerSec, note: `DpoTrainer, ${TRAIN_PAIRS} pairs/step, UNet ${trainer.params} params + frozen reference, median step` },
+        { name: "data: DPO trainer (emoji-base)", unit: "pairs/s", ours: trainer.pairsPerSec, note: `DpoTrainer, ${TRAIN_PAIRS} pairs/step, UNet ${trainer.params} params + frozen reference, median step; best of ${rates.map((r) => `${r.pairsPerSec.toPrecision(3)} at ${r.threads} thread(s)`).join(", ")}` },
         { name: "data: parquet loader ÷ trainer", unit: "×", ours: parquet / trainer.pairsPerSec, note: "target ≥ 10×" },
         { name: "data: folder loader ÷ trainer", unit: "×", ours: folder / trainer.pairsPerSec, note: "target ≥ 10×" },
       ];

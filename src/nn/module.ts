@@ -161,7 +161,13 @@ function deepCopyValue(value: unknown, memo: Map<object, unknown>): unknown {
   const seen = memo.get(value);
   if (seen !== undefined) return seen;
   if (value instanceof Tensor) {
-    const copy = noGrad(() => value.detach().clone());
+    const copy = noGrad(() => {
+      // the detached view is a second handle on the same storage; free it, keep only the clone
+      const view = value.detach();
+      const clone = view.clone();
+      view.dispose();
+      return clone;
+    });
     keep(copy);
     if (value.requiresGrad) copy.setRequiresGrad(true);
     memo.set(value, copy);

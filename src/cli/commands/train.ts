@@ -243,11 +243,13 @@ export async function train(args: TrainArgs): Promise<TrainSummary | null> {
 
   const tensorLib = await import("../../tensor/index.js");
   const { ProcessGroup } = await import("../../distributed/process-group.js");
-  const pg = ProcessGroup.fromEnvironment();
+  const requestedDevice = args.device ?? "cpu";
+  // a CUDA worker joins with NCCL and trains on its own GPU (cuda:LOCAL_RANK), as under torchrun
+  const pg = ProcessGroup.fromEnvironment({ device: requestedDevice });
   const rank = pg?.rank ?? 0;
   const world = pg?.worldSize ?? 1;
   const isMain = rank === 0;
-  const device = args.device ?? "cpu";
+  const device = pg ? pg.trainingDevice(requestedDevice) : requestedDevice;
   if (device.startsWith("cuda") && !tensorLib.cudaAvailable()) throw new UsageError(`--device ${device}: CUDA is not available on this machine (run \`diffusion-dpo info\`)`);
 
   const { loadModelFolder, encodePrompts, saveModelFolder, disposeTextToImageModel } = await import("../../models/pipeline.js");

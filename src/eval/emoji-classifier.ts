@@ -10,6 +10,7 @@
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Rng } from "../data/random.js";
+import { flipShiftImages } from "../datasets/augment.js";
 import { EMOJI_CATEGORIES, type EmojiDataset, uint8ToTensor } from "../datasets/emoji.js";
 import { Conv2d, GroupNorm, Linear, Module, ModuleList, setInitSeed } from "../nn/index.js";
 import { readSafetensorsSync, writeSafetensorsSync } from "../io/safetensors.js";
@@ -70,34 +71,6 @@ export function crossEntropy(logits: Tensor, labels: readonly number[]): Tensor 
   });
 }
 
-/** Flips and shifts (by up to `shift` pixels, white fill) Uint8 HWC images in place. */
-function augment(pixels: Uint8Array, count: number, size: number, rng: Rng, shift: number): void {
-  const per = size * size * 3;
-  const tmp = new Uint8Array(per);
-  for (let n = 0; n < count; n++) {
-    const img = pixels.subarray(n * per, (n + 1) * per);
-    const flip = rng.random() < 0.5;
-    const dx = rng.int(-shift, shift + 1);
-    const dy = rng.int(-shift, shift + 1);
-    tmp.fill(255);
-    for (let y = 0; y < size; y++) {
-      const sy = y - dy;
-      if (sy < 0 || sy >= size) continue;
-      for (let x = 0; x < size; x++) {
-        let sx = x - dx;
-        if (sx < 0 || sx >= size) continue;
-        if (flip) sx = size - 1 - sx;
-        const o = (y * size + x) * 3;
-        const s = (sy * size + sx) * 3;
-        tmp[o] = img[s]!;
-        tmp[o + 1] = img[s + 1]!;
-        tmp[o + 2] = img[s + 2]!;
-      }
-    }
-    img.set(tmp);
-  }
-}
-
 /** Trains a classifier on `train` (class-balanced batches). Deterministic for a seed. */
 export function trainEmojiClassifier(opts: TrainClassifierOptions): EmojiClassifier {
   const steps = opts.steps ?? 1500;
@@ -125,7 +98,7 @@ export function trainEmojiClassifier(opts: TrainClassifierOptions): EmojiClassif
       labels.push(c);
       pix.set(ds.pixels.subarray(i * per, (i + 1) * per), b * per);
     }
-    augment(pix, batch, size, rng, 2);
+    flipShiftImages(pix, batch, size, rng, 2);
     const loss = tidy(() => {
       const l = crossEntropy(model.forward(uint8ToTensor(pix, batch, size)), labels);
       l.backward();

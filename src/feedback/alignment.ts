@@ -16,6 +16,7 @@ import { mkdirSync, readFileSync, writeFileSync, existsSync } from "node:fs";
 import { join } from "node:path";
 import { Rng } from "../data/random.js";
 import { EMOJI_CATEGORIES, uint8ToTensor, type EmojiDataset } from "../datasets/emoji.js";
+import { flipShiftImages } from "../datasets/augment.js";
 import { pruneClipTokenizer } from "../datasets/tokenizer.js";
 import { emojiTextConfig } from "../datasets/emojiModel.js";
 import { readSafetensorsSync, writeSafetensorsSync } from "../io/safetensors.js";
@@ -153,34 +154,6 @@ export function createAlignmentModel(captions: readonly string[], opts: { seed?:
   return new AlignmentModel({ imageSize: opts.imageSize ?? 32, channels: opts.channels ?? DEFAULT_ALIGNMENT_CHANNELS, embedDim, text }, tokenizer);
 }
 
-/** Random horizontal flip and ±shift-pixel translation (white fill) of Uint8 HWC images, in place. */
-export function flipShift(pixels: Uint8Array, count: number, size: number, rng: Rng, shift: number): void {
-  const per = size * size * 3;
-  const tmp = new Uint8Array(per);
-  for (let n = 0; n < count; n++) {
-    const img = pixels.subarray(n * per, (n + 1) * per);
-    const flip = rng.random() < 0.5;
-    const dx = rng.int(-shift, shift + 1);
-    const dy = rng.int(-shift, shift + 1);
-    tmp.fill(255);
-    for (let y = 0; y < size; y++) {
-      const sy = y - dy;
-      if (sy < 0 || sy >= size) continue;
-      for (let x = 0; x < size; x++) {
-        let sx = x - dx;
-        if (sx < 0 || sx >= size) continue;
-        if (flip) sx = size - 1 - sx;
-        const o = (y * size + x) * 3;
-        const s = (sy * size + sx) * 3;
-        tmp[o] = img[s]!;
-        tmp[o + 1] = img[s + 1]!;
-        tmp[o + 2] = img[s + 2]!;
-      }
-    }
-    img.set(tmp);
-  }
-}
-
 export type AlignmentTrainEvent =
   | { type: "step"; step: number; total: number; loss: number; scale: number }
   | { type: "done"; seconds: number };
@@ -246,7 +219,7 @@ export function trainAlignment(opts: TrainAlignmentOptions): AlignmentModel {
       pix.set(ds.pixels.subarray(i * per, (i + 1) * per), b * per);
     }
     // a batch that straddles a reshuffle may hold one base twice; rare and harmless
-    flipShift(pix, batch, size, rng, opts.shift ?? 2);
+    flipShiftImages(pix, batch, size, rng, opts.shift ?? 2);
     const loss = tidy(() => {
       const l = model.loss(uint8ToTensor(pix, batch, size), captions);
       l.backward();

@@ -4,12 +4,19 @@
 // samples next to the real images (models/emoji-base/heldout-grid.png).
 //
 //   node --import tsx scripts/eval-emoji-base.ts [--model models/emoji-base] [--steps 25] [--guidance 3]
+//        [--sweep 1,2,3,5]   also score these guidance scales (accuracy per scale in eval.json)
+//        [--threads 1]       libtorch threads (1 is fastest per CPU-second on a busy machine)
+//
+// The classifier is models/emoji-classifier (loadEmojiClassifier); when that folder is missing it
+// is trained (--classifierSteps) and saved there.
 import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { emojiImage, loadEmojiDataset, selectSplit } from "../src/datasets/emoji.js";
-import { classifyImages, evaluateClassifier, EmojiClassifier, scorePredictions, trainEmojiClassifier } from "../src/eval/emoji-classifier.js";
-import { readSafetensorsSync, writeSafetensorsSync } from "../src/io/safetensors.js";
+import {
+  classifyImages, evaluateClassifier, loadEmojiClassifier, saveEmojiClassifier, scorePredictions, trainEmojiClassifier, type EmojiClassifier,
+} from "../src/eval/emoji-classifier.js";
+import { setNumThreads } from "../src/tensor/index.js";
 import { loadModelFolder } from "../src/models/pipeline.js";
 import { generate, type RgbImage } from "../src/sample/generate.js";
 import { makeGrid } from "../src/sample/png.js";
@@ -20,10 +27,13 @@ const { values } = parseArgs({
     steps: { type: "string", default: "25" },
     guidance: { type: "string", default: "3" },
     sampler: { type: "string", default: "ddim" },
-    classifierSteps: { type: "string", default: "1500" },
-    classifierCache: { type: "string", default: "runs/emoji-classifier.safetensors" },
+    classifierSteps: { type: "string", default: "1200" },
+    classifier: { type: "string", default: "models/emoji-classifier" },
+    sweep: { type: "string", default: "" },
+    threads: { type: "string" },
   },
 });
+if (values.threads) setNumThreads(Number(values.threads));
 const log = (s: string) => process.stderr.write(`${s}\n`);
 const train = await loadEmojiDataset({ split: "train" });
 const held = await loadEmojiDataset({ split: "heldout" });
@@ -34,16 +44,15 @@ const heldBase = { ...held, items: baseIdx.map((i) => held.items[i]!), pixels: n
 let clf: EmojiClassifier;
 let classifierSteps = Number(values.classifierSteps);
 const t0 = Date.now();
-if (existsSync(values.classifierCache!)) {
-  clf = new EmojiClassifier();
-  const saved = readSafetensorsSync(values.classifierCache!);
-  clf.loadStateDict(saved.tensors, { source: values.classifierCache });
-  if (saved.metadata["trainSteps"]) classifierSteps = Number(saved.metadata["trainSteps"]);
-  clf.eval();
-  log(`classifier loaded from ${values.classifierCache}`);
+if (existsSync(join(values.classifier!, "config.json"))) {
+  const loaded = loadEmojiClassifier(values.classifier!);
+  clf = loaded.model;
+  const steps = (loaded.config.training as { steps?: number } | undefined)?.steps;
+  if (steps !== undefined) classifierSteps = steps;
+  log(`classifier loaded from ${values.classifier}`);
 } else {
-  clf = trainEmojiClassifier({ train, steps: Number(values.classifierSteps), seed: 0, onEvent: (e) => { if (e.type === "step" && e.step % 100 === 0) log(`classifier step ${e.step} loss ${e.loss.toFixed(3)}`); } });
-  writeSafetensorsSync(values.classifierCache!, clf.stateDict(), { trainSteps: String(classifierSteps), seed: "0" });
+  clf = trainEmojiClassifier({ train, steps: classifierSteps, seed: 0, onEvent: (e) => { if (e.type === "step" && e.step % 100 === 0) log(`classifier step ${e.step} loss ${e.loss.toFixed(3)}`); } });
+  saveEmojiClassifier(values.classifier!, clf, { function: "trainEmojiClassifier", steps: classifierSteps, batchSize: 64, lr: 2e-3, seed: 0 });
 }
 const classifierSeconds = (Date.now() - t0) / 1000;
 const realAll = evaluateClassifier(clf, held);
@@ -69,6 +78,20 @@ const uflat = new Uint8Array(uncond.length * 32 * 32 * 3);
 uncond.forEach((s, i) => uflat.set(s.data, i * 32 * 32 * 3));
 const uncondScore = scorePredictions(classifyImages(clf, uflat, uncond.length, 32), heldBase.items.map((i) => i.label));
 log(`samples for held-out captions: accuracy ${fake.accuracy.toFixed(3)}; unconditional samples: ${uncondScore.accuracy.toFixed(3)}`);
+// other guidance scales, same seeds
+const sweep: { guidance: number; accuracy: number; balancedAccuracy: number }[] = [
+  { guidance: Number(values.guidance), accuracy: fake.accuracy, balancedAccuracy: fake.balancedAccuracy },
+];
+for (const g of values.sweep!.split(",").filter((x) => x.trim() !== "").map(Number)) {
+  if (g === Number(values.guidance)) continue;
+  const imgs = generate({ model, prompts, seeds, sampler: values.sampler as "ddim", steps: Number(values.steps), guidance: g, batchSize: 32 });
+  const f = new Uint8Array(imgs.length * 32 * 32 * 3);
+  imgs.forEach((s, i) => f.set(s.data, i * 32 * 32 * 3));
+  const r = scorePredictions(classifyImages(clf, f, imgs.length, 32), heldBase.items.map((i) => i.label));
+  sweep.push({ guidance: g, accuracy: r.accuracy, balancedAccuracy: r.balancedAccuracy });
+  log(`guidance ${g}: accuracy ${r.accuracy.toFixed(3)} (balanced ${r.balancedAccuracy.toFixed(3)})`);
+}
+sweep.sort((a, b) => a.guidance - b.guidance);
 
 const strip = (r: typeof fake) => ({ accuracy: r.accuracy, balancedAccuracy: r.balancedAccuracy, count: r.count, perCategory: r.perCategory });
 writeFileSync(join(values.model!, "eval.json"), JSON.stringify({
@@ -76,7 +99,7 @@ writeFileSync(join(values.model!, "eval.json"), JSON.stringify({
   sampler: values.sampler, steps: Number(values.steps), guidance: Number(values.guidance), seeds: "1000 + i",
   classifier: { trainSteps: classifierSteps, seed: 0, seconds: classifierSeconds, trainAccuracy: realTrain.accuracy },
   realHeldoutBase: strip(realBase), realHeldoutWithSkinTones: strip(realAll),
-  samplesHeldoutCaptions: strip(fake), samplesUnconditional: strip(uncondScore),
+  samplesHeldoutCaptions: strip(fake), samplesUnconditional: strip(uncondScore), guidanceSweep: sweep,
   chance: 1 / 9, sampleSeconds,
 }, null, 1) + "\n");
 // grid: 24 held-out captions, real image then sample

@@ -14,13 +14,17 @@ export function getInitGenerator(): Generator {
   return initGenerator;
 }
 
+// Tensors on libtorch's "meta" device hold no values (describeParameters builds models there to
+// list names and shapes): they are returned unfilled, and the init generator does not advance.
 export function uniform(shape: number[], low: number, high: number): Tensor {
   const t = full(shape, 0);
+  if (t.device === "meta") return t;
   native.uniformInto(t.handle, low, high, initGenerator.handle);
   return t;
 }
 export function normal(shape: number[], mean: number, std: number): Tensor {
   const t = full(shape, 0);
+  if (t.device === "meta") return t;
   native.normalInto(t.handle, mean, std, initGenerator.handle);
   return t;
 }

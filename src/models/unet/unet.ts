@@ -143,8 +143,8 @@ export interface ParameterDescription {
 /**
  * The parameter names and shapes of the UNet for a config, without allocating weights (the model
  * is built on libtorch's "meta" device). SD1.5 lists 686 tensors, 859,520,964 values. The
- * init generator's state is restored afterwards. (It still takes seconds for SD1.5: the layer
- * initialisers draw their random values on the CPU before copying them to the meta tensor.)
+ * init generator's state is restored afterwards; the initialisers leave meta tensors unfilled, so
+ * this takes well under a second even for SD1.5.
  */
 export function describeParameters(config: Partial<UNetConfig>): ParameterDescription[] {
   const previous = getDefaultDevice();

@@ -4,9 +4,8 @@ import assert from "node:assert/strict";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { defineCommand } from "citty";
 import sharp from "sharp";
-import { runCli } from "../../src/cli/run.js";
+import { cliRunner } from "./_capture.js";
 import pairsCommand from "../../src/cli/commands/pairs.js";
 import labelCommand from "../../src/cli/commands/label.js";
 import exportCommand from "../../src/cli/commands/export.js";
@@ -17,33 +16,8 @@ import { createTextToImageModel, disposeTextToImageModel, saveModelFolder } from
 import { TINY_UNET_CONFIG } from "../../src/models/unet/config.js";
 import { setInitSeed } from "../../src/nn/index.js";
 
-const root = defineCommand({ meta: { name: "diffusion-dpo" }, subCommands: { pairs: pairsCommand, label: labelCommand, export: exportCommand, reward: rewardCommand } });
 
-/**
- * runCli in process; the commands print results on process.stdout, captured here. The test
- * runner's own report shares process.stdout (as binary chunks), so only strings are captured.
- */
-async function cli(argv: string[]): Promise<{ code: number; stdout: string; stderr: string; json: () => any }> {
-  let stdout = "";
-  let stderr = "";
-  const write = process.stdout.write.bind(process.stdout);
-  const writeErr = process.stderr.write.bind(process.stderr);
-  process.stdout.write = ((t: string | Uint8Array, ...rest: unknown[]) => {
-    // the commands write strings; the test runner's reports are binary chunks: pass those on
-    if (typeof t !== "string") return (write as (...a: unknown[]) => boolean)(t, ...rest);
-    stdout += t;
-    return true;
-  }) as typeof process.stdout.write;
-  process.stderr.write = ((t: string | Uint8Array) => { stderr += String(t); return true; }) as typeof process.stderr.write;
-  try {
-    const code = await runCli(root, argv, { stdout: (t) => { stdout += t; }, stderr: (t) => { stderr += t; } });
-    const json = () => JSON.parse(stdout.split("\n").filter((l) => l.startsWith("{")).pop() ?? "null");
-    return { code, stdout, stderr, json };
-  } finally {
-    process.stdout.write = write;
-    process.stderr.write = writeErr;
-  }
-}
+const cli = cliRunner({ pairs: pairsCommand, label: labelCommand, export: exportCommand, reward: rewardCommand });
 
 const dir = mkdtempSync(join(tmpdir(), "dpo-cli-feedback-"));
 test.after(() => rmSync(dir, { recursive: true, force: true }));

@@ -4,33 +4,13 @@ import assert from "node:assert/strict";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { defineCommand } from "citty";
 import sharp from "sharp";
-import { runCli } from "../../src/cli/run.js";
+import { cliRunner } from "../cli/_capture.js";
 import pretrainCommand from "../../src/cli/commands/pretrain.js";
 import { loadModelFolder, disposeTextToImageModel } from "../../src/models/pipeline.js";
 
-const root = defineCommand({ meta: { name: "diffusion-dpo" }, subCommands: { pretrain: pretrainCommand } });
 
-async function cli(argv: string[]): Promise<{ code: number; stdout: string; stderr: string; json: () => any }> {
-  let stdout = "";
-  let stderr = "";
-  const write = process.stdout.write.bind(process.stdout);
-  const writeErr = process.stderr.write.bind(process.stderr);
-  process.stdout.write = ((t: string | Uint8Array, ...rest: unknown[]) => {
-    if (typeof t !== "string") return (write as (...a: unknown[]) => boolean)(t, ...rest);
-    stdout += t;
-    return true;
-  }) as typeof process.stdout.write;
-  process.stderr.write = ((t: string | Uint8Array) => { stderr += String(t); return true; }) as typeof process.stderr.write;
-  try {
-    const code = await runCli(root, argv, { stdout: (t) => { stdout += t; }, stderr: (t) => { stderr += t; } });
-    return { code, stdout, stderr, json: () => JSON.parse(stdout.split("\n").filter((l) => l.startsWith("{")).pop() ?? "null") };
-  } finally {
-    process.stdout.write = write;
-    process.stderr.write = writeErr;
-  }
-}
+const cli = cliRunner({ pretrain: pretrainCommand });
 
 const dir = mkdtempSync(join(tmpdir(), "dpo-cli-pretrain-"));
 test.after(() => rmSync(dir, { recursive: true, force: true }));

@@ -4,35 +4,15 @@ import assert from "node:assert/strict";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { defineCommand } from "citty";
 import sharp from "sharp";
-import { runCli } from "../../src/cli/run.js";
+import { cliRunner } from "../cli/_capture.js";
 import sampleCommand from "../../src/cli/commands/sample.js";
 import { createRecipeModel } from "../../src/datasets/emojiModel.js";
 import { disposeTextToImageModel, saveModelFolder } from "../../src/models/pipeline.js";
 import { readImage } from "../../src/sample/png.js";
 
-const root = defineCommand({ meta: { name: "diffusion-dpo" }, subCommands: { sample: sampleCommand } });
 
-async function cli(argv: string[]): Promise<{ code: number; stdout: string; stderr: string; json: () => any }> {
-  let stdout = "";
-  let stderr = "";
-  const write = process.stdout.write.bind(process.stdout);
-  const writeErr = process.stderr.write.bind(process.stderr);
-  process.stdout.write = ((t: string | Uint8Array, ...rest: unknown[]) => {
-    if (typeof t !== "string") return (write as (...a: unknown[]) => boolean)(t, ...rest);
-    stdout += t;
-    return true;
-  }) as typeof process.stdout.write;
-  process.stderr.write = ((t: string | Uint8Array) => { stderr += String(t); return true; }) as typeof process.stderr.write;
-  try {
-    const code = await runCli(root, argv, { stdout: (t) => { stdout += t; }, stderr: (t) => { stderr += t; } });
-    return { code, stdout, stderr, json: () => JSON.parse(stdout.split("\n").filter((l) => l.startsWith("{")).pop() ?? "null") };
-  } finally {
-    process.stdout.write = write;
-    process.stderr.write = writeErr;
-  }
-}
+const cli = cliRunner({ sample: sampleCommand });
 
 const dir = mkdtempSync(join(tmpdir(), "dpo-cli-sample-"));
 const modelDir = join(dir, "model");

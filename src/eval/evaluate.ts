@@ -167,14 +167,18 @@ export async function* preferenceBatches(input: PairsInput, resolution: number):
       const take = Math.min(n, limit - seen);
       if (take <= 0) break;
       const px = tensor(b.pixels, b.shape);
+      // the consumer is done with a batch when it asks for the next one: free its pixels then
       if (take === n) {
         yield { prompts: b.prompts, pixels: px };
+        px.dispose();
       } else {
         const idx = [...Array(take).keys()];
         const sel = tensor(new BigInt64Array([...idx, ...idx.map((i) => i + n)].map(BigInt)), [2 * take]);
-        yield { prompts: b.prompts.slice(0, take), pixels: px.indexSelect(0, sel) };
+        const picked = px.indexSelect(0, sel);
         px.dispose();
         sel.dispose();
+        yield { prompts: b.prompts.slice(0, take), pixels: picked };
+        picked.dispose();
       }
       seen += take;
       if (seen >= limit) break;

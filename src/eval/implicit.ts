@@ -84,17 +84,22 @@ export async function implicitRewardAccuracy(
       const cond = cat([condPairs, condPairs], 0);
       let sum = tensor(new Float32Array(n), [n], { device });
       for (let k = 0; k < draws; k++) {
-        const noisePairs = randn([n, c, h, w], gen, { device });
-        const tPairs = Array.from(randint(0, T, [n], gen).toArray(), (v) => Math.round(v));
-        const t = [...tPairs, ...tPairs];
-        const tTensor = tensor(new BigInt64Array(t.map((v) => BigInt(v))), [2 * n], { device });
-        const noise = cat([noisePairs, noisePairs], 0);
-        const noisy = addNoise(opts.schedule, x0, noise, t);
-        const target = trainingTarget(predictionType, opts.schedule, x0, noise, t);
-        const p = perSampleErrors(opts.policy(noisy, tTensor, cond), target);
-        const r = perSampleErrors(opts.reference(noisy, tTensor, cond), target);
-        const inside = p.lw.sub(p.ll).sub(r.lw.sub(r.ll)).mul(-beta / 2);
-        sum = sum.add(inside.to("f32"));
+        // one scope per draw: both UNet passes' tensors are freed before the next draw
+        const previous = sum;
+        sum = tidy(() => {
+          const noisePairs = randn([n, c, h, w], gen, { device });
+          const tPairs = Array.from(randint(0, T, [n], gen).toArray(), (v) => Math.round(v));
+          const t = [...tPairs, ...tPairs];
+          const tTensor = tensor(new BigInt64Array(t.map((v) => BigInt(v))), [2 * n], { device });
+          const noise = cat([noisePairs, noisePairs], 0);
+          const noisy = addNoise(opts.schedule, x0, noise, t);
+          const target = trainingTarget(predictionType, opts.schedule, x0, noise, t);
+          const p = perSampleErrors(opts.policy(noisy, tTensor, cond), target);
+          const r = perSampleErrors(opts.reference(noisy, tTensor, cond), target);
+          const inside = p.lw.sub(p.ll).sub(r.lw.sub(r.ll)).mul(-beta / 2);
+          return previous.add(inside.to("f32"));
+        });
+        previous.dispose();
       }
       return sum.div(draws).toArray();
     }));

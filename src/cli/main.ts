@@ -26,5 +26,18 @@ export const rootCommand = defineCommand({
   subCommands: commands,
 });
 
+// DDPO_THREADS=N sets libtorch's intra-op threads (default: all cores). One thread per job is
+// much faster when several CPU jobs share the cores (competing OpenMP threads spin).
+const threads = process.env.DDPO_THREADS;
+if (threads !== undefined && threads !== "") {
+  const n = Number(threads);
+  if (!Number.isInteger(n) || n < 1) {
+    process.stderr.write(`error: DDPO_THREADS must be a positive integer, got "${threads}"\n`);
+    process.exit(2);
+  }
+  const { setNumThreads } = await import("../tensor/index.js");
+  setNumThreads(n);
+}
+
 const code = await runCli(rootCommand, process.argv.slice(2));
 process.exitCode = code;

@@ -64,8 +64,8 @@ export const DEFAULT_LR = { lora: 1e-3, full: 1e-4 } as const;
 export const DEFAULT_SETTINGS: Omit<DemoSettings, "lr"> = {
   model: "models/emoji-base",
   finetune: "lora",
-  // the README's measured run: 8 min 15 s on a quiet 2-core machine
-  pairsPrompts: 48,
+  // the README's measured run C: 11 min 47 s on a quiet 2-core machine (more captions helped most)
+  pairsPrompts: 96,
   heldoutPairsPrompts: 12,
   k: 4,
   pairing: "all",
@@ -75,7 +75,7 @@ export const DEFAULT_SETTINGS: Omit<DemoSettings, "lr"> = {
   guidance: 3,
   labelReward: "alignment",
   otherRewards: ["category", "appeal"],
-  steps: 200,
+  steps: 300,
   batch: 8,
   beta: 5000,
   warmup: 20,

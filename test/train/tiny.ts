@@ -86,3 +86,12 @@ export class TinyLoraDenoiser extends TinyDenoiser {
     };
   }
 }
+
+/** Toy conditioning [N, 3, dim] for UNet tests: the prompt's characters spread over 3 tokens. */
+export function toyPromptEncoding(prompts: string[], dim: number): Tensor {
+  const data = new Float32Array(prompts.length * 3 * dim);
+  prompts.forEach((p, i) => {
+    for (let k = 0; k < p.length; k++) data[i * 3 * dim + (k % (3 * dim))] = ((p.charCodeAt(k) % 13) / 13) - 0.5;
+  });
+  return tensor(data, [prompts.length, 3, dim]);
+}

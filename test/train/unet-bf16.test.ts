@@ -12,16 +12,10 @@ import { NoiseSchedule } from "../../src/diffusion/index.js";
 import { loadTrainConfig } from "../../src/config/train.js";
 import { DpoTrainer, loraAdapters } from "../../src/train/trainer.js";
 import { TensorPairSource } from "../../src/train/data.js";
-import { brightPairs } from "./tiny.js";
+import { brightPairs, toyPromptEncoding } from "./tiny.js";
 
 const D = TINY_UNET_CONFIG.crossAttentionDim as number;
-function encode(prompts: string[]): Tensor {
-  const data = new Float32Array(prompts.length * 3 * D);
-  prompts.forEach((p, i) => {
-    for (let k = 0; k < p.length; k++) data[i * 3 * D + (k % (3 * D))] = ((p.charCodeAt(k) % 13) / 13) - 0.5;
-  });
-  return tensor(data, [prompts.length, 3, D]);
-}
+const encode = (prompts: string[]): Tensor => toyPromptEncoding(prompts, D);
 
 test("the UNet forward runs under CPU bf16 autocast and stays within bf16 rounding of f32", () => {
   setInitSeed(0);

@@ -12,17 +12,10 @@ import { loadTrainConfig } from "../../src/config/train.js";
 import { DpoTrainer, loraAdapters } from "../../src/train/trainer.js";
 import { TensorPairSource } from "../../src/train/data.js";
 import { readSafetensorsSync } from "../../src/io/safetensors.js";
-import { brightPairs } from "./tiny.js";
+import { brightPairs, toyPromptEncoding } from "./tiny.js";
 
 const D = TINY_UNET_CONFIG.crossAttentionDim as number;
-/** Toy conditioning [N, 3, D] from the prompt's characters. */
-function encode(prompts: string[]): Tensor {
-  const data = new Float32Array(prompts.length * 3 * D);
-  prompts.forEach((p, i) => {
-    for (let k = 0; k < p.length; k++) data[i * 3 * D + (k % (3 * D))] = ((p.charCodeAt(k) % 13) / 13) - 0.5;
-  });
-  return tensor(data, [prompts.length, 3, D]);
-}
+const encode = (prompts: string[]): Tensor => toyPromptEncoding(prompts, D);
 
 const snapshot = (m: UNet2DConditionModel) => new Map(m.namedParameters().map(([n, p]) => [n, p.toFloat32Array()]));
 

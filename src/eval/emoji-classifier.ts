@@ -13,7 +13,7 @@ import { Rng } from "../data/random.js";
 import { flipShiftImages } from "../datasets/augment.js";
 import { EMOJI_CATEGORIES, type EmojiDataset, uint8ToTensor } from "../datasets/emoji.js";
 import { Conv2d, GroupNorm, Linear, Module, ModuleList, setInitSeed } from "../nn/index.js";
-import { readSafetensorsSync, writeSafetensorsSync } from "../io/safetensors.js";
+import { loadStateDictFromSafetensors, writeSafetensorsSync } from "../io/safetensors.js";
 import { AdamW } from "../optim/index.js";
 import { noGrad, tensor, tidy, type Tensor } from "../tensor/index.js";
 
@@ -202,12 +202,7 @@ export function loadEmojiClassifier(dir = "models/emoji-classifier"): { model: E
     throw new Error(`${cfgPath}: expected "channels" (number[]), "numClasses" and "imageSize" (numbers)`);
   }
   const model = new EmojiClassifier({ channels: config.channels, numClasses: config.numClasses, imageSize: config.imageSize });
-  const { tensors } = readSafetensorsSync(weights);
-  try {
-    model.loadStateDict(tensors, { source: weights });
-  } finally {
-    for (const t of tensors.values()) t.dispose();
-  }
+  loadStateDictFromSafetensors(model, weights);
   model.eval();
   return { model, config };
 }

@@ -19,7 +19,7 @@ import { EMOJI_CATEGORIES, uint8ToTensor, type EmojiDataset } from "../datasets/
 import { flipShiftImages } from "../datasets/augment.js";
 import { pruneClipTokenizer } from "../datasets/tokenizer.js";
 import { emojiTextConfig } from "../datasets/emojiModel.js";
-import { readSafetensorsSync, writeSafetensorsSync } from "../io/safetensors.js";
+import { loadStateDictFromSafetensors, writeSafetensorsSync } from "../io/safetensors.js";
 import { ClipTextModel, clipTextConfigFromJson, clipTextConfigToJson, type ClipTextConfig } from "../models/clip/text-model.js";
 import { ClipTokenizer } from "../models/clip/tokenizer.js";
 import { Conv2d, GroupNorm, Linear, Module, ModuleList, setInitSeed } from "../nn/index.js";
@@ -336,12 +336,7 @@ export function loadAlignmentModel(dir: string): AlignmentModel {
   const model = new AlignmentModel({ imageSize: int("image_size"), channels: channels as number[], embedDim: int("embed_dim"), text }, tokenizer);
   const weights = join(dir, ALIGNMENT_WEIGHTS_FILE);
   if (!existsSync(weights)) throw new Error(`${dir}: ${ALIGNMENT_WEIGHTS_FILE} is missing`);
-  const { tensors } = readSafetensorsSync(weights);
-  try {
-    model.loadStateDict(tensors, { source: weights });
-  } finally {
-    for (const t of tensors.values()) t.dispose();
-  }
+  loadStateDictFromSafetensors(model, weights);
   model.requiresGrad(false);
   model.eval();
   return model;

@@ -9,7 +9,7 @@
 import { existsSync } from "node:fs";
 import { EMOJI_CATEGORIES, listEmoji, uint8ToTensor } from "../datasets/emoji.js";
 import { DEFAULT_CLASSIFIER_CONFIG, EmojiClassifier, loadEmojiClassifier } from "../eval/emoji-classifier.js";
-import { readSafetensorsSync } from "../io/safetensors.js";
+import { loadStateDictFromSafetensors } from "../io/safetensors.js";
 import type { RgbImage } from "../sample/generate.js";
 import { noGrad, tensor, tidy } from "../tensor/index.js";
 import { packResized } from "./images.js";
@@ -51,12 +51,7 @@ export function loadClassifierWeights(path: string): EmojiClassifier {
   }
   if (!existsSync(path)) throw new Error(`${path}: classifier weights not found`);
   const model = new EmojiClassifier(DEFAULT_CLASSIFIER_CONFIG);
-  const { tensors } = readSafetensorsSync(path);
-  try {
-    model.loadStateDict(tensors, { source: path });
-  } finally {
-    for (const t of tensors.values()) t.dispose();
-  }
+  loadStateDictFromSafetensors(model, path);
   model.requiresGrad(false);
   model.eval();
   return model;

@@ -550,3 +550,19 @@ async function writeAll(fh: FileHandle, bytes: Uint8Array): Promise<void> {
     done += bytesWritten;
   }
 }
+
+/**
+ * Reads a safetensors file into a module with its strict `loadStateDict` (missing, unexpected and
+ * mis-shaped weights are errors naming the file); the file's tensors are freed afterwards.
+ */
+export function loadStateDictFromSafetensors(
+  module: { loadStateDict(state: Map<string, Tensor>, opts: { source?: string }): unknown },
+  path: string,
+): void {
+  const { tensors } = readSafetensorsSync(path);
+  try {
+    module.loadStateDict(tensors, { source: path });
+  } finally {
+    for (const t of tensors.values()) t.dispose();
+  }
+}

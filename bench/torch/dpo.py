@@ -25,7 +25,8 @@ import json
 import os
 import resource
 import sys
-import time
+
+from serve_loop import serve_forever  # noqa: E402 (bench/torch is the script directory)
 
 import torch
 import torch.nn as nn
@@ -168,23 +169,7 @@ def setup(cfg):
 def serve(threads, cfg):
     torch.set_num_threads(threads)
     ops = setup(cfg)
-    for line in sys.stdin:
-        cmd = json.loads(line)
-        op = cmd["op"]
-        if op == "quit":
-            break
-        if op == "params":
-            reply = {"value": ops["params"]}
-        elif op == "memory":
-            reply = {"value": ops["memory"]()}
-        else:
-            n = int(cmd.get("n", 1))
-            t0 = time.perf_counter()
-            for _ in range(n):
-                ops[op]()
-            reply = {"seconds": (time.perf_counter() - t0) / n}
-        sys.stdout.write(json.dumps(reply) + "\n")
-        sys.stdout.flush()
+    serve_forever(ops, {"params": lambda: ops["params"], "memory": ops["memory"]})
 
 
 if __name__ == "__main__":

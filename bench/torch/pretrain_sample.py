@@ -17,7 +17,8 @@ text (transformers config), batch, prompts, steps, seq_len.
 import json
 import os
 import sys
-import time
+
+from serve_loop import serve_forever  # noqa: E402 (bench/torch is the script directory)
 
 import torch
 import torch.nn.functional as F
@@ -94,21 +95,7 @@ def setup(cfg):
 def serve(threads, cfg):
     torch.set_num_threads(threads)
     ops = setup(cfg)
-    for line in sys.stdin:
-        cmd = json.loads(line)
-        op = cmd["op"]
-        if op == "quit":
-            break
-        if op == "params":
-            reply = {"value": ops["params"]}
-        else:
-            n = int(cmd.get("n", 1))
-            t0 = time.perf_counter()
-            for _ in range(n):
-                ops[op]()
-            reply = {"seconds": (time.perf_counter() - t0) / n}
-        sys.stdout.write(json.dumps(reply) + "\n")
-        sys.stdout.flush()
+    serve_forever(ops, {"params": lambda: ops["params"]})
 
 
 if __name__ == "__main__":

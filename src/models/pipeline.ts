@@ -9,6 +9,11 @@
 //   vae/config.json                      + diffusion_pytorch_model.safetensors   (AutoencoderKL)
 //   scheduler/scheduler_config.json
 //
+// SDXL (StableDiffusionXLPipeline) folders add text_encoder_2/ (CLIPTextModelWithProjection) and
+// tokenizer_2/, and model_index.json's force_zeros_for_empty_prompt; their conditioning is SDXL's
+// encode_prompt (src/models/sdxl/prompt.ts), packed with the pooled embedding and time ids so the
+// rest of the toolkit passes it on as one tensor (src/models/sdxl/conditioning.ts).
+//
 // Pixel-space models (the small default model) have no VAE: no vae/ folder, and model_index.json
 // records the component as [null, null], diffusers' spelling of an absent component (as it writes
 // "safety_checker": [null, null]); a bare null is accepted on load too.
@@ -27,13 +32,16 @@ import { getDefaultDevice, noGrad, setDefaultDevice, tensor, tidy, type Tensor }
 import {
   SD15_SCHEDULE, scheduleConfigFromDiffusers, scheduleConfigToDiffusers, type ScheduleConfig,
 } from "../diffusion/schedule.js";
-import { ClipTextModel, clipTextConfigFromJson, clipTextConfigToJson, TINY_CLIP_TEXT_CONFIG, type ClipTextConfig } from "./clip/text-model.js";
+import { CLIP_TEXT_CONFIG_KEYS, ClipTextModel, clipTextConfigFromJson, clipTextConfigToJson, TINY_CLIP_TEXT_CONFIG, type ClipTextConfig } from "./clip/text-model.js";
 import { ClipTokenizer } from "./clip/tokenizer.js";
+import { schedulerConfigWarning, unetConfigWarning, unknownKeysWarning } from "./config-warnings.js";
 import {
-  AutoencoderKL, autoencoderKLConfigFromJson, autoencoderKLConfigToJson, currentVaeWeightName, type AutoencoderKLConfig,
+  AutoencoderKL, VAE_CONFIG_KEYS, autoencoderKLConfigFromJson, autoencoderKLConfigToJson, currentVaeWeightName, type AutoencoderKLConfig,
 } from "./vae/autoencoder-kl.js";
 import { UNet2DConditionModel } from "./unet/unet.js";
 import { parseUNetConfig, resolveUNetConfig, toDiffusersConfig, TINY_UNET_CONFIG, type UNetConfig } from "./unet/config.js";
+import { encodeSdxlPrompts, zeroSdxlPromptEmbedding, type SdxlPromptEmbedding } from "./sdxl/prompt.js";
+import { defaultMicroConditioning, packConditioning, timeIdsOf, type MicroConditioning } from "./sdxl/conditioning.js";
 
 /** The diffusers version whose folder format we write. */
 export const DIFFUSERS_VERSION = "0.30.0";
@@ -47,6 +55,18 @@ export interface TextToImageModel {
   scheduler: ScheduleConfig;
   /** The diffusers scheduler class written to model_index.json and scheduler_config.json (default "DDPMScheduler"). */
   schedulerClass?: string;
+  /** SDXL: the second text encoder (CLIPTextModelWithProjection) and its tokenizer. */
+  textEncoder2?: ClipTextModel;
+  tokenizer2?: ClipTokenizer;
+  /** SDXL's model_index.json flag: an absent negative prompt is a zero embedding (default true for SDXL). */
+  forceZerosForEmptyPrompt?: boolean;
+  /** What loadModelFolder ignored or could not honour in the folder's configs (shown by the CLI). */
+  loadWarnings?: string[];
+}
+
+/** Whether `model` is an SDXL-style model (two text encoders, text_time UNet conditioning). */
+export function isSdxlModel(model: Pick<TextToImageModel, "textEncoder2">): boolean {
+  return model.textEncoder2 !== undefined;
 }
 
 export interface CreateModelOptions {
@@ -84,13 +104,34 @@ export function createTextToImageModel(opts: CreateModelOptions = {}): TextToIma
  * embedding table. Checked on configs, before any weights are built or read.
  */
 export function checkComponentConfigs(
-  unet: Pick<UNetConfig, "crossAttentionDim" | "inChannels" | "outChannels">, text: ClipTextConfig,
-  vae: AutoencoderKLConfig | null, tokenizerVocab: number | null, where: string,
+  unet: Pick<UNetConfig, "crossAttentionDim" | "inChannels" | "outChannels"> & Partial<UNetConfig>, text: ClipTextConfig,
+  vae: AutoencoderKLConfig | null, tokenizerVocab: number | null, where: string, text2: ClipTextConfig | null = null,
 ): void {
   const cross = unet.crossAttentionDim;
   const dims = Array.isArray(cross) ? cross : [cross];
-  if (dims.some((x) => x !== text.hiddenSize)) {
-    throw new Error(`${where}: the text encoder's hidden_size ${text.hiddenSize} does not match the UNet's cross_attention_dim ${JSON.stringify(cross)}`);
+  const width = text.hiddenSize + (text2?.hiddenSize ?? 0);
+  if (dims.some((x) => x !== width)) {
+    const what = text2 ? `the text encoders' hidden sizes ${text.hiddenSize} + ${text2.hiddenSize} = ${width}` : `the text encoder's hidden_size ${text.hiddenSize}`;
+    throw new Error(`${where}: ${what} does not match the UNet's cross_attention_dim ${JSON.stringify(cross)}`);
+  }
+  const textTime = unet.additionEmbedType === "text_time";
+  if (textTime !== (text2 !== null)) {
+    throw new Error(
+      textTime
+        ? `${where}: the UNet has addition_embed_type "text_time" (SDXL) but there is no text_encoder_2 for its pooled text embedding`
+        : `${where}: there is a text_encoder_2 but the UNet has no addition_embed_type "text_time" to take its pooled embedding`,
+    );
+  }
+  if (textTime && text2 !== null) {
+    // SDXL base: 6 time ids (original size, crop top-left, target size)
+    const want = text2.projectionDim + SDXL_TIME_IDS * unet.additionTimeEmbedDim!;
+    if (unet.projectionClassEmbeddingsInputDim !== want) {
+      throw new Error(
+        `${where}: the UNet's projection_class_embeddings_input_dim is ${unet.projectionClassEmbeddingsInputDim}, but text_encoder_2's projection_dim ` +
+          `${text2.projectionDim} + ${SDXL_TIME_IDS} time ids × addition_time_embed_dim ${unet.additionTimeEmbedDim} = ${want} ` +
+          "(only SDXL base's six time ids are supported; the refiner's aesthetic score is not)",
+      );
+    }
   }
   if (vae) {
     if (unet.inChannels !== vae.latentChannels) {
@@ -104,9 +145,16 @@ export function checkComponentConfigs(
   }
 }
 
+/** SDXL base's micro-conditioning: original size, crop top-left, target size. */
+export const SDXL_TIME_IDS = 6;
+
 /** checkComponentConfigs for a built model. */
 export function checkCompatible(model: TextToImageModel, where: string): void {
-  checkComponentConfigs(model.unet.config, model.textEncoder.config, model.vae?.config ?? null, model.tokenizer.vocabSize, where);
+  checkComponentConfigs(
+    model.unet.config, model.textEncoder.config, model.vae?.config ?? null, model.tokenizer.vocabSize, where,
+    model.textEncoder2?.config ?? null,
+  );
+  if (model.textEncoder2 !== undefined && model.tokenizer2 === undefined) throw new Error(`${where}: an SDXL model needs tokenizer_2 beside text_encoder_2`);
 }
 
 /** The device the text encoder's weights live on. */
@@ -115,13 +163,82 @@ function deviceOf(module: Module): string {
   return first ? first.device : getDefaultDevice();
 }
 
+/** The models encodePrompts reads: the text encoder(s), and for SDXL's default time ids the UNet and VAE. */
+export type PromptEncoderModel = Pick<TextToImageModel, "textEncoder" | "tokenizer">
+  & Partial<Pick<TextToImageModel, "textEncoder2" | "tokenizer2" | "forceZerosForEmptyPrompt" | "unet" | "vae">>;
+
+export interface EncodePromptsOptions {
+  /**
+   * SDXL: the images' micro-conditioning (one for all prompts, or one per prompt). Default: the
+   * pipeline's, original = target = the model's default image size, crop (0, 0).
+   */
+  micro?: MicroConditioning | MicroConditioning[];
+  /** SDXL: the image side length the default micro-conditioning describes (pixels). */
+  size?: number;
+}
+
+/** The side length (pixels) a model generates by default: the UNet's sample_size × the VAE factor. */
+export function defaultModelImageSize(model: Pick<TextToImageModel, "unet" | "vae">): number {
+  const s = model.unet.config.sampleSize;
+  const side = s === null ? 32 : Array.isArray(s) ? s[0] : s;
+  return side * (model.vae ? 2 ** (model.vae.config.blockOutChannels.length - 1) : 1);
+}
+
+function sdxlEncoders(model: PromptEncoderModel) {
+  if (model.tokenizer2 === undefined) throw new Error("encodePrompts: an SDXL model (text_encoder_2) needs tokenizer_2");
+  return { textEncoder: model.textEncoder, tokenizer: model.tokenizer, textEncoder2: model.textEncoder2!, tokenizer2: model.tokenizer2 };
+}
+
+function sdxlTimeIds(model: PromptEncoderModel, n: number, opts: EncodePromptsOptions, device: string): Tensor {
+  let micro = opts.micro;
+  if (micro === undefined) {
+    if (opts.size === undefined && model.unet === undefined) throw new Error("encodePrompts: SDXL time ids need `micro`, `size` or the model's UNet for its default size");
+    const size = opts.size ?? defaultModelImageSize({ unet: model.unet!, vae: model.vae ?? null });
+    micro = defaultMicroConditioning(size, size);
+  }
+  const list = Array.isArray(micro) ? micro : Array.from({ length: n }, () => micro as MicroConditioning);
+  if (list.length !== n) throw new Error(`encodePrompts: ${list.length} micro-conditionings for ${n} prompts; give one, or one per prompt`);
+  const ids = list.flatMap(timeIdsOf);
+  if (ids.length !== n * SDXL_TIME_IDS || !ids.every((v) => Number.isFinite(v))) throw new Error("encodePrompts: micro-conditioning sizes and crops must be finite numbers");
+  return tensor(new Float32Array(ids), [n, SDXL_TIME_IDS], { device });
+}
+
+/** SDXL: prompts → `{ hidden, pooled }` (encode_prompt's prompt_embeds and pooled_prompt_embeds). */
+export function encodePromptsSdxl(model: PromptEncoderModel, prompts: string[]): SdxlPromptEmbedding {
+  if (!isSdxlModel(model)) throw new Error("encodePromptsSdxl: the model has no text_encoder_2 (not an SDXL model)");
+  return encodeSdxlPrompts(sdxlEncoders(model), prompts);
+}
+
+/**
+ * The unconditional branch of classifier-free guidance for `n` prompts when no negative prompt is
+ * given: SDXL with force_zeros_for_empty_prompt → zero embeddings (time ids kept), as diffusers'
+ * pipeline; otherwise the empty prompt's encoding.
+ */
+export function unconditionalConditioning(model: PromptEncoderModel, n: number, opts: EncodePromptsOptions = {}): Tensor {
+  if (isSdxlModel(model) && (model.forceZerosForEmptyPrompt ?? true)) {
+    return tidy(() => {
+      const zero = zeroSdxlPromptEmbedding(sdxlEncoders(model), n);
+      return packConditioning(zero.hidden, { textEmbeds: zero.pooled, timeIds: sdxlTimeIds(model, n, opts, zero.hidden.device) });
+    });
+  }
+  return encodePrompts(model, Array.from({ length: n }, () => ""), opts);
+}
+
 /**
  * Prompts → the UNet's conditioning [N, L, D]: tokenize (padded/truncated to the text encoder's
  * max_position_embeddings, 77), then the text encoder's last hidden state, as
  * StableDiffusionPipeline.encode_prompt does without clip skip. Gradients flow when enabled.
+ * SDXL (a text_encoder_2): encode_prompt's states packed with the pooled embedding and the time
+ * ids of `opts` (src/models/sdxl/conditioning.ts), [N, 77 + R, D₁ + D₂].
  */
-export function encodePrompts(model: Pick<TextToImageModel, "textEncoder" | "tokenizer">, prompts: string[]): Tensor {
+export function encodePrompts(model: PromptEncoderModel, prompts: string[], opts: EncodePromptsOptions = {}): Tensor {
   if (prompts.length === 0) throw new Error("encodePrompts: needs at least one prompt");
+  if (isSdxlModel(model)) {
+    return tidy(() => {
+      const e = encodePromptsSdxl(model, prompts);
+      return packConditioning(e.hidden, { textEmbeds: e.pooled, timeIds: sdxlTimeIds(model, prompts.length, opts, e.hidden.device) });
+    });
+  }
   const length = model.textEncoder.config.maxPositionEmbeddings;
   const batch = model.tokenizer.encodeBatch(prompts, { maxLength: length, padding: "max_length", truncation: true });
   return tidy(() => {
@@ -131,7 +248,7 @@ export function encodePrompts(model: Pick<TextToImageModel, "textEncoder" | "tok
 }
 
 /** The empty prompt's conditioning [1, L, D] (the unconditional branch of classifier-free guidance). */
-export function emptyPromptEmbedding(model: Pick<TextToImageModel, "textEncoder" | "tokenizer">): Tensor {
+export function emptyPromptEmbedding(model: PromptEncoderModel): Tensor {
   return noGrad(() => encodePrompts(model, [""]));
 }
 
@@ -139,6 +256,7 @@ export function emptyPromptEmbedding(model: Pick<TextToImageModel, "textEncoder"
 export function disposeTextToImageModel(model: TextToImageModel): void {
   model.unet.dispose();
   model.textEncoder.dispose();
+  model.textEncoder2?.dispose();
   model.vae?.dispose();
 }
 
@@ -149,6 +267,8 @@ export interface LoadModelOptions {
   variant?: string;
   /** Build the modules on this device (default: the current default device). */
   device?: string;
+  /** Told about config keys the loader ignores or cannot honour (also kept in the model's loadWarnings). */
+  onWarning?: (message: string) => void;
 }
 
 type ComponentEntry = [string | null, string | null] | null;
@@ -266,6 +386,24 @@ export function loadWeightsInto(module: Module, files: string[], rules: WeightLo
  * Loads a diffusers text-to-image folder (StableDiffusionPipeline layout; a missing or null "vae"
  * component means a pixel-space model).
  */
+/** Every config key of a folder's components that the loader ignores or cannot honour. */
+function configWarnings(root: string, index: Record<string, unknown>): string[] {
+  const out: (string | null)[] = [];
+  const read = (name: string, file: string): Record<string, unknown> | null =>
+    componentEntry(index, name, join(root, "model_index.json")) === null || !existsSync(join(root, name, file)) ? null : readJson(join(root, name, file), name);
+  const unet = read("unet", "config.json");
+  if (unet !== null) out.push(unetConfigWarning(unet, join(root, "unet", "config.json")));
+  for (const name of ["text_encoder", "text_encoder_2"]) {
+    const json = read(name, "config.json");
+    if (json !== null) out.push(unknownKeysWarning(json, CLIP_TEXT_CONFIG_KEYS, join(root, name, "config.json")));
+  }
+  const vae = read("vae", "config.json");
+  if (vae !== null) out.push(unknownKeysWarning(vae, VAE_CONFIG_KEYS, join(root, "vae", "config.json")));
+  const scheduler = read("scheduler", "scheduler_config.json");
+  if (scheduler !== null) out.push(schedulerConfigWarning(scheduler, join(root, "scheduler", "scheduler_config.json")));
+  return out.filter((w): w is string => w !== null);
+}
+
 export function loadModelFolder(dir: string, opts: LoadModelOptions = {}): TextToImageModel {
   const root = resolve(dir);
   const indexPath = join(root, "model_index.json");
@@ -276,8 +414,13 @@ export function loadModelFolder(dir: string, opts: LoadModelOptions = {}): TextT
       throw new Error(`${indexPath}: the "${required}" component is missing; a text-to-image folder needs unet, text_encoder, tokenizer and scheduler`);
     }
   }
-  if (componentEntry(index, "text_encoder_2", indexPath) !== null) {
-    throw new Error(`${indexPath}: this is a ${String(index._class_name ?? "pipeline")} with a second text encoder (SDXL-style), which is not supported; only single-text-encoder StableDiffusionPipeline folders load`);
+  const text2Entry = componentEntry(index, "text_encoder_2", indexPath);
+  if (text2Entry !== null && componentEntry(index, "tokenizer_2", indexPath) === null) {
+    throw new Error(`${indexPath}: "text_encoder_2" is listed but "tokenizer_2" is not; an SDXL folder needs both`);
+  }
+  const forceZeros = index.force_zeros_for_empty_prompt;
+  if (forceZeros !== undefined && typeof forceZeros !== "boolean") {
+    throw new Error(`${indexPath}: "force_zeros_for_empty_prompt" must be true or false, got ${JSON.stringify(forceZeros)}`);
   }
   const textEntry = componentEntry(index, "text_encoder", indexPath)!;
   const vaeEntry = componentEntry(index, "vae", indexPath);
@@ -295,19 +438,33 @@ export function loadModelFolder(dir: string, opts: LoadModelOptions = {}): TextT
   const textConfig = clipTextConfigFromJson(textJson, textConfigPath);
   const arch = Array.isArray(textJson.architectures) ? textJson.architectures[0] : undefined;
   const withProjection = textEntry[1] === "CLIPTextModelWithProjection" || arch === "CLIPTextModelWithProjection";
+  const text2Dir = join(root, "text_encoder_2");
+  const text2ConfigPath = join(text2Dir, "config.json");
+  const text2Config = text2Entry === null ? null : clipTextConfigFromJson(readJson(text2ConfigPath, "text_encoder_2"), text2ConfigPath);
+  if (text2Entry !== null && text2Entry[1] !== "CLIPTextModelWithProjection") {
+    throw new Error(`${indexPath}: text_encoder_2 class "${String(text2Entry[1])}" is not supported (SDXL's is CLIPTextModelWithProjection)`);
+  }
   const vaeDir = join(root, "vae");
   const vaeConfigPath = join(vaeDir, "config.json");
   const vaeConfig = vaeEntry === null ? null : autoencoderKLConfigFromJson(readJson(vaeConfigPath, "vae"), vaeConfigPath);
   const tokenizer = ClipTokenizer.fromFolder(join(root, "tokenizer"));
+  const tokenizer2 = text2Entry === null ? undefined : ClipTokenizer.fromFolder(join(root, "tokenizer_2"));
   const schedulerPath = join(root, "scheduler", "scheduler_config.json");
   const schedulerJson = readJson(schedulerPath, "scheduler");
   const scheduler = scheduleConfigFromDiffusers(schedulerJson, schedulerPath);
   const schedulerEntry = componentEntry(index, "scheduler", indexPath)!;
   const schedulerClass = typeof schedulerJson._class_name === "string" ? schedulerJson._class_name : schedulerEntry[1] ?? "DDPMScheduler";
-  checkComponentConfigs(unetConfig, textConfig, vaeConfig, tokenizer.vocabSize, `model folder ${root}`);
+  checkComponentConfigs(unetConfig, textConfig, vaeConfig, tokenizer.vocabSize, `model folder ${root}`, text2Config);
+  if (text2Config !== null && text2Config.vocabSize < tokenizer2!.vocabSize) {
+    throw new Error(`model folder ${root}: tokenizer_2 has ${tokenizer2!.vocabSize} tokens but text_encoder_2's vocab_size is ${text2Config.vocabSize}`);
+  }
   const unetFiles = componentWeightFiles(unetDir, "diffusion_pytorch_model", opts.variant);
   const textFiles = componentWeightFiles(textDir, "model", opts.variant);
+  const text2Files = text2Config === null ? [] : componentWeightFiles(text2Dir, "model", opts.variant);
   const vaeFiles = vaeConfig === null ? [] : componentWeightFiles(vaeDir, "diffusion_pytorch_model", opts.variant);
+
+  const loadWarnings = configWarnings(root, index);
+  for (const w of loadWarnings) opts.onWarning?.(w);
 
   const previousDevice = getDefaultDevice();
   if (opts.device) setDefaultDevice(opts.device);
@@ -324,13 +481,26 @@ export function loadModelFolder(dir: string, opts: LoadModelOptions = {}): TextT
       rename: (n) => (n === "text_model.embeddings.position_ids" ? null : n),
     });
 
+    let textEncoder2: ClipTextModel | undefined;
+    if (text2Config !== null) {
+      textEncoder2 = new ClipTextModel(text2Config, { withProjection: true });
+      built.push(textEncoder2);
+      loadWeightsInto(textEncoder2, text2Files, { rename: (n) => (n === "text_model.embeddings.position_ids" ? null : n) });
+    }
+
     let vae: AutoencoderKL | null = null;
     if (vaeConfig !== null) {
       vae = new AutoencoderKL(vaeConfig);
       built.push(vae);
       loadWeightsInto(vae, vaeFiles, { rename: currentVaeWeightName, squeezeConv1x1: true });
     }
-    return { unet, textEncoder, tokenizer, vae, scheduler, schedulerClass };
+    const model: TextToImageModel = { unet, textEncoder, tokenizer, vae, scheduler, schedulerClass, loadWarnings };
+    if (textEncoder2 !== undefined) {
+      model.textEncoder2 = textEncoder2;
+      model.tokenizer2 = tokenizer2!;
+      model.forceZerosForEmptyPrompt = forceZeros ?? true;
+    }
+    return model;
   } catch (err) {
     for (const m of built) m.dispose();
     throw err;
@@ -397,6 +567,15 @@ function writeFolderContents(root: string, model: TextToImageModel): void {
 
   model.tokenizer.saveFolder(join(root, "tokenizer"));
 
+  const sdxl = model.textEncoder2 !== undefined;
+  if (sdxl) {
+    const text2Dir = join(root, "text_encoder_2");
+    mkdirSync(text2Dir);
+    writeJson(join(text2Dir, "config.json"), clipTextConfigToJson(model.textEncoder2!.config, true));
+    writeSafetensorsSync(join(text2Dir, "model.safetensors"), model.textEncoder2!.stateDict(), meta);
+    model.tokenizer2!.saveFolder(join(root, "tokenizer_2"));
+  }
+
   if (model.vae) {
     const vaeDir = join(root, "vae");
     mkdirSync(vaeDir);
@@ -410,6 +589,25 @@ function writeFolderContents(root: string, model: TextToImageModel): void {
     _class_name: schedulerClass, _diffusers_version: DIFFUSERS_VERSION, ...scheduleConfigToDiffusers(model.scheduler),
   });
 
+  const vaeEntry = model.vae ? ["diffusers", "AutoencoderKL"] : [null, null];
+  if (sdxl) {
+    // StableDiffusionXLPipeline's components (no safety checker in its signature)
+    writeJson(join(root, "model_index.json"), {
+      _class_name: "StableDiffusionXLPipeline",
+      _diffusers_version: DIFFUSERS_VERSION,
+      feature_extractor: [null, null],
+      force_zeros_for_empty_prompt: model.forceZerosForEmptyPrompt ?? true,
+      image_encoder: [null, null],
+      scheduler: ["diffusers", schedulerClass],
+      text_encoder: ["transformers", withProjection ? "CLIPTextModelWithProjection" : "CLIPTextModel"],
+      text_encoder_2: ["transformers", "CLIPTextModelWithProjection"],
+      tokenizer: ["transformers", "CLIPTokenizer"],
+      tokenizer_2: ["transformers", "CLIPTokenizer"],
+      unet: ["diffusers", "UNet2DConditionModel"],
+      vae: vaeEntry,
+    });
+    return;
+  }
   writeJson(join(root, "model_index.json"), {
     _class_name: "StableDiffusionPipeline",
     _diffusers_version: DIFFUSERS_VERSION,
@@ -421,6 +619,6 @@ function writeFolderContents(root: string, model: TextToImageModel): void {
     tokenizer: ["transformers", "CLIPTokenizer"],
     unet: ["diffusers", "UNet2DConditionModel"],
     // [null, null]: no VAE, a pixel-space model (see the file comment)
-    vae: model.vae ? ["diffusers", "AutoencoderKL"] : [null, null],
+    vae: vaeEntry,
   });
 }

@@ -3,6 +3,8 @@
 // Stable Diffusion folders).
 //
 //   cond = text(prompt), uncond = text(negativePrompt ?? "")
+//     (SDXL: encode_prompt's states with the pooled embedding and the time ids of `micro`; no
+//     negative prompt + force_zeros_for_empty_prompt → zeros, as StableDiffusionXLPipeline)
 //   x_T = seed's noise (src/diffusion/seeds.ts: a sample depends on its own seed only)
 //   x_0 = sampler(ε̂ = ε(x,t,uncond) + g·(ε(x,t,cond) − ε(x,t,uncond)))     (classifier-free guidance)
 //   image = clamp((VAE-decode(x_0) or x_0 + 1)/2, 0, 1) · 255, rounded
@@ -11,7 +13,8 @@
 import {
   NoiseSchedule, classifierFreeGuidance, getSampler, sample, seededInputs, type SamplerName,
 } from "../diffusion/index.js";
-import { encodePrompts, type TextToImageModel } from "../models/pipeline.js";
+import { encodePrompts, unconditionalConditioning, type TextToImageModel } from "../models/pipeline.js";
+import { defaultMicroConditioning, type MicroConditioning } from "../models/sdxl/conditioning.js";
 import { noGrad, tensor, tidy, type Tensor } from "../tensor/index.js";
 
 /** An 8-bit RGB image, rows top to bottom, HWC. */
@@ -41,6 +44,16 @@ export interface GenerateOptions {
   size?: number;
   /** Prompts per forward pass (default 16). */
   batchSize?: number;
+  /**
+   * SDXL micro-conditioning (diffusers' original_size, crops_coords_top_left, target_size);
+   * default original = target = the output size, crop (0, 0).
+   */
+  micro?: Partial<MicroConditioning>;
+  /**
+   * Unit-variance starting noise [prompts, C, h, w] instead of the seeds' (diffusers' `latents=`;
+   * the sampler scales it by its init_noise_sigma). Per-step noise still comes from the seeds.
+   */
+  initialNoise?: Tensor;
   onEvent?: (e: GenerateEvent) => void;
 }
 
@@ -110,17 +123,29 @@ export function generate(opts: GenerateOptions): RgbImage[] {
   const out: RgbImage[] = [];
   model.unet.eval();
   model.textEncoder.eval();
+  model.textEncoder2?.eval();
+  const micro: MicroConditioning = { ...defaultMicroConditioning(size, size), ...opts.micro };
+  if (opts.initialNoise !== undefined) {
+    const want = [prompts.length, channels, latent, latent];
+    if (opts.initialNoise.shape.join(",") !== want.join(",")) {
+      throw new Error(`generate: initialNoise must be [${want.join(", ")}], got [${opts.initialNoise.shape.join(", ")}]`);
+    }
+  }
   noGrad(() => {
-    const uncond = encodePrompts(model, [opts.negativePrompt ?? ""]);
+    const uncond = opts.negativePrompt === undefined
+      ? unconditionalConditioning(model, 1, { micro })
+      : encodePrompts(model, [opts.negativePrompt], { micro });
     try {
       for (let b = 0; b < batches; b++) {
         const lo = b * batchSize;
         const ps = prompts.slice(lo, lo + batchSize);
         const ss = seeds.slice(lo, lo + batchSize);
         const images = tidy(() => {
-          const cond = encodePrompts(model, ps);
+          const cond = encodePrompts(model, ps, { micro });
           const denoise = classifierFreeGuidance((x, t, c) => model.unet.forward(x, t, c), cond, uncond, guidance);
-          const { gen, noise } = seededInputs(ss, [channels, latent, latent]);
+          const seeded = seededInputs(ss, [channels, latent, latent]);
+          const { gen } = seeded;
+          const noise = opts.initialNoise === undefined ? seeded.noise : opts.initialNoise.slice(0, lo, lo + ps.length);
           let init: { x0: Tensor; strength: number } | undefined;
           if (inits) {
             const imgs = inits.length === 1 ? ps.map(() => inits[0]!) : inits.slice(lo, lo + ps.length);

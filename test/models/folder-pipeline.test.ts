@@ -2,6 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync, mkdirSync, renameSync } from "node:fs";
 import { tmpdir } from "node:os";
+import { assertNear } from "../_close.js";
 import { join } from "node:path";
 import {
   createTextToImageModel, disposeTextToImageModel, emptyPromptEmbedding, encodePrompts, loadModelFolder, saveModelFolder,
@@ -159,7 +160,10 @@ test("model folder: pickle-only weights ask for a conversion; missing parts are 
   const sdxl = copyOf(pixelDir);
   const index = JSON.parse(readFileSync(join(sdxl, "model_index.json"), "utf8"));
   writeFileSync(join(sdxl, "model_index.json"), JSON.stringify({ ...index, _class_name: "StableDiffusionXLPipeline", text_encoder_2: ["transformers", "CLIPTextModelWithProjection"] }));
-  assert.throws(() => loadModelFolder(sdxl), /StableDiffusionXLPipeline with a second text encoder \(SDXL-style\), which is not supported/);
+  // an SDXL index over single-encoder parts: the missing pieces are named before any weights are read
+  assert.throws(() => loadModelFolder(sdxl), /"text_encoder_2" is listed but "tokenizer_2" is not/);
+  writeFileSync(join(sdxl, "model_index.json"), JSON.stringify({ ...index, text_encoder_2: ["transformers", "CLIPTextModelWithProjection"], tokenizer_2: ["transformers", "CLIPTokenizer"] }));
+  assert.throws(() => loadModelFolder(sdxl), /text_encoder_2[/\\]config\.json is missing/);
   // refuses to overwrite a folder that is not a model folder
   const other = freshDir();
   mkdirSync(other);
@@ -228,10 +232,12 @@ test("encodePrompts and the empty-prompt embedding", () => {
     assert.deepEqual(cond.shape, [3, 77, TINY_CLIP_TEXT_CONFIG.hiddenSize]);
     const batch = tokenizer.encodeBatch(["a red circle"], { maxLength: 77 });
     const direct = model.textEncoder.forward(tensor(batch.flat!, batch.shape!, { dtype: "i64" })).lastHiddenState;
-    assert.deepEqual(cond.slice(0, 0, 1).toFloat32Array(), direct.toFloat32Array());
+    // a batch of 3 and a batch of 1 run different matmul kernels: equal to float32 rounding (measured
+    // ≤ 2e-7 scaled, OpenBLAS Haswell vs SkylakeX), not bit for bit; 1e-5 leaves a 50× margin
+    assertNear(cond.slice(0, 0, 1), direct, 1e-5, "prompt 0 in a batch of 3 vs alone");
     const empty = emptyPromptEmbedding(model);
     assert.deepEqual(empty.shape, [1, 77, TINY_CLIP_TEXT_CONFIG.hiddenSize]);
-    assert.deepEqual(empty.toFloat32Array(), cond.slice(0, 1, 2).toFloat32Array());
+    assertNear(empty, cond.slice(0, 1, 2), 1e-5, "the empty-prompt embedding vs the empty prompt in a batch");
   }));
   // gradients flow into the text encoder (it is trained jointly in the small model)
   const w = model.textEncoder.text_model.final_layer_norm.weight!;

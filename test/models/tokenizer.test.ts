@@ -73,7 +73,10 @@ test("encodeBatch pads to 77, truncates keeping the end token at position 76, an
   const sd2 = ClipTokenizer.fromFile(undefined, { padToken: "!" });
   assert.equal(sd2.padId, 0);
   const b2 = sd2.encodeBatch(texts);
-  golden.cases.forEach((c, i) => assert.deepEqual(b2.ids[i], c.batch77_pad0));
+  // Texts holding "!" are left out here: transformers splits the text at an added pad token "!"
+  // (it becomes id 0, not BPE's "!</w>"), which the golden script does not model;
+  // test/models/tokenizer-pad-split.test.ts checks that rule against transformers' own ids.
+  golden.cases.forEach((c, i) => { if (!c.text.includes("!")) assert.deepEqual(b2.ids[i], c.batch77_pad0); });
   // other padding modes
   const longest = tok.encodeBatch(["a cat", "a photo of a dog"], { padding: "longest" });
   assert.deepEqual(longest.shape, [2, 7]);

@@ -69,7 +69,9 @@ test("SD2.1's config (per-block heads, linear projections, upcast attention)", (
 test("unsupported or invalid values are errors naming the key", () => {
   const bad = (patch: Record<string, unknown>, re: RegExp) =>
     assert.throws(() => parseUNetConfig({ ...sd15Json, ...patch }, "unet/config.json"), (e: unknown) => e instanceof UNetConfigError && re.test((e as Error).message));
-  bad({ addition_embed_type: "text_time" }, /unet\/config\.json: "addition_embed_type" = "text_time" is not supported/);
+  bad({ addition_embed_type: "text_time" }, /unet\/config\.json: "addition_time_embed_dim" must be set when addition_embed_type is "text_time"/);
+  bad({ addition_embed_type: "text_time", addition_time_embed_dim: 256 }, /"projection_class_embeddings_input_dim" must be set/);
+  bad({ addition_embed_type: "image" }, /"addition_embed_type" is "image"; supported: "text_time"/);
   bad({ class_embed_type: "timestep" }, /"class_embed_type"/);
   bad({ resnet_time_scale_shift: "scale_shift" }, /"resnet_time_scale_shift"/);
   bad({ act_fn: "gelu" }, /"act_fn" is "gelu"; only "silu"/);

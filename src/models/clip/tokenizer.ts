@@ -133,6 +133,12 @@ export class ClipTokenizer {
   readonly #merges: [string, string][];
   readonly #ranks: Map<string, number>;
   readonly #cache = new Map<string, number[]>();
+  /**
+   * A pad token other than <|endoftext|> (SDXL's and SD 2's "!") is an added special token in
+   * transformers: the text is split at it before BPE and it maps to its own id ("dunes!" →
+   * "dunes", "!" (id 0), not the "!</w>" of BPE).
+   */
+  readonly #splitToken: string | null;
 
   /**
    * From a vocabulary (token → id) and ordered merges. Most callers want `fromFile` (CLIP's merges
@@ -160,6 +166,8 @@ export class ClipTokenizer {
       if (id === undefined) throw new Error(`CLIP tokenizer: pad token ${JSON.stringify(pad)} is not in the vocabulary`);
       this.padId = id;
     }
+    const padText = this.#decoder[this.padId]!;
+    this.#splitToken = this.padId === this.eosId || this.padId === this.bosId ? null : padText;
     this.modelMaxLength = opts.modelMaxLength ?? 77;
     if (!Number.isInteger(this.modelMaxLength) || this.modelMaxLength < 2) {
       throw new Error(`CLIP tokenizer: modelMaxLength must be an integer ≥ 2 (got ${this.modelMaxLength})`);
@@ -271,9 +279,13 @@ export class ClipTokenizer {
   encode(text: string, opts: { addSpecialTokens?: boolean } = {}): number[] {
     const ids: number[] = [];
     if (opts.addSpecialTokens !== false) ids.push(this.bosId);
-    for (const match of cleanClipText(text).matchAll(PATTERN)) {
-      for (const id of this.#bpeIds(match[0])) ids.push(id);
-    }
+    const pieces = this.#splitToken === null ? [text] : text.split(this.#splitToken);
+    pieces.forEach((piece, i) => {
+      if (i > 0) ids.push(this.padId);
+      for (const match of cleanClipText(piece).matchAll(PATTERN)) {
+        for (const id of this.#bpeIds(match[0])) ids.push(id);
+      }
+    });
     if (opts.addSpecialTokens !== false) ids.push(this.eosId);
     return ids;
   }

@@ -48,6 +48,16 @@ export interface UNetConfig {
   convOutKernel: number;
   /** Width of the time embedding; null = 4 × blockOutChannels[0]. */
   timeEmbeddingDim: number | null;
+  /**
+   * Extra conditioning added to the time embedding. "text_time" (SDXL): the pooled text
+   * embedding and the micro-conditioning "time ids" (original size, crop top-left, target size),
+   * each id embedded sinusoidally with additionTimeEmbedDim channels, through add_embedding.
+   */
+  additionEmbedType: "text_time" | null;
+  /** Sinusoidal width per time id (SDXL: 256). */
+  additionTimeEmbedDim: number | null;
+  /** add_embedding's input width = pooled text width + (number of time ids) × additionTimeEmbedDim (SDXL: 1280 + 6·256 = 2816). */
+  projectionClassEmbeddingsInputDim: number | null;
 }
 
 /** diffusers' constructor defaults (the SD1.x UNet with cross_attention_dim 1280). */
@@ -79,6 +89,9 @@ export const DIFFUSERS_UNET_DEFAULTS: UNetConfig = {
   convInKernel: 3,
   convOutKernel: 3,
   timeEmbeddingDim: null,
+  additionEmbedType: null,
+  additionTimeEmbedDim: null,
+  projectionClassEmbeddingsInputDim: null,
 };
 
 /** Stable Diffusion 1.5's unet/config.json values. */
@@ -139,6 +152,9 @@ const KEY_OF: Record<keyof UNetConfig, string> = {
   convInKernel: "conv_in_kernel",
   convOutKernel: "conv_out_kernel",
   timeEmbeddingDim: "time_embedding_dim",
+  additionEmbedType: "addition_embed_type",
+  additionTimeEmbedDim: "addition_time_embed_dim",
+  projectionClassEmbeddingsInputDim: "projection_class_embeddings_input_dim",
 };
 
 /**
@@ -155,10 +171,8 @@ const UNSUPPORTED_UNLESS: Record<string, unknown> = {
   time_cond_proj_dim: null,
   class_embed_type: null,
   num_class_embeds: null,
-  projection_class_embeddings_input_dim: null,
   class_embeddings_concat: false,
-  addition_embed_type: null,
-  addition_time_embed_dim: null,
+  // only read by addition_embed_type "text" / "text_image", which are not built
   addition_embed_type_num_heads: 64,
   encoder_hid_dim: null,
   encoder_hid_dim_type: null,
@@ -280,6 +294,17 @@ export function resolveUNetConfig(partial: Partial<UNetConfig>, source = "unet c
     if (posInt(key, c[key]) % 2 !== 1) fail(key, "must be odd (the padding keeps the size)");
   }
   if (c.timeEmbeddingDim !== null) posInt("timeEmbeddingDim", c.timeEmbeddingDim);
+  if (c.additionEmbedType !== null) {
+    if (c.additionEmbedType !== "text_time") {
+      fail("additionEmbedType", `is ${JSON.stringify(c.additionEmbedType)}; supported: "text_time" (SDXL) or null`);
+    }
+    if (c.additionTimeEmbedDim === null) fail("additionTimeEmbedDim", 'must be set when addition_embed_type is "text_time" (SDXL: 256)');
+    posInt("additionTimeEmbedDim", c.additionTimeEmbedDim);
+    if (c.projectionClassEmbeddingsInputDim === null) {
+      fail("projectionClassEmbeddingsInputDim", 'must be set when addition_embed_type is "text_time" (SDXL: 2816 = 1280 + 6 × 256)');
+    }
+    posInt("projectionClassEmbeddingsInputDim", c.projectionClassEmbeddingsInputDim);
+  }
   if (c.sampleSize !== null && typeof c.sampleSize !== "number" && !(Array.isArray(c.sampleSize) && c.sampleSize.length === 2)) {
     fail("sampleSize", "must be a number, a [height, width] pair or null");
   }

@@ -2,18 +2,21 @@
 // structured and named exactly as diffusers' unets/unet_2d_condition.py so that a diffusers
 // `diffusion_pytorch_model.safetensors` loads unchanged (see describeParameters for the names).
 import type { Tensor } from "../../tensor/tensor.js";
-import { full, getDefaultDevice, setDefaultDevice } from "../../tensor/ops.js";
+import { cat, full, getDefaultDevice, setDefaultDevice } from "../../tensor/ops.js";
 import { Module, ModuleList } from "../../nn/module.js";
 import { Conv2d, GroupNorm } from "../../nn/layers.js";
 import { getInitGenerator } from "../../nn/init.js";
-import { resolveBlocks, resolveUNetConfig, type UNetConfig } from "./config.js";
+import { resolveBlocks, resolveUNetConfig, type UNetConfig, toDiffusersConfig } from "./config.js";
 import { DownBlock, MidBlock, UpBlock, type BlockOptions } from "./blocks.js";
 import { TimestepEmbedding, timestepEmbedding } from "./layers.js";
+import { unpackConditioning, type AddedConditioning } from "../sdxl/conditioning.js";
 
 export class UNet2DConditionModel extends Module {
   readonly config: UNetConfig;
   readonly conv_in: Conv2d;
   readonly time_embedding: TimestepEmbedding;
+  /** SDXL's "text_time" addition (null otherwise); add_time_proj has no parameters. */
+  readonly add_embedding: TimestepEmbedding | null;
   readonly down_blocks: ModuleList<DownBlock>;
   readonly mid_block: MidBlock | null;
   readonly up_blocks: ModuleList<UpBlock>;
@@ -35,6 +38,9 @@ export class UNet2DConditionModel extends Module {
     this.conv_in = this.child("conv_in", new Conv2d(c.inChannels, ch[0]!, c.convInKernel, { padding: (c.convInKernel - 1) / 2 }));
     // time_proj (Timesteps) has no parameters; timestepEmbedding() computes it.
     this.time_embedding = this.child("time_embedding", new TimestepEmbedding(ch[0]!, temb));
+    this.add_embedding = c.additionEmbedType === "text_time"
+      ? this.child("add_embedding", new TimestepEmbedding(c.projectionClassEmbeddingsInputDim!, temb))
+      : null;
 
     const attnOpts = (i: number, crossDim: number, layers: number, only: boolean): BlockOptions["attn"] => ({
       heads: r.numHeads[i]!, crossAttentionDim: crossDim, transformerLayers: layers,
@@ -85,14 +91,32 @@ export class UNet2DConditionModel extends Module {
     this.conv_out = this.child("conv_out", new Conv2d(ch[0]!, c.outChannels, c.convOutKernel, { padding: (c.convOutKernel - 1) / 2 }));
   }
 
+  /** This UNet's config.json as diffusers writes it (what a saved unet/ folder needs to load). */
+  diffusersConfig(): Record<string, unknown> {
+    return toDiffusersConfig(this.config);
+  }
+
   /**
    * Predicts the model output (ε, v or x0, whatever it was trained for).
    * @param sample noisy input [N, inChannels, H, W]
    * @param timestep one timestep for the batch, or one per sample ([N] or a scalar tensor)
-   * @param encoderHiddenStates text embeddings [N, L, crossAttentionDim]
+   * @param encoderHiddenStates text embeddings [N, L, crossAttentionDim]; for a "text_time" UNet
+   *   (SDXL) either with `added` given, or packed with it (src/models/sdxl/conditioning.ts)
+   * @param added SDXL's added conditioning (diffusers' added_cond_kwargs text_embeds / time_ids)
    */
-  forward(sample: Tensor, timestep: Tensor | number, encoderHiddenStates: Tensor): Tensor {
+  forward(sample: Tensor, timestep: Tensor | number, encoderHiddenStates: Tensor, added?: AddedConditioning): Tensor {
     const c = this.config;
+    if (this.add_embedding !== null && added === undefined) {
+      const unpacked = unpackConditioning(encoderHiddenStates);
+      if (unpacked === null) {
+        throw new Error(
+          'this UNet has addition_embed_type "text_time" (SDXL) and needs the pooled text embeddings and time ids: ' +
+            "pass them as `added`, or a conditioning packed with them (encodePrompts of an SDXL model)",
+        );
+      }
+      encoderHiddenStates = unpacked.hidden;
+      added = unpacked.added;
+    }
     if (sample.ndim !== 4 || sample.shape[1] !== c.inChannels) {
       throw new Error(`UNet input must be [N, ${c.inChannels}, H, W], got [${sample.shape.join(", ")}]`);
     }
@@ -108,7 +132,8 @@ export class UNet2DConditionModel extends Module {
 
     let tEmb = timestepEmbedding(t, c.blockOutChannels[0]!, { flipSinToCos: c.flipSinToCos, freqShift: c.freqShift });
     if (tEmb.dtype !== sample.dtype) tEmb = tEmb.to(sample.dtype);
-    const emb = this.time_embedding.forward(tEmb);
+    let emb = this.time_embedding.forward(tEmb);
+    if (this.add_embedding !== null) emb = emb.add(this.addedEmbedding(added!, batch, emb.dtype));
 
     let h = c.centerInputSample ? sample.mul(2).sub(1) : sample;
     h = this.conv_in.forward(h);
@@ -132,6 +157,28 @@ export class UNet2DConditionModel extends Module {
     }
     h = this.conv_norm_out.forward(h).silu();
     return this.conv_out.forward(h);
+  }
+
+  /** diffusers' text_time branch: add_embedding(cat([text_embeds, add_time_proj(time_ids) per id])). */
+  private addedEmbedding(added: AddedConditioning, batch: number, dtype: Tensor["dtype"]): Tensor {
+    const c = this.config;
+    const { textEmbeds, timeIds } = added;
+    if (textEmbeds.ndim !== 2 || textEmbeds.shape[0] !== batch || timeIds.ndim !== 2 || timeIds.shape[0] !== batch) {
+      throw new Error(`UNet added conditioning: text_embeds must be [${batch}, P] and time_ids [${batch}, T], got [${textEmbeds.shape.join(", ")}] and [${timeIds.shape.join(", ")}]`);
+    }
+    const dim = c.additionTimeEmbedDim!;
+    const want = c.projectionClassEmbeddingsInputDim!;
+    const got = textEmbeds.shape[1]! + timeIds.shape[1]! * dim;
+    if (got !== want) {
+      throw new Error(
+        `UNet added conditioning: text_embeds width ${textEmbeds.shape[1]} + ${timeIds.shape[1]} time ids × ${dim} = ${got}, ` +
+          `but projection_class_embeddings_input_dim is ${want}`,
+      );
+    }
+    const timeEmb = timestepEmbedding(timeIds.reshape([-1]), dim, { flipSinToCos: c.flipSinToCos, freqShift: c.freqShift })
+      .reshape([batch, timeIds.shape[1]! * dim]);
+    const input = cat([textEmbeds.to("f32"), timeEmb], -1);
+    return this.add_embedding!.forward(input.dtype === dtype ? input : input.to(dtype));
   }
 }
 

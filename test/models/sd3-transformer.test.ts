@@ -1,0 +1,50 @@
+// SD3Transformer2DModel against the reference case sd3-transformer (diffusers 0.30, float32).
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { SD3Transformer2DModel, sd3TransformerConfigFromJson, sincosPosEmbed2d } from "../../src/models/sd3/transformer.js";
+import { readJsonObject } from "../../src/models/config-json.js";
+import { loadWeightsInto } from "../../src/models/pipeline.js";
+import { noGrad, tensor } from "../../src/tensor/index.js";
+import { assertClose, referenceCase, relativeError } from "../_reference.js";
+
+const ref = referenceCase("sd3-transformer");
+
+export function loadSd3Transformer(dir: string): SD3Transformer2DModel {
+  const cfgPath = join(dir, "config.json");
+  const model = new SD3Transformer2DModel(sd3TransformerConfigFromJson(readJsonObject(cfgPath, "transformer"), cfgPath));
+  loadWeightsInto(model, [join(dir, "diffusion_pytorch_model.safetensors")]);
+  return model.eval();
+}
+
+test("sd3-transformer: forward equals diffusers", () => {
+  const model = loadSd3Transformer(join(ref.dir, "transformer"));
+  noGrad(() => {
+    const out = model.forward({
+      hiddenStates: ref.tensor("hidden_states"),
+      encoderHiddenStates: ref.tensor("encoder_hidden_states"),
+      pooledProjections: ref.tensor("pooled_projections"),
+      timestep: ref.tensor("timestep"),
+    });
+    // measured 1.8e-7
+    const err = assertClose(out, ref.tensor("transformer_out"), 1e-5, "transformer_out");
+    console.log(`sd3 transformer_out relative error ${err.toExponential(2)}`);
+  });
+  model.dispose();
+});
+
+test("sd3 PatchEmbed: our sin-cos table equals the stored pos_embed buffer", () => {
+  const model = loadSd3Transformer(join(ref.dir, "transformer"));
+  const c = model.config;
+  const ours = sincosPosEmbed2d(c.numAttentionHeads * c.attentionHeadDim, c.posEmbedMaxSize, c.sampleSize / c.patchSize);
+  const err = relativeError(ours, model.pos_embed.pos_embed.toFloat32Array());
+  // measured 0 – 1e-7 (float64 numpy table cast to float32 vs Math.sin / cos in doubles)
+  assert.ok(err < 1e-6, `pos_embed relative error ${err}`);
+  assert.throws(() => model.forward({
+    hiddenStates: tensor(new Float32Array(4 * 200 * 200), [1, 4, 200, 200]),
+    encoderHiddenStates: tensor(new Float32Array(32), [1, 1, 32]),
+    pooledProjections: tensor(new Float32Array(64), [1, 64]),
+    timestep: tensor(new Float32Array([1]), [1]),
+  }), /pos_embed_max_size 96/);
+  model.dispose();
+});

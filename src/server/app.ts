@@ -10,11 +10,15 @@ import { streamSSE } from "hono/streaming";
 import { z } from "zod";
 import type { PreferenceStore } from "../data/store.js";
 import { EvalFolder } from "./evalFolder.js";
+import { HUMAN_DB_NAME } from "../eval/human.js";
+import { HumanEvalSession, mountHumanEval } from "./humanEval.js";
 import { castVote, imageType, nextFor, undoLast } from "./labelling.js";
 import { RunFolder } from "./runFolder.js";
+import { parseBody, parseId, Rater } from "./request.js";
 import { jsonError, REPORT_CSP, requireJson, requireLocalHostHeader, requireSameOrigin, requireToken, securityHeaders } from "./security.js";
 import { COMMON_JS } from "./ui/common.js";
 import { COMPARE_BODY, COMPARE_JS } from "./ui/compare.js";
+import { HUMAN_BODY, HUMAN_CSS, HUMAN_JS, HUMAN_RESULTS_BODY, HUMAN_RESULTS_JS } from "./ui/human.js";
 import { LABEL_BODY, LABEL_JS } from "./ui/label.js";
 import { APP_CSS, page, type Features } from "./ui/layout.js";
 import { RUN_BODY, RUN_JS } from "./ui/run.js";
@@ -24,6 +28,12 @@ export interface AppOptions {
   store: PreferenceStore;
   /** An evaluation output folder (eval.json, images/, report.html) for the compare page. */
   evalDir?: string;
+  /** The human-eval vote store (SQLite) for the A/B page (default `<evalDir>/human.sqlite`). */
+  humanDb?: string;
+  /** Fixes the left/right coin of a new human-eval store (tests, reproducible studies). */
+  humanSeed?: string;
+  /** A blind study: the Compare page, its API and the report (which name base and tuned) are off. */
+  blind?: boolean;
   /** A training run folder (metrics.jsonl, validation/, checkpoints/) for the run page. */
   runDir?: string;
   /** When set, every request must carry it (header, or the cookie set by `?token=`). */
@@ -44,13 +54,6 @@ export interface App {
   close(): void;
 }
 
-const Rater = z
-  .string()
-  .trim()
-  .min(1, "rater must not be empty")
-  .max(64, "rater must be at most 64 characters")
-  .regex(/^[^\p{Cc}]+$/u, "rater must not contain control characters");
-
 const VoteBody = z.strictObject({
   rater: Rater,
   pairId: z.number().int().positive(),
@@ -66,33 +69,15 @@ const ExportBody = z.strictObject({
 
 const MAX_BODY = 16 * 1024;
 
-async function parseBody<T extends z.ZodType>(c: Context, schema: T): Promise<{ ok: true; value: z.infer<T> } | { ok: false; res: Response }> {
-  let raw: unknown;
-  try {
-    const text = await c.req.text();
-    raw = text === "" ? {} : JSON.parse(text);
-  } catch (e) {
-    return { ok: false, res: jsonError(c, 400, `the body is not valid JSON (${(e as Error).message})`) };
-  }
-  const r = schema.safeParse(raw);
-  if (!r.success) {
-    const i = r.error.issues[0]!;
-    return { ok: false, res: jsonError(c, 400, `${i.path.length ? i.path.join(".") : "body"}: ${i.message}`) };
-  }
-  return { ok: true, value: r.data };
-}
-
-function parseId(s: string): number | null {
-  if (!/^\d{1,15}$/.test(s)) return null;
-  const n = Number(s);
-  return Number.isSafeInteger(n) ? n : null;
-}
-
 export function createApp(opts: AppOptions): App {
   const store = opts.store;
   const evalFolder = opts.evalDir !== undefined ? new EvalFolder(opts.evalDir) : null;
   const runFolder = opts.runDir !== undefined ? new RunFolder(opts.runDir) : null;
-  const features: Features = { compare: evalFolder !== null, run: runFolder !== null };
+  const human = evalFolder ? new HumanEvalSession(evalFolder, opts.humanDb ?? join(evalFolder.dir, HUMAN_DB_NAME), { seed: opts.humanSeed, blind: opts.blind ?? false }) : null;
+  // in a blind study nothing that names base and tuned is served
+  const compareFolder = opts.blind ? null : evalFolder;
+  const noCompare = opts.blind ? "the Compare page and report are off during a blind study (serve without --blind to compare)" : "no evaluation folder: start serve with --eval DIR";
+  const features: Features = { compare: compareFolder !== null, run: runFolder !== null, human: human !== null };
   const maxBody = opts.maxBodyBytes ?? MAX_BODY;
   const pollMs = opts.pollMs ?? 500;
   const streams = new Set<() => void>();
@@ -119,14 +104,18 @@ export function createApp(opts: AppOptions): App {
   };
   app.get("/", (c) => c.redirect("/label", 302));
   app.get("/label", (c) => html(c, page({ title: "Label", active: "label", features, body: LABEL_BODY, scripts: ["common.js", "label.js"] })));
-  app.get("/compare", (c) => (evalFolder ? html(c, page({ title: "Compare", active: "compare", features, body: COMPARE_BODY, scripts: ["common.js", "compare.js"] })) : jsonError(c, 404, "no evaluation folder: start serve with --eval DIR")));
+  app.get("/compare", (c) => (compareFolder ? html(c, page({ title: "Compare", active: "compare", features, body: COMPARE_BODY, scripts: ["common.js", "compare.js"] })) : jsonError(c, 404, noCompare)));
+  app.get("/human", (c) => (human ? html(c, page({ title: "Human eval", active: "human", features, body: HUMAN_BODY, scripts: ["common.js", "human.js"] })) : jsonError(c, 404, "no evaluation folder: start serve with --eval DIR")));
+  app.get("/human/results", (c) => (human ? html(c, page({ title: "Human eval results", active: "human", features, body: HUMAN_RESULTS_BODY, scripts: ["common.js", "human-results.js"] })) : jsonError(c, 404, "no evaluation folder: start serve with --eval DIR")));
   app.get("/run", (c) => (runFolder ? html(c, page({ title: "Run", active: "run", features, body: RUN_BODY, scripts: ["common.js", "run.js"] })) : jsonError(c, 404, "no training run: start serve with --run DIR")));
   const STATIC: Record<string, [string, string]> = {
-    "app.css": ["text/css; charset=utf-8", APP_CSS],
+    "app.css": ["text/css; charset=utf-8", APP_CSS + HUMAN_CSS],
     "common.js": ["text/javascript; charset=utf-8", COMMON_JS],
     "label.js": ["text/javascript; charset=utf-8", LABEL_JS],
     "compare.js": ["text/javascript; charset=utf-8", COMPARE_JS],
     "run.js": ["text/javascript; charset=utf-8", RUN_JS],
+    "human.js": ["text/javascript; charset=utf-8", HUMAN_JS],
+    "human-results.js": ["text/javascript; charset=utf-8", HUMAN_RESULTS_JS],
   };
   app.get("/static/:name", (c) => {
     const f = STATIC[c.req.param("name")];
@@ -206,11 +195,13 @@ export function createApp(opts: AppOptions): App {
 
   // ---- compare
   app.get("/api/eval", (c) => {
-    if (!evalFolder) return jsonError(c, 404, "no evaluation folder: start serve with --eval DIR");
+    const evalFolder = compareFolder;
+    if (!evalFolder) return jsonError(c, 404, noCompare);
     return c.json({ dir: evalFolder.dir, ...evalFolder.view() });
   });
   app.get("/api/eval/image/:index/:which", (c) => {
-    if (!evalFolder) return jsonError(c, 404, "no evaluation folder: start serve with --eval DIR");
+    const evalFolder = compareFolder;
+    if (!evalFolder) return jsonError(c, 404, noCompare);
     const index = parseId(c.req.param("index"));
     const which = c.req.param("which");
     if (index === null || (which !== "base" && which !== "tuned")) return jsonError(c, 404, "eval images are addressed as /api/eval/image/<sample index>/<base|tuned>");
@@ -220,11 +211,15 @@ export function createApp(opts: AppOptions): App {
     return c.body(bytes, 200, { "Content-Type": imageType(bytes), "Cache-Control": "no-cache" });
   });
   app.get("/eval/report", (c) => {
-    if (!evalFolder) return jsonError(c, 404, "no evaluation folder: start serve with --eval DIR");
+    const evalFolder = compareFolder;
+    if (!evalFolder) return jsonError(c, 404, noCompare);
     const report = evalFolder.report();
     if (report === null) return jsonError(c, 404, `${evalFolder.dir} has no report.html`);
     return c.body(report, 200, { "Content-Type": "text/html; charset=utf-8", "Content-Security-Policy": REPORT_CSP, "Cache-Control": "no-cache" });
   });
+
+  // ---- blind A/B human evaluation (src/server/humanEval.ts)
+  mountHumanEval(app, human);
 
   // ---- run
   app.get("/api/run", (c) => {
@@ -285,6 +280,7 @@ export function createApp(opts: AppOptions): App {
     app,
     close() {
       closed = true;
+      human?.close();
       for (const stop of streams) stop();
       streams.clear();
     },

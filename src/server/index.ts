@@ -9,3 +9,4 @@ export { checkBinding, isLoopbackHost, MIN_TOKEN_LENGTH, TOKEN_COOKIE, TOKEN_HEA
 export { EvalFolder, evalImageUrl } from "./evalFolder.js";
 export { MetricsTail, RunFolder } from "./runFolder.js";
 export { swappedFor, type Progress, type ShownPair } from "./labelling.js";
+export { HumanEvalSession, humanImageUrl, HumanVoteBody, mountHumanEval, type ShownComparison } from "./humanEval.js";

@@ -10,7 +10,7 @@ export const TOKEN_HEADER = "x-diffusion-dpo-token";
 export const MIN_TOKEN_LENGTH = 8;
 
 /** JSON error answer: `{ error: message }` with the given status. */
-export function jsonError(c: Context, status: 400 | 401 | 403 | 404 | 413 | 415 | 500, message: string): Response {
+export function jsonError(c: Context, status: 400 | 401 | 403 | 404 | 409 | 413 | 415 | 500, message: string): Response {
   return c.json({ error: message }, status);
 }
 

@@ -1,11 +1,13 @@
 // The page shell and the stylesheet. Pages carry no data: each page's script fetches it from the
 // JSON API and writes it with textContent, so nothing a user typed is ever parsed as HTML.
 
-export type PageName = "label" | "compare" | "run";
+export type PageName = "label" | "compare" | "run" | "human";
 
 export interface Features {
   compare: boolean;
   run: boolean;
+  /** The blind A/B human evaluation (an eval folder is served). */
+  human: boolean;
 }
 
 function escapeHtml(s: string): string {
@@ -14,7 +16,7 @@ function escapeHtml(s: string): string {
 
 export function page(opts: { title: string; active: PageName; features: Features; body: string; scripts: string[] }): string {
   const link = (name: PageName, label: string, on: boolean) =>
-    on ? `<a href="/${name}"${opts.active === name ? ' class="active" aria-current="page"' : ""}>${label}</a>` : `<span class="off" title="start serve with --${name === "compare" ? "eval" : "run"} DIR">${label}</span>`;
+    on ? `<a href="/${name}"${opts.active === name ? ' class="active" aria-current="page"' : ""}>${label}</a>` : `<span class="off" title="${name === "compare" && opts.features.human ? "off during a blind study (--blind)" : `start serve with --${name === "run" ? "run" : "eval"} DIR`}">${label}</span>`;
   return `<!doctype html>
 <html lang="en">
 <head>
@@ -27,7 +29,7 @@ export function page(opts: { title: string; active: PageName; features: Features
 <body data-page="${opts.active}">
 <header class="top">
   <div class="brand">diffusion<span>-dpo</span></div>
-  <nav>${link("label", "Label", true)}${link("compare", "Compare", opts.features.compare)}${link("run", "Run", opts.features.run)}</nav>
+  <nav>${link("label", "Label", true)}${link("compare", "Compare", opts.features.compare)}${link("run", "Run", opts.features.run)}${link("human", "Human eval", opts.features.human)}</nav>
   <div class="top-right" id="top-right"></div>
 </header>
 <main>

@@ -1,0 +1,110 @@
+// `sample` and `train` from the CLI on the tiny SDXL folder (../shared/data/reference-models/
+// sdxl-pipeline: StableDiffusionXLPipeline with two CLIP encoders, a text_time UNet and a VAE;
+// 64×64 images, 8×8 latents): LoRA and full fine-tuning, a resumed run that reproduces the
+// uninterrupted one, and outputs that load (the LoRA file under diffusers' `unet.` names, the
+// full run as an SDXL model folder).
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import sharp from "sharp";
+import { cliRunner } from "./_capture.js";
+import { commands } from "../../src/cli/commands/index.js";
+import { train } from "../../src/cli/commands/train.js";
+import { brightJsonl } from "./train-fixture.js";
+import { referenceCase } from "../_reference.js";
+import { SafetensorsFile } from "../../src/io/safetensors.js";
+import { disposeTextToImageModel, isSdxlModel, loadModelFolder } from "../../src/models/pipeline.js";
+import { loadModelPair } from "../../src/eval/models.js";
+import { listCheckpoints } from "../../src/train/checkpoint.js";
+
+const cli = cliRunner(commands);
+const dir = mkdtempSync(join(tmpdir(), "dpo-sdxl-cli-"));
+const modelDir = referenceCase("sdxl-pipeline").pipelineFolder();
+test.after(() => {
+  rmSync(dir, { recursive: true, force: true });
+  rmSync(modelDir, { recursive: true, force: true });
+});
+let pairs = "";
+
+const common = (out: string): string[] => [
+  "train", "--model", modelDir, "--data", pairs, "--out", out, "--batch", "2", "--lr", "1e-3", "--no-scale-lr",
+  "--warmup", "0", "--beta", "5000", "--workers", "0",
+];
+const lossesOf = (out: string): number[] =>
+  readFileSync(join(out, "metrics.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l) as { type: string; loss: number })
+    .filter((l) => l.type === "step").map((l) => l.loss);
+
+test("setup: 64×64 JSONL pairs", async () => {
+  pairs = await brightJsonl(join(dir, "data"), 4, 64);
+});
+
+test("sdxl sample: euler, guidance 5 → 64×64 PNGs", async () => {
+  const out = join(dir, "samples");
+  const r = await cli(["sample", "--model", modelDir, "--prompt", "a red apple on a table", "--sampler", "euler", "--guidance", "5",
+    "--steps", "3", "--num", "2", "--out", out, "--json"]);
+  assert.equal(r.code, 0, r.stderr);
+  const j = r.json();
+  assert.equal(j.size, 64);
+  assert.equal(j.files.length, 2);
+  const meta = await sharp(j.files[0]).metadata();
+  assert.deepEqual([meta.width, meta.height], [64, 64]);
+  const [a, b] = await Promise.all(j.files.map((f: string) => sharp(f).raw().toBuffer()));
+  assert.notDeepEqual(a, b, "two seeds, two images");
+});
+
+test("sdxl train --lora: finite losses from ln 2, a diffusers LoRA file with unet. keys that loads beside the base", async () => {
+  const out = join(dir, "lora");
+  const r = await cli([...common(out), "--steps", "3", "--lora", "--lora-rank", "2", "--checkpoint-every", "1"]);
+  assert.equal(r.code, 0, r.stderr);
+  const losses = lossesOf(out);
+  assert.equal(losses.length, 3);
+  assert.ok(Math.abs(losses[0]! - Math.LN2) < 1e-6, `first loss ${losses[0]} is ln 2 (policy = reference)`);
+  assert.ok(losses.every(Number.isFinite));
+  assert.ok(new Set(losses).size > 1, "the adapters move the loss");
+  const f = SafetensorsFile.open(join(out, "final", "pytorch_lora_weights.safetensors"));
+  try {
+    const keys = f.keys();
+    assert.ok(keys.length > 0 && keys.every((k) => /^unet\..*\.(to_q|to_k|to_v|to_out\.0)\.lora\.(down|up)\.weight$/.test(k)), keys[0]);
+  } finally {
+    f.close();
+  }
+  const pair = loadModelPair(modelDir, out);
+  try {
+    assert.equal(pair.kind, "lora");
+  } finally {
+    pair.dispose();
+  }
+});
+
+test("sdxl train: a run resumed at step 2 reproduces the uninterrupted run's losses", async () => {
+  const split = join(dir, "split");
+  const a = await cli([...common(split), "--steps", "2", "--lora", "--lora-rank", "2", "--checkpoint-every", "1"]);
+  assert.equal(a.code, 0, a.stderr);
+  assert.deepEqual(listCheckpoints(split).map(([s]) => s).at(-1), 2);
+  const summary = await train({ out: split, resume: true, steps: "3", nproc: "1" });
+  assert.equal(summary?.step, 3);
+  assert.deepEqual(lossesOf(split), lossesOf(join(dir, "lora")));
+});
+
+test("sdxl train --full: the final folder is an SDXL model folder that loads, with a changed UNet", async () => {
+  const out = join(dir, "full");
+  const r = await cli([...common(out), "--steps", "2", "--full", "--checkpoint-every", "0"]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.ok(lossesOf(out).every(Number.isFinite));
+  const tuned = loadModelFolder(join(out, "final"));
+  const base = loadModelFolder(modelDir);
+  try {
+    assert.equal(isSdxlModel(tuned), true);
+    assert.ok(existsSync(join(out, "final", "text_encoder_2", "model.safetensors")));
+    const index = JSON.parse(readFileSync(join(out, "final", "model_index.json"), "utf8"));
+    assert.equal(index._class_name, "StableDiffusionXLPipeline");
+    const w = "up_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight";
+    const diff = tuned.unet.stateDict().get(w)!.sub(base.unet.stateDict().get(w)!).abs().amax().item();
+    assert.ok(diff > 0, "the UNet was updated");
+  } finally {
+    disposeTextToImageModel(tuned);
+    disposeTextToImageModel(base);
+  }
+});

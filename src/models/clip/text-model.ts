@@ -81,6 +81,9 @@ const clipTextJson = z.looseObject({
   initializer_factor: z.number().optional(),
 });
 
+/** The config.json keys the text encoder reads (others are reported by src/models/config-warnings.ts). */
+export const CLIP_TEXT_CONFIG_KEYS: readonly string[] = Object.keys(clipTextJson.shape);
+
 /** Reads a text_encoder/config.json object (missing fields take transformers' defaults). */
 export function clipTextConfigFromJson(json: unknown, source = "text_encoder/config.json"): ClipTextConfig {
   const parsed = clipTextJson.safeParse(json);
@@ -194,7 +197,7 @@ class ClipAttention extends Module {
     initNormal(this.out_proj.weight, d ** -0.5 * f);
     initZero(this.out_proj.bias);
   }
-  forward(x: Tensor, mask: Tensor): Tensor {
+  forward(x: Tensor, mask: Tensor | null): Tensor {
     const [n, l, d] = x.shape as [number, number, number];
     const split = (t: Tensor) => t.reshape([n, l, this.heads, this.headDim]).transpose(1, 2);
     const q = split(this.q_proj.forward(x));
@@ -225,7 +228,8 @@ class ClipMlp extends Module {
   }
 }
 
-class ClipEncoderLayer extends Module {
+/** One pre-norm transformer layer (also the vision tower's: src/models/clip/vision-model.ts); mask null = no mask. */
+export class ClipEncoderLayer extends Module {
   readonly self_attn: ClipAttention;
   readonly layer_norm1: LayerNorm;
   readonly mlp: ClipMlp;
@@ -237,13 +241,13 @@ class ClipEncoderLayer extends Module {
     this.mlp = this.child("mlp", new ClipMlp(config));
     this.layer_norm2 = this.child("layer_norm2", new LayerNorm(config.hiddenSize, config.layerNormEps));
   }
-  forward(x: Tensor, mask: Tensor): Tensor {
+  forward(x: Tensor, mask: Tensor | null): Tensor {
     const h = x.add(this.self_attn.forward(this.layer_norm1.forward(x), mask));
     return h.add(this.mlp.forward(this.layer_norm2.forward(h)));
   }
 }
 
-class ClipEncoder extends Module {
+export class ClipEncoder extends Module {
   readonly layers: ModuleList<ClipEncoderLayer>;
   constructor(config: ClipTextConfig) {
     super();

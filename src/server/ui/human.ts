@@ -288,7 +288,7 @@ export const HUMAN_CSS = `
 /* human eval */
 .warn { background: #fffaeb; border: 1px solid #fedf89; color: var(--warn); border-radius: 8px; padding: 8px 12px; font-size: 14px; max-width: 1000px; margin: 0 auto 12px; }
 .ab-duel .side { position: relative; margin: 0; background: var(--panel); border: 2px solid var(--line); border-radius: 14px; padding: 14px; box-shadow: var(--shadow); }
-.ab-duel img { display: block; width: 100%; aspect-ratio: 1; object-fit: contain; max-height: max(220px, calc(100vh - 520px)); image-rendering: pixelated; background: repeating-conic-gradient(#f0f1f4 0 25%, #fff 0 50%) 0 0 / 24px 24px; border-radius: 8px; }
+.ab-duel img { display: block; width: 100%; aspect-ratio: 1; object-fit: contain; max-height: max(220px, calc(100vh - 520px)); image-rendering: pixelated; background: #fff; border-radius: 8px; }
 .ab-duel .tag { position: absolute; top: 22px; left: 22px; background: rgba(255,255,255,.92); border: 1px solid var(--line); border-radius: 7px; padding: 3px 9px; font-size: 13px; font-weight: 600; }
 .questions { max-width: 1000px; margin: 16px auto 0; padding: 8px 12px; }
 .q { display: flex; align-items: center; justify-content: space-between; gap: 16px; padding: 8px 10px; border-radius: 8px; border: 2px solid transparent; }
@@ -302,6 +302,8 @@ export const HUMAN_CSS = `
 .q-answers button[aria-pressed=true] kbd { background: rgba(255,255,255,.2); color: #fff; border-color: rgba(255,255,255,.4); }
 .keys { max-width: 1000px; margin: 4px auto 0; font-size: 13px; text-align: center; }
 .hr-panel { margin-top: 16px; overflow-x: auto; }
+.hr-cards { grid-template-columns: repeat(auto-fill, minmax(330px, 1fr)); }
+.run-head .btn { white-space: nowrap; }
 .hr-table { border-collapse: collapse; font-size: 13px; width: 100%; font-variant-numeric: tabular-nums; }
 .hr-table th, .hr-table td { text-align: left; padding: 5px 10px 5px 0; border-bottom: 1px solid var(--line); vertical-align: top; overflow-wrap: anywhere; }
 .hr-table th { color: var(--muted); font-weight: 600; font-size: 12px; }

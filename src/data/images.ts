@@ -130,6 +130,21 @@ export interface AugmentOptions {
   pairMode?: "joint" | "independent";
 }
 
+/**
+ * What SDXL's micro-conditioning takes from a pair's augmentation (diffusers' SDXL DPO script):
+ * the chosen image's size before resizing, [height, width], and the crop's top-left corner
+ * [top, left] in the resized image as the network sees it (mirrored when the crop is flipped, as
+ * when flipping before cropping).
+ */
+export interface PairGeometry {
+  originalSize: [number, number];
+  cropTopLeft: [number, number];
+}
+
+function geometryOf(img: RawImage, p: Plan, size: number): PairGeometry {
+  return { originalSize: [img.height, img.width], cropTopLeft: [p.box.top, p.flip ? p.width - p.box.left - size : p.box.left] };
+}
+
 /** Geometry decided for one image: resize target, crop box, flip. */
 interface Plan {
   width: number;
@@ -175,18 +190,20 @@ export async function augmentPair(
   out: Float32Array,
   chosenOffset: number,
   rejectedOffset: number,
-): Promise<void> {
+): Promise<PairGeometry> {
   const o = withDefaults(opts);
   if (o.pairMode === "joint") {
     const p = plan(chosen.width, chosen.height, o, rng);
     const [c, r] = await Promise.all([resizeImage(chosen, p.width, p.height), resizeImage(rejected, p.width, p.height)]);
     cropFlipNormalize(c, p.box, o.resolution, p.flip, out, chosenOffset);
     cropFlipNormalize(r, p.box, o.resolution, p.flip, out, rejectedOffset);
+    return geometryOf(chosen, p, o.resolution);
   } else {
     const pc = plan(chosen.width, chosen.height, o, rng);
     const pr = plan(rejected.width, rejected.height, o, rng);
     const [c, r] = await Promise.all([resizeImage(chosen, pc.width, pc.height), resizeImage(rejected, pr.width, pr.height)]);
     cropFlipNormalize(c, pc.box, o.resolution, pc.flip, out, chosenOffset);
     cropFlipNormalize(r, pr.box, o.resolution, pr.flip, out, rejectedOffset);
+    return geometryOf(chosen, pc, o.resolution);
   }
 }

@@ -25,6 +25,7 @@ import { handleBad } from "./errors.js";
 import { tally } from "./dataset.js";
 import type { AugmentOptions } from "./images.js";
 import { runTask, resultError, type PrepareResult, type PrepareTask } from "./prepare.js";
+import type { PairGeometry } from "./images.js";
 import { hashInts, rngFor } from "./random.js";
 import { startWorker } from "./threads.js";
 import { emptyStats } from "./types.js";
@@ -59,6 +60,8 @@ export interface PreferenceBatch {
   shape: [number, number, number, number];
   /** Where the pairs came from (file, row). */
   sources: { file: string; row: number }[];
+  /** Per pair: the chosen image's original size and the crop (SDXL's micro-conditioning). */
+  geometry: PairGeometry[];
   epoch: number;
 }
 
@@ -241,7 +244,7 @@ export class PreferenceLoader {
     };
 
     try {
-      let batch: { pair: PreferencePair; pixels: Float32Array }[] = [];
+      let batch: { pair: PreferencePair; pixels: Float32Array; geometry: PairGeometry }[] = [];
       let batchEnd = this.position;
       for (;;) {
         await fill();
@@ -257,7 +260,7 @@ export class PreferenceLoader {
           handleBad(err, skipBad, this.stats);
           continue;
         }
-        batch.push({ pair: head.pair, pixels: r.pixels });
+        batch.push({ pair: head.pair, pixels: r.pixels, geometry: r.geometry });
         if (batch.length === batchSize) {
           this.position = batchEnd;
           yielded++;
@@ -296,7 +299,7 @@ export class PreferenceLoader {
     }
   }
 
-  private assemble(batch: { pair: PreferencePair; pixels: Float32Array }[], per: number, res: number, epoch: number): PreferenceBatch {
+  private assemble(batch: { pair: PreferencePair; pixels: Float32Array; geometry: PairGeometry }[], per: number, res: number, epoch: number): PreferenceBatch {
     const n = batch.length;
     const pixels = new Float32Array(2 * n * per);
     batch.forEach((b, i) => {
@@ -309,6 +312,7 @@ export class PreferenceLoader {
       pixels,
       shape: [2 * n, 3, res, res],
       sources: batch.map((b) => ({ ...b.pair.source })),
+      geometry: batch.map((b) => b.geometry),
       epoch,
     };
   }

@@ -3,7 +3,7 @@
  * Runs in the loader's worker threads (decodeWorker.ts) or inline; no libtorch here.
  */
 import { DataError } from "./errors.js";
-import { augmentPair, decodeImage, type AugmentOptions } from "./images.js";
+import { augmentPair, decodeImage, type AugmentOptions, type PairGeometry } from "./images.js";
 import { Rng } from "./random.js";
 import type { ImageSource, SkipReason } from "./types.js";
 
@@ -21,24 +21,30 @@ export interface PrepareTask {
 }
 
 export type PrepareResult =
-  | { id: number; ok: true; pixels: Float32Array }
+  | { id: number; ok: true; pixels: Float32Array; geometry: PairGeometry }
   | { id: number; ok: false; error: { reason: SkipReason; source: string; row: number | null; field: string | null; message: string } | { message: string } };
 
 /** Chosen then rejected image, each 3·res² floats in CHW layout, in one Float32Array. */
 export async function preparePair(t: PrepareTask): Promise<Float32Array> {
+  return (await preparePairWithGeometry(t)).pixels;
+}
+
+/** preparePair and the augmentation's geometry (SDXL's original size and crop). */
+export async function preparePairWithGeometry(t: PrepareTask): Promise<{ pixels: Float32Array; geometry: PairGeometry }> {
   const [c, r] = await Promise.all([
     decodeImage(t.chosen, { source: t.source, row: t.row, field: t.chosenField }),
     decodeImage(t.rejected, { source: t.source, row: t.row, field: t.rejectedField }),
   ]);
   const n = 3 * t.augment.resolution * t.augment.resolution;
   const out = new Float32Array(2 * n);
-  await augmentPair(c, r, t.augment, new Rng(t.seed), out, 0, n);
-  return out;
+  const geometry = await augmentPair(c, r, t.augment, new Rng(t.seed), out, 0, n);
+  return { pixels: out, geometry };
 }
 
 export async function runTask(t: PrepareTask): Promise<PrepareResult> {
   try {
-    return { id: t.id, ok: true, pixels: await preparePair(t) };
+    const { pixels, geometry } = await preparePairWithGeometry(t);
+    return { id: t.id, ok: true, pixels, geometry };
   } catch (e) {
     if (e instanceof DataError) {
       // DataError's message already contains the location; keep the parts to rebuild it

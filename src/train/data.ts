@@ -43,7 +43,15 @@ export interface PairBatchSource {
 export interface SequentialPairLoader<S> {
   state(): S;
   restore(s: S): void;
-  batches(epochs?: number): AsyncGenerator<{ prompts: string[]; pixels: Float32Array; shape: [number, number, number, number] }>;
+  batches(epochs?: number): AsyncGenerator<LoaderBatch>;
+}
+
+/** A loader batch: prompts, [chosen…, rejected…] pixels and, optionally, each pair's augmentation geometry. */
+interface LoaderBatch {
+  prompts: string[];
+  pixels: Float32Array;
+  shape: [number, number, number, number];
+  geometry?: { originalSize: [number, number]; cropTopLeft: [number, number] }[];
 }
 
 /**
@@ -51,7 +59,7 @@ export interface SequentialPairLoader<S> {
  * trainer. Batches must be asked for in order; the loader's own state travels in checkpoints.
  */
 export class LoaderBatchSource<S> implements PairBatchSource {
-  #iter: AsyncGenerator<{ prompts: string[]; pixels: Float32Array; shape: [number, number, number, number] }> | null = null;
+  #iter: AsyncGenerator<LoaderBatch> | null = null;
   #next: number | null = null;
 
   constructor(readonly loader: SequentialPairLoader<S>, readonly batchSize: number, readonly device = "cpu") {}
@@ -80,7 +88,13 @@ export class LoaderBatchSource<S> implements PairBatchSource {
     if (b.prompts.length !== this.batchSize) {
       throw new Error(`the data loader yielded ${b.prompts.length} pairs, but the trainer expects batches of ${this.batchSize} (use dropLast)`);
     }
-    return { prompts: b.prompts, pixels: tensor(b.pixels, b.shape, { device: this.device }) };
+    const out: PairBatch = { prompts: b.prompts, pixels: tensor(b.pixels, b.shape, { device: this.device }) };
+    // the SDXL micro-conditioning of each pair (original size, crop; target = the training size)
+    if (b.geometry !== undefined) {
+      const target: [number, number] = [b.shape[2], b.shape[3]];
+      out.micro = b.geometry.map((g) => ({ originalSize: g.originalSize, cropTopLeft: g.cropTopLeft, targetSize: target }));
+    }
+    return out;
   }
 
   state(): S {

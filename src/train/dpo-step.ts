@@ -71,8 +71,11 @@ export interface StepModels {
   policy: DenoisingModel;
   /** Run under noGrad. Needed by dpo/hinge/ipo; optional (metrics only) for sft/mapo. */
   reference?: DenoisingModel;
-  /** Frozen text encoder: prompts → conditioning [N, L, D]. Called under noGrad. */
-  encodePrompts: (prompts: string[]) => Tensor;
+  /**
+   * Frozen text encoder: prompts → conditioning [N, L, D]. Called under noGrad, with the batch's
+   * per-pair micro-conditioning when it has one (SDXL's time ids; other models ignore it).
+   */
+  encodePrompts: (prompts: string[], micro?: PairMicroConditioning[]) => Tensor;
   /** Frozen image encoder (the VAE, scaled latents); identity when absent (pixel-space models). */
   encodeImages?: (pixels: Tensor) => Tensor;
 }
@@ -91,10 +94,19 @@ export interface StepOptions extends PreferenceOptions {
   shard?: { rank: number; worldSize: number; layout?: "contiguous" | "interleaved" };
 }
 
+/** A pair's image geometry in pixels (SDXL's add_time_ids: original size, crop top-left, target size). */
+export interface PairMicroConditioning {
+  originalSize: [number, number];
+  cropTopLeft: [number, number];
+  targetSize: [number, number];
+}
+
 /** One batch: N prompts and 2N images laid out [chosen…, rejected…] (pixels in [−1, 1]). */
 export interface PairBatch {
   prompts: string[];
   pixels: Tensor;
+  /** Per pair, from the augmentation; both images of a pair share it (they are cropped jointly). */
+  micro?: PairMicroConditioning[];
 }
 
 export interface StepResult {
@@ -147,7 +159,7 @@ export function dpoStep(models: StepModels, batch: PairBatch, gen: Generator, op
     const noise = cat([noisePairs, noisePairs], 0);
     const t = [...tPairs, ...tPairs];
     const tTensor = tensor(new BigInt64Array(t.map((v) => BigInt(v))), [2 * n], { device });
-    const condPairs = noGrad(() => models.encodePrompts(prompts)).detach();
+    const condPairs = noGrad(() => (batch.micro === undefined ? models.encodePrompts(prompts) : models.encodePrompts(prompts, batch.micro))).detach();
     const cond = cat([condPairs, condPairs], 0);
 
     // 2. noising and target

@@ -75,8 +75,8 @@ export interface DpoTrainerOptions {
   model: DenoiserModule;
   /** Required when config.finetune is "lora". */
   adapters?: LoraAdapters;
-  /** Frozen text encoder; see StepModels. */
-  encodePrompts: (prompts: string[]) => Tensor;
+  /** Frozen text encoder; see StepModels (SDXL: the batch's micro-conditioning comes second). */
+  encodePrompts: StepModels["encodePrompts"];
   /** Frozen VAE encoder (scaled latents); identity when absent. */
   encodeImages?: (pixels: Tensor) => Tensor;
   schedule: NoiseSchedule;

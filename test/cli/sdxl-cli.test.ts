@@ -19,7 +19,7 @@ import { disposeTextToImageModel, isSdxlModel, loadModelFolder } from "../../src
 import { loadModelPair } from "../../src/eval/models.js";
 import { listCheckpoints } from "../../src/train/checkpoint.js";
 
-const cli = cliRunner(commands);
+const cli = cliRunner(commands as Parameters<typeof cliRunner>[0]);
 const dir = mkdtempSync(join(tmpdir(), "dpo-sdxl-cli-"));
 const modelDir = referenceCase("sdxl-pipeline").pipelineFolder();
 test.after(() => {

@@ -12,6 +12,7 @@ import { UsageError } from "../errors.js";
 import { ProgressBar } from "../progress.js";
 import type { PreferenceData } from "../../data/open.js";
 import type { TextToImageModel } from "../../models/pipeline.js";
+import type { PairMicroConditioning } from "../../train/dpo-step.js";
 
 /** Flags that set one config key (dotted), by citty argument name. */
 const FLAG_KEYS = {
@@ -252,7 +253,7 @@ export async function train(args: TrainArgs): Promise<TrainSummary | null> {
   const device = pg ? pg.trainingDevice(requestedDevice) : requestedDevice;
   if (device.startsWith("cuda") && !tensorLib.cudaAvailable()) throw new UsageError(`--device ${device}: CUDA is not available on this machine (run \`diffusion-dpo info\`)`);
 
-  const { loadModelFolder, encodePrompts, saveModelFolder, disposeTextToImageModel } = await import("../../models/pipeline.js");
+  const { loadModelFolder, encodePrompts, saveModelFolder, disposeTextToImageModel, isSdxlModel } = await import("../../models/pipeline.js");
   const { NoiseSchedule } = await import("../../diffusion/index.js");
   let model: TextToImageModel;
   try {
@@ -263,7 +264,9 @@ export async function train(args: TrainArgs): Promise<TrainSummary | null> {
   }
   const schedule = new NoiseSchedule(model.scheduler);
   // the model's own prediction type, unless the user chose one
-  const modelLayer = { predictionType: schedule.predictionType === "v_prediction" ? "v_prediction" : "epsilon" };
+  // SDXL full fine-tuning: the official recipe's Adafactor and 200 warmup steps (flags, files and a resumed run's settings win)
+  const sdxlLayer = isSdxlModel(model) && cfg.finetune === "full" ? { "optimizer.kind": "adafactor", warmupSteps: 200 } : {};
+  const modelLayer = { predictionType: schedule.predictionType === "v_prediction" ? "v_prediction" : "epsilon", ...sdxlLayer };
   cfg = resolveConfig([modelLayer, ...checkpointLayer]);
   if (schedule.predictionType !== "epsilon" && schedule.predictionType !== "v_prediction") {
     throw new UsageError(`--model ${cfg.model}: its scheduler predicts "${schedule.predictionType}"; training supports epsilon and v_prediction`);
@@ -289,6 +292,7 @@ export async function train(args: TrainArgs): Promise<TrainSummary | null> {
 
     // frozen text encoder (and VAE); the UNet is the policy
     model.textEncoder.requiresGrad(false).eval();
+    model.textEncoder2?.requiresGrad(false).eval();
     model.vae?.requiresGrad(false).eval();
     const unet = model.unet;
     unet.train();
@@ -303,7 +307,8 @@ export async function train(args: TrainArgs): Promise<TrainSummary | null> {
       adapters = loraAdapters(unet);
     }
     const vae = model.vae;
-    const encode = (prompts: string[]) => encodePrompts(model, prompts);
+    // SDXL: time ids from each pair's augmentation (original size, crop), else the training size
+    const encode = (prompts: string[], micro?: PairMicroConditioning[]) => encodePrompts(model, prompts, { micro, size: resolution });
     const factor = vae ? 2 ** (vae.config.blockOutChannels.length - 1) : 1;
     const latent = resolution / factor;
 

@@ -48,3 +48,30 @@ test("sd3 PatchEmbed: our sin-cos table equals the stored pos_embed buffer", () 
   }), /pos_embed_max_size 96/);
   model.dispose();
 });
+
+test("sd3-transformer: the 4-step StableDiffusion3Pipeline run from given embeddings (guidance 7)", async () => {
+  const { flowMatchConfigFromJson, flowSetTimesteps } = await import("../../src/diffusion/flow/scheduler.js");
+  const { flowSample } = await import("../../src/diffusion/flow/sample.js");
+  const { cat, full } = await import("../../src/tensor/index.js");
+  const model = loadSd3Transformer(join(ref.dir, "transformer"));
+  const cfgPath = join(ref.dir, "scheduler", "scheduler_config.json");
+  const schedule = flowSetTimesteps(flowMatchConfigFromJson(readJsonObject(cfgPath, "scheduler"), cfgPath), 4);
+  const states = cat([ref.tensor("pipe_negative_prompt_embeds"), ref.tensor("pipe_prompt_embeds")], 0);
+  const pooled = cat([ref.tensor("pipe_negative_pooled_prompt_embeds"), ref.tensor("pipe_pooled_prompt_embeds")], 0);
+  const steps: number[][] = [];
+  const final = flowSample({
+    latents: ref.tensor("pipe_latents_init"),
+    schedule,
+    guidanceScale: 7,
+    velocity: (x, t) => model.forward({ hiddenStates: x, encoderHiddenStates: states, pooledProjections: pooled, timestep: full([x.shape[0]!], t) }),
+    onStep: (_, x) => steps.push(Array.from(x.toFloat32Array())),
+  });
+  // measured: final 6.8e-7, worst step 6.8e-7
+  const err = assertClose(final, ref.tensor("pipe_final_latents"), 1e-4, "pipe_final_latents");
+  const refSteps = ref.array("pipe_step_latents");
+  const per = refSteps.length / 4;
+  const stepErr = Math.max(...steps.map((s, i) => relativeError(s, refSteps.slice(i * per, (i + 1) * per))));
+  assert.ok(stepErr < 1e-4, `step latents ${stepErr}`);
+  console.log(`sd3 4-step run: final ${err.toExponential(2)}, worst step ${stepErr.toExponential(2)}`);
+  model.dispose();
+});

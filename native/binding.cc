@@ -93,7 +93,19 @@ std::vector<at::Tensor> Tensors(const Napi::CallbackInfo& info, size_t i) {
 }
 
 at::ScalarType Dtype(const Napi::CallbackInfo& info, size_t i) {
-  return static_cast<at::ScalarType>(info[i].As<Napi::Number>().Int32Value());
+  if (info.Length() <= i || !info[i].IsNumber()) {
+    throw std::invalid_argument("argument " + std::to_string(i) + " must be a dtype code (a number)");
+  }
+  int32_t code = info[i].As<Napi::Number>().Int32Value();
+  // The dtypes src/tensor/tensor.ts names (SCALAR_TYPE); any other code would be cast blindly.
+  switch (static_cast<at::ScalarType>(code)) {
+    case at::kByte: case at::kChar: case at::kShort: case at::kInt: case at::kLong:
+    case at::kHalf: case at::kFloat: case at::kDouble: case at::kBool: case at::kBFloat16:
+      return static_cast<at::ScalarType>(code);
+    default:
+      throw std::invalid_argument("unknown dtype code " + std::to_string(code) +
+                                  " (expected one of u8 i8 i16 i32 i64 f16 f32 f64 bool bf16)");
+  }
 }
 
 at::Device Device(const Napi::CallbackInfo& info, size_t i) {
@@ -184,12 +196,30 @@ DDPO_OP(setAutocast) {
   if (!enabled) at::autocast::clear_cache();
   return Napi::Boolean::New(env, previous);
 }
+// The autocast dtype in force for a device, so a nested autocast() can restore it.
+DDPO_OP(getAutocastDtype) {
+  std::string device = info[0].As<Napi::String>().Utf8Value();
+  at::ScalarType dtype = device == "cpu" ? at::autocast::get_autocast_cpu_dtype() : at::autocast::get_autocast_gpu_dtype();
+  return Napi::Number::New(env, static_cast<int>(dtype));
+}
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  // The handle tables, the memory accounting and libtorch's grad/autocast modes (thread-local in
+  // libtorch) belong to one JavaScript thread. A second thread (a worker) loading the binding would
+  // race on them, so it is refused with a plain error; once the owner's environment is torn down
+  // (its worker exited) another thread may take over.
+  if (currentEnv != nullptr && currentEnv != env) {
+    throw Napi::Error::New(env,
+        "diffusion-dpo's native binding is already in use by another JavaScript thread; tensors can be "
+        "used from one thread per process (the main thread or a single worker). Keep tensor work in one "
+        "thread and pass plain data (Uint8Array, numbers) between threads.");
+  }
   currentEnv = env;
-  // Debian's libtorch starts with one thread; use every core unless told otherwise.
-  unsigned cores = std::thread::hardware_concurrency();
-  if (cores > 0) at::set_num_threads(static_cast<int>(cores));
+  napi_add_env_cleanup_hook(env, [](void* arg) {
+    if (currentEnv == static_cast<napi_env>(arg)) currentEnv = nullptr;
+  }, env);
+  // The thread count is chosen in src/tensor/native.ts (DDPO_THREADS, OMP_NUM_THREADS, CPU affinity
+  // and cgroup quota), not here.
 #define EXPORT(fn) exports.Set(#fn, Napi::Function::New(env, fn, #fn))
   EXPORT(setNumThreads);
   EXPORT(getNumThreads);
@@ -204,6 +234,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   EXPORT(isGradEnabled);
   EXPORT(setGradEnabled);
   EXPORT(setAutocast);
+  EXPORT(getAutocastDtype);
 #undef EXPORT
   registerTensorOps(env, exports);
   registerOptim(env, exports);

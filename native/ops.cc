@@ -6,6 +6,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <c10/core/GradMode.h>
 
+#include <algorithm>
 #include <cstring>
 #include <limits>
 #include <sstream>
@@ -13,14 +14,35 @@
 namespace ddpo {
 
 namespace {
+// Generators live in a table like tensors: freed slots (generatorFree, called when the JS object
+// is disposed or collected) are reused, so sampling one generator per image stays bounded.
 std::vector<at::Generator> generators;
+std::vector<int32_t> freeGenerators;
 
 at::Generator& generatorAt(const Napi::CallbackInfo& info, size_t i) {
   int32_t h = info[i].As<Napi::Number>().Int32Value();
-  if (h < 0 || static_cast<size_t>(h) >= generators.size()) {
-    throw std::invalid_argument("generator handle " + std::to_string(h) + " does not exist");
+  if (h < 0 || static_cast<size_t>(h) >= generators.size() || !generators[h].defined()) {
+    throw std::invalid_argument("generator handle " + std::to_string(h) + " is not live (freed or never created)");
   }
   return generators[h];
+}
+
+// Reduction dims as libtorch numbers them: negative dims counted from the end, checked, and
+// sorted high to low so reducing one at a time does not shift the dims still to come.
+std::vector<int64_t> descendingDims(const std::vector<int64_t>& dims, int64_t ndim) {
+  std::vector<int64_t> out;
+  for (int64_t d : dims) {
+    int64_t n = d < 0 ? d + ndim : d;
+    if (n < 0 || n >= std::max<int64_t>(ndim, 1)) {
+      throw std::invalid_argument("dim " + std::to_string(d) + " is out of range for a " + std::to_string(ndim) + "-d tensor");
+    }
+    if (std::find(out.begin(), out.end(), n) != out.end()) {
+      throw std::invalid_argument("dim " + std::to_string(d) + " appears twice");
+    }
+    out.push_back(n);
+  }
+  std::sort(out.rbegin(), out.rend());
+  return out;
 }
 
 at::TensorOptions Options(const Napi::CallbackInfo& info, size_t dtypeIndex, size_t deviceIndex) {
@@ -97,8 +119,28 @@ DDPO_OP(sameTensor) {
 // numbers on every device, as diffusers recommends) -----------------------------------------
 
 DDPO_OP(generatorNew) {
-  generators.push_back(at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(I(info, 0))));
-  return Napi::Number::New(env, static_cast<double>(generators.size() - 1));
+  at::Generator g = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(I(info, 0)));
+  int32_t h;
+  if (!freeGenerators.empty()) {
+    h = freeGenerators.back();
+    freeGenerators.pop_back();
+    generators[h] = std::move(g);
+  } else {
+    h = static_cast<int32_t>(generators.size());
+    generators.push_back(std::move(g));
+  }
+  return Napi::Number::New(env, h);
+}
+DDPO_OP(generatorFree) {
+  int32_t h = info[0].As<Napi::Number>().Int32Value();
+  if (h >= 0 && static_cast<size_t>(h) < generators.size() && generators[h].defined()) {
+    generators[h] = at::Generator();
+    freeGenerators.push_back(h);
+  }
+  return env.Undefined();
+}
+DDPO_OP(liveGenerators) {
+  return Napi::Number::New(env, static_cast<double>(generators.size() - freeGenerators.size()));
 }
 DDPO_OP(generatorSeed) {
   at::Generator& g = generatorAt(info, 0);
@@ -312,9 +354,7 @@ DDPO_OP(reduce) {
     case R_AMIN: y = at::amin(x, dims, keep); break;
     case R_PROD: {
       y = x;
-      std::vector<int64_t> sorted = dims;
-      std::sort(sorted.rbegin(), sorted.rend());
-      for (int64_t d : sorted) y = at::prod(y, d, keep);
+      for (int64_t d : descendingDims(dims, x.dim())) y = at::prod(y, d, keep);
       break;
     }
     case R_VAR: y = at::var(x, dims, unbiased, keep); break;
@@ -323,16 +363,12 @@ DDPO_OP(reduce) {
     case R_NORM: y = at::linalg_vector_norm(x, 2, dims, keep); break;
     case R_ANY: {
       y = x.to(at::kBool);
-      std::vector<int64_t> sorted = dims;
-      std::sort(sorted.rbegin(), sorted.rend());
-      for (int64_t d : sorted) y = at::any(y, d, keep);
+      for (int64_t d : descendingDims(dims, x.dim())) y = at::any(y, d, keep);
       break;
     }
     case R_ALL: {
       y = x.to(at::kBool);
-      std::vector<int64_t> sorted = dims;
-      std::sort(sorted.rbegin(), sorted.rend());
-      for (int64_t d : sorted) y = at::all(y, d, keep);
+      for (int64_t d : descendingDims(dims, x.dim())) y = at::all(y, d, keep);
       break;
     }
     default: throw std::invalid_argument("unknown reduction opcode " + std::to_string(code));
@@ -522,7 +558,7 @@ void registerTensorOps(Napi::Env env, Napi::Object exports) {
   EXPORT(fromBytes); EXPORT(toBytes); EXPORT(item); EXPORT(shape); EXPORT(dtype); EXPORT(device);
   EXPORT(full); EXPORT(arange); EXPORT(linspace); EXPORT(to); EXPORT(toDevice); EXPORT(clone);
   EXPORT(contiguous); EXPORT(detach); EXPORT(sameTensor);
-  EXPORT(generatorNew); EXPORT(generatorSeed); EXPORT(generatorGetState); EXPORT(generatorSetState);
+  EXPORT(generatorNew); EXPORT(generatorFree); EXPORT(liveGenerators); EXPORT(generatorSeed); EXPORT(generatorGetState); EXPORT(generatorSetState);
   EXPORT(randn); EXPORT(rand); EXPORT(randint); EXPORT(randperm); EXPORT(dropout);
   EXPORT(unary); EXPORT(binary); EXPORT(binaryScalar); EXPORT(addScaled); EXPORT(where);
   EXPORT(clamp); EXPORT(lerp); EXPORT(triu);

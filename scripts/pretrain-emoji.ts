@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { loadEmojiDataset } from "../src/datasets/emoji.js";
 import { baseEmojiWeights, createEmojiModel } from "../src/datasets/emojiModel.js";
-import { saveModelFolder } from "../src/models/pipeline.js";
+import { loadModelFolder, saveModelFolder } from "../src/models/pipeline.js";
 import { setNumThreads } from "../src/tensor/index.js";
 import { applyEma, loadCheckpointWeights, pretrain, pretrainModelFrom } from "../src/train/pretrain.js";
 
@@ -32,6 +32,8 @@ const { values } = parseArgs({
     threads: { type: "string" },
     // start from another run's checkpoint weights (EMA), with a fresh optimizer and lr schedule
     init: { type: "string" },
+    // start from a saved model folder (e.g. the shipped models/emoji-base), fresh optimizer and schedule
+    "init-model": { type: "string" },
   },
 });
 if (values.threads) setNumThreads(Number(values.threads));
@@ -39,7 +41,7 @@ const steps = Number(values.steps);
 const batchSize = Number(values.batch);
 const seed = Number(values.seed);
 const train = await loadEmojiDataset({ split: "train", size: 32 });
-const t2i = createEmojiModel(train, seed);
+const t2i = values["init-model"] ? loadModelFolder(values["init-model"]) : createEmojiModel(train, seed);
 const model = pretrainModelFrom(t2i);
 if (values.init && !values.resume) loadCheckpointWeights(model, values.init, "ema");
 mkdirSync(values.run!, { recursive: true });
@@ -66,7 +68,7 @@ saveModelFolder(values.out!, t2i);
 writeFileSync(join(values.out!, "training.json"), JSON.stringify({
   command: `node --import tsx scripts/pretrain-emoji.ts ${process.argv.slice(2).join(" ")}`.trim(),
   started, finished: new Date().toISOString(), seconds: result.seconds, steps: result.step, batchSize, lr: Number(values.lr),
-  emaDecay: Number(values.ema), promptDropout: 0.1, seed, initFrom: values.init ?? null, trainImages: train.items.length,
+  emaDecay: Number(values.ema), promptDropout: 0.1, seed, initFrom: values.init ?? values["init-model"] ?? null, trainImages: train.items.length,
   parameters: { unet: t2i.unet.numParameters(), textEncoder: t2i.textEncoder.numParameters() },
   losses: result.losses,
 }, null, 1) + "\n");

@@ -70,7 +70,22 @@ export const DataConfigSchema = z.strictObject({
   workers: nonNegInt.default(1),
 });
 
-export const TrainConfigSchema = z.strictObject({
+/**
+ * Defaults that depend on the fine-tuning mode. Full fine-tuning follows the official script (lr
+ * 1e-8 per pair × the effective batch, 500 warmup steps). LoRA follows diffusers' DPO LoRA example
+ * and the common LoRA trainers (kohya, SimpleTuner: 1e-4): a LoRA learning rate as applied, not
+ * multiplied by the batch, constant, no warmup. With full fine-tuning's 1e-8 × batch a LoRA's
+ * adapters barely move (8 pairs: 8e-8).
+ */
+export const FINETUNE_DEFAULTS = {
+  full: { learningRate: 1e-8, scaleLr: true, warmupSteps: 500, lrSchedule: "constant_with_warmup" },
+  lora: { learningRate: 1e-4, scaleLr: false, warmupSteps: 0, lrSchedule: "constant" },
+} as const;
+
+/** Full-fine-tuning reference copies that serve only metrics (sft, mapo) are off unless asked for. */
+const REFERENCE_METRICS_DEFAULT = false;
+
+const TrainConfigObject = z.strictObject({
   /** The base model: a diffusers folder (model_index.json, unet/, text_encoder/, tokenizer/, scheduler/, optional vae/). */
   model: z.string().min(1).default("models/emoji-base"),
   data: DataConfigSchema.prefault({}),
@@ -84,10 +99,15 @@ export const TrainConfigSchema = z.strictObject({
    */
   beta: z.number().positive().default(5000),
   mapo: MapoConfigSchema.prefault({}),
-  /** Run the frozen reference for the metrics even when the method does not need it (sft, mapo). */
-  referenceMetrics: z.boolean().default(true),
+  /**
+   * Run the frozen reference for the metrics even when the method does not need it (sft, mapo).
+   * Off by default: with full fine-tuning it costs a second copy of the network and a forward pass.
+   */
+  referenceMetrics: z.boolean().default(REFERENCE_METRICS_DEFAULT),
   /** Target of the denoiser: ε or the velocity v (the official script supports ε only). */
   predictionType: z.enum(["epsilon", "v_prediction"]).default("epsilon"),
+  /** VAE latents of the training images: a posterior sample (official: latent_dist.sample()) or its mean. */
+  latentSampling: z.enum(["sample", "mean"]).default("sample"),
   /** Probability that a pair's caption is replaced by "" (official: 0.2), so CFG keeps working. */
   promptDropout: z.number().min(0).max(1).default(0.2),
 
@@ -106,11 +126,13 @@ export const TrainConfigSchema = z.strictObject({
    * batch: the official 1e-8 × 2048 = 2.048e-5. (The paper's text writes (2000/β)·2.048e-8, which
    * disagrees with its own script; we follow the script.)
    */
-  learningRate: z.number().nonnegative().default(1e-8),
-  scaleLr: z.boolean().default(true),
-  lrSchedule: z.enum(["constant", "constant_with_warmup", "linear", "cosine"]).default("constant_with_warmup"),
-  /** Warmup in optimizer steps (official: 500 for SD1.5, 200 for SDXL). */
-  warmupSteps: nonNegInt.default(500),
+  /** Default: FINETUNE_DEFAULTS by fine-tuning mode (full 1e-8 per pair, LoRA 1e-4 as applied). */
+  learningRate: z.number().nonnegative().optional(),
+  /** Multiply learningRate by the effective batch (default: full yes, LoRA no). */
+  scaleLr: z.boolean().optional(),
+  lrSchedule: z.enum(["constant", "constant_with_warmup", "linear", "cosine"]).optional(),
+  /** Warmup in optimizer steps (official full fine-tuning: 500 for SD1.5, 200 for SDXL; LoRA default 0). */
+  warmupSteps: nonNegInt.optional(),
   optimizer: OptimizerConfigSchema.prefault({}),
   /** Global gradient-norm clip (official: 1.0); 0 measures only. */
   maxGradNorm: z.number().nonnegative().default(1.0),
@@ -136,12 +158,33 @@ export const TrainConfigSchema = z.strictObject({
   validation: ValidationConfigSchema.prefault({}),
 });
 
+/** The schema with the mode-dependent defaults filled in after parsing. */
+export const TrainConfigSchema = TrainConfigObject.transform((cfg) => {
+  const d = FINETUNE_DEFAULTS[cfg.finetune];
+  return {
+    ...cfg,
+    learningRate: cfg.learningRate ?? d.learningRate,
+    scaleLr: cfg.scaleLr ?? d.scaleLr,
+    warmupSteps: cfg.warmupSteps ?? d.warmupSteps,
+    lrSchedule: cfg.lrSchedule ?? d.lrSchedule,
+  };
+});
+
 export type TrainConfig = z.infer<typeof TrainConfigSchema>;
 export type TrainConfigInput = z.input<typeof TrainConfigSchema>;
 
 /** The default config (every default filled in). */
 export function defaultTrainConfig(): TrainConfig {
   return TrainConfigSchema.parse({});
+}
+
+/** Warnings about a resolved config that is valid but probably not what was meant. */
+export function configWarnings(cfg: TrainConfig): string[] {
+  const out: string[] = [];
+  if (cfg.warmupSteps > cfg.maxSteps) {
+    out.push(`the learning-rate warmup (${cfg.warmupSteps} steps) is longer than the run (${cfg.maxSteps} steps): the run never reaches its learning rate; lower --warmup or raise --steps`);
+  }
+  return out;
 }
 
 /** Learning rate actually used: learningRate × effective batch with scaleLr, else learningRate. */
@@ -297,7 +340,7 @@ function flagsToObject(flags: Record<string, unknown>): Record<string, unknown> 
 
 /** The schema at a dotted path, with defaults/optionals unwrapped; undefined if none. */
 function schemaAt(path: string[]): z.core.$ZodType | undefined {
-  let cur: z.core.$ZodType | undefined = TrainConfigSchema;
+  let cur: z.core.$ZodType | undefined = TrainConfigObject;
   for (const p of path) {
     cur = cur === undefined ? undefined : unwrap(cur);
     if (cur === undefined || cur._zod.def.type !== "object") return undefined;

@@ -56,7 +56,7 @@ export function createRecipeModel(captions: string[], opts: { seed?: number; siz
     textEncoder: emojiTextConfig(tokenizer),
     tokenizer,
     scheduler: EMOJI_SCHEDULE,
-    schedulerClass: "DDPMScheduler",
+    schedulerClass: "DDIMScheduler",
     vae: null,
   });
 }

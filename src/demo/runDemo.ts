@@ -464,7 +464,7 @@ async function trainStage(settings: DemoSettings, paths: ReturnType<typeof demoP
     trainer = new DpoTrainer({
       config: cfg, model: model.unet, adapters, schedule, data: source,
       encodePrompts: (ps) => encodePrompts(model, ps),
-      encodeImages: vae ? (px) => vae.encodeLatents(px) : undefined,
+      encodeImages: vae ? (px, noise) => vae.encodeLatents(px, noise) : undefined,
       saveFinal: cfg.finetune === "full" ? (dir) => saveModelFolder(dir, model) : undefined,
       onEvent: (e) => {
         log(e);

@@ -11,7 +11,7 @@ export * from "./schedule.js";
 export * from "./noising.js";
 export * from "./samplers/types.js";
 export * from "./samplers/timesteps.js";
-export { samplers, getSampler, isSamplerName, SAMPLER_NAMES } from "./samplers/registry.js";
+export { samplers, getSampler, isSamplerName, SAMPLER_NAMES, SCHEDULER_CLASS_SAMPLERS, samplerForScheduler } from "./samplers/registry.js";
 export { ddpm } from "./samplers/ddpm.js";
 export { ddim, ddimInvert, checkEta } from "./samplers/ddim.js";
 export { euler, eulerSigmas, eulerInitNoiseSigma } from "./samplers/euler.js";

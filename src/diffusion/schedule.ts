@@ -80,9 +80,13 @@ export function validateScheduleConfig(cfg: ScheduleConfig, where = "schedule co
   if (cfg.timestepSpacing !== undefined && !TIMESTEP_SPACINGS.includes(cfg.timestepSpacing)) {
     fail(where, "timestepSpacing", `must be one of ${TIMESTEP_SPACINGS.join(", ")}; got "${String(cfg.timestepSpacing)}"`);
   }
-  for (const key of ["betaStart", "betaEnd"] as const) {
-    const v = cfg[key];
-    if (!(typeof v === "number" && v > 0 && v < 1)) fail(where, key, `must be a number in (0, 1), got ${v}`);
+  // beta_start / beta_end shape only the linear schedules: squaredcos_cap_v2 (and trained betas)
+  // ignore them, and diffusers folders for those often carry beta_start 0
+  if (cfg.trainedBetas == null && cfg.betaSchedule !== "squaredcos_cap_v2") {
+    for (const key of ["betaStart", "betaEnd"] as const) {
+      const v = cfg[key];
+      if (!(typeof v === "number" && v > 0 && v < 1)) fail(where, key, `must be a number in (0, 1), got ${v}`);
+    }
   }
   if (!Number.isInteger(cfg.stepsOffset) || cfg.stepsOffset < 0) {
     fail(where, "stepsOffset", `must be a non-negative integer, got ${cfg.stepsOffset}`);

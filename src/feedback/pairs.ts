@@ -11,7 +11,7 @@
 // seed, sampler, steps and guidance; only missing candidates are sampled, and pairs that exist
 // are kept (addPair is idempotent), so re-running after an interruption, or with more prompts,
 // does only the new work.
-import type { SamplerName } from "../diffusion/index.js";
+import { samplerForScheduler, type SamplerName } from "../diffusion/index.js";
 import { hashInts, hashString } from "../data/random.js";
 import type { PreferenceStore, StoredImage } from "../data/store.js";
 import type { TextToImageModel } from "../models/pipeline.js";
@@ -85,7 +85,7 @@ export async function generatePairs(opts: GeneratePairsOptions): Promise<PairsSu
   const { store, model, k } = opts;
   if (!Number.isInteger(k) || k < 2) throw new Error(`pairs: k must be an integer ≥ 2 (candidates per prompt), got ${k}`);
   const seed = opts.seed ?? 0;
-  const sampler = opts.sampler ?? "ddim";
+  const sampler = opts.sampler ?? samplerForScheduler(model.schedulerClass);
   const steps = opts.steps ?? 50;
   const guidance = opts.guidance ?? 3;
   const pairing = opts.pairing ?? "all";

@@ -34,7 +34,7 @@ import {
 } from "../diffusion/schedule.js";
 import { CLIP_TEXT_CONFIG_KEYS, ClipTextModel, clipTextConfigFromJson, clipTextConfigToJson, TINY_CLIP_TEXT_CONFIG, type ClipTextConfig } from "./clip/text-model.js";
 import { ClipTokenizer } from "./clip/tokenizer.js";
-import { schedulerConfigWarning, unetConfigWarning, unknownKeysWarning } from "./config-warnings.js";
+import { schedulerClassWarning, schedulerConfigWarning, unetConfigWarning, unknownKeysWarning } from "./config-warnings.js";
 import {
   AutoencoderKL, VAE_CONFIG_KEYS, autoencoderKLConfigFromJson, autoencoderKLConfigToJson, currentVaeWeightName, type AutoencoderKLConfig,
 } from "./vae/autoencoder-kl.js";
@@ -53,7 +53,10 @@ export interface TextToImageModel {
   /** null: a pixel-space model (the UNet denoises images directly). */
   vae: AutoencoderKL | null;
   scheduler: ScheduleConfig;
-  /** The diffusers scheduler class written to model_index.json and scheduler_config.json (default "DDPMScheduler"). */
+  /**
+   * The diffusers scheduler class written to model_index.json and scheduler_config.json (default
+   * "DDIMScheduler"); it also picks the default sampler (samplerForScheduler), as diffusers does.
+   */
   schedulerClass?: string;
   /** SDXL: the second text encoder (CLIPTextModelWithProjection) and its tokenizer. */
   textEncoder2?: ClipTextModel;
@@ -94,7 +97,7 @@ export function createTextToImageModel(opts: CreateModelOptions = {}): TextToIma
     tokenizer,
     vae: opts.vae ? new AutoencoderKL(opts.vae) : null,
     scheduler: opts.scheduler ?? { ...SD15_SCHEDULE },
-    schedulerClass: opts.schedulerClass ?? "DDPMScheduler",
+    schedulerClass: opts.schedulerClass ?? "DDIMScheduler",
   };
 }
 
@@ -400,7 +403,11 @@ function configWarnings(root: string, index: Record<string, unknown>): string[] 
   const vae = read("vae", "config.json");
   if (vae !== null) out.push(unknownKeysWarning(vae, VAE_CONFIG_KEYS, join(root, "vae", "config.json")));
   const scheduler = read("scheduler", "scheduler_config.json");
-  if (scheduler !== null) out.push(schedulerConfigWarning(scheduler, join(root, "scheduler", "scheduler_config.json")));
+  if (scheduler !== null) {
+    const path = join(root, "scheduler", "scheduler_config.json");
+    out.push(schedulerConfigWarning(scheduler, path));
+    out.push(schedulerClassWarning(typeof scheduler._class_name === "string" ? scheduler._class_name : undefined, path));
+  }
   return out.filter((w): w is string => w !== null);
 }
 

@@ -11,7 +11,7 @@
 //
 // Image-to-image (SDEdit) starts from the input noised to the first kept step (strength ∈ [0, 1]).
 import {
-  NoiseSchedule, classifierFreeGuidance, getSampler, sample, seededInputs, type SamplerName,
+  NoiseSchedule, classifierFreeGuidance, getSampler, sample, samplerForScheduler, seededInputs, type SamplerName,
 } from "../diffusion/index.js";
 import { encodePrompts, unconditionalConditioning, type TextToImageModel } from "../models/pipeline.js";
 import { defaultMicroConditioning, type MicroConditioning } from "../models/sdxl/conditioning.js";
@@ -101,7 +101,8 @@ export function generate(opts: GenerateOptions): RgbImage[] {
   if (prompts.length === 0) throw new Error("generate: needs at least one prompt");
   const seeds = opts.seeds ?? prompts.map((_, i) => i);
   if (seeds.length !== prompts.length) throw new Error(`generate: ${seeds.length} seeds for ${prompts.length} prompts; give one seed per prompt`);
-  const samplerName = opts.sampler ?? "ddim";
+  // default: what the folder's scheduler class runs in diffusers (EulerDiscreteScheduler → euler, …)
+  const samplerName = opts.sampler ?? samplerForScheduler(model.schedulerClass);
   const sampler = getSampler(samplerName);
   const steps = opts.steps ?? 50;
   if (!Number.isInteger(steps) || steps < 1) throw new Error(`generate: steps must be a positive integer, got ${steps}`);

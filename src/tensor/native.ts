@@ -3,6 +3,7 @@ import { createRequire } from "node:module";
 import { existsSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { defaultThreadChoice, type ThreadChoice } from "./threads.js";
 
 /** Signatures of the native functions; handles are small integers into the native tensor table. */
 export interface NativeBinding {
@@ -19,6 +20,7 @@ export interface NativeBinding {
   isGradEnabled(): boolean;
   setGradEnabled(enabled: boolean): boolean;
   setAutocast(enabled: boolean, device: string, dtype: number): boolean;
+  getAutocastDtype(device: string): number;
 
   fromBytes(bytes: ArrayBufferView, shape: number[], dtype: number): number;
   toBytes(h: number): ArrayBuffer;
@@ -37,6 +39,8 @@ export interface NativeBinding {
   sameTensor(h: number): number;
 
   generatorNew(seed: number): number;
+  generatorFree(g: number): void;
+  liveGenerators(): number;
   generatorSeed(g: number, seed: number): void;
   generatorGetState(g: number): ArrayBuffer;
   generatorSetState(g: number, state: ArrayBuffer): void;
@@ -132,3 +136,7 @@ function findBinding(): string {
 
 const require = createRequire(import.meta.url);
 export const native: NativeBinding = require(findBinding()) as NativeBinding;
+
+/** How the intra-op thread count was chosen when the binding loaded (see threads.ts). */
+export const initialThreads: ThreadChoice = defaultThreadChoice();
+native.setNumThreads(initialThreads.threads);

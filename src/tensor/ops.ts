@@ -1,6 +1,6 @@
 // Free functions: tensor creation, random numbers, multi-input ops and neural-network ops.
 import { native } from "./native.js";
-import { SCALAR_TYPE, Tensor, wrap, type DType, type Device } from "./tensor.js";
+import { dtypeFromCode, SCALAR_TYPE, Tensor, wrap, type DType, type Device } from "./tensor.js";
 
 export interface TensorOptions {
   dtype?: DType;
@@ -132,10 +132,25 @@ export function linspace(start: number, end: number, steps: number, opts?: Tenso
  * `torch.Generator().manual_seed(s)` makes), so sequences match PyTorch's for the same seed.
  * Numbers are always drawn on the CPU and then moved, so a seed means the same on every device.
  */
+// Native generators are freed when their JS object is collected, or at once by dispose().
+const generatorRegistry = new FinalizationRegistry<number>((handle) => native.generatorFree(handle));
+
 export class Generator {
-  readonly handle: number;
+  #handle: number;
   constructor(seed = 0) {
-    this.handle = native.generatorNew(seed);
+    this.#handle = native.generatorNew(seed);
+    generatorRegistry.register(this, this.#handle, this);
+  }
+  get handle(): number {
+    if (this.#handle < 0) throw new Error("this Generator was disposed");
+    return this.#handle;
+  }
+  /** Frees the native generator now (otherwise it is freed when this object is garbage-collected). */
+  dispose(): void {
+    if (this.#handle < 0) return;
+    generatorRegistry.unregister(this);
+    native.generatorFree(this.#handle);
+    this.#handle = -1;
   }
   manualSeed(seed: number): this {
     native.generatorSeed(this.handle, seed);
@@ -307,17 +322,28 @@ export function isGradEnabled(): boolean {
 
 /** Runs fn under libtorch autocast (bf16 on CPU; f16 or bf16 on CUDA). */
 export function autocast<T>(device: "cpu" | "cuda", dtype: "bf16" | "f16", fn: () => T): T {
+  const previousDtype = native.getAutocastDtype(device);
   const previous = native.setAutocast(true, device, SCALAR_TYPE[dtype]);
   try {
     return fn();
   } finally {
-    native.setAutocast(previous, device, SCALAR_TYPE[dtype]);
+    // restore both the switch and the dtype that were in force (a nested autocast must not leak its dtype out)
+    native.setAutocast(previous, device, previousDtype);
   }
+}
+
+/** The autocast dtype in force for a device. */
+export function autocastState(device: "cpu" | "cuda"): { dtype: DType } {
+  return { dtype: dtypeFromCode(native.getAutocastDtype(device)) };
 }
 
 export function setNumThreads(n: number): void {
   if (!Number.isInteger(n) || n < 1) throw new Error(`thread count must be a positive integer, got ${n}`);
   native.setNumThreads(n);
+}
+/** Native generators alive (for leak tests). */
+export function liveGenerators(): number {
+  return native.liveGenerators();
 }
 export function getNumThreads(): number {
   return native.getNumThreads();

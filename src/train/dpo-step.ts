@@ -44,6 +44,8 @@ export type DenoisingModel = (x: Tensor, t: Tensor, cond: Tensor) => Tensor;
 
 /** A Module with the UNet's forward signature (UNet2DConditionModel, or a tiny stand-in). */
 export interface DenoiserModule extends Module {
+  /** The module's diffusers config.json, for a final save that loads as a model (optional). */
+  diffusersConfig?(): Record<string, unknown>;
   forward(sample: Tensor, timestep: Tensor, encoderHiddenStates: Tensor): Tensor;
 }
 
@@ -76,8 +78,12 @@ export interface StepModels {
    * per-pair micro-conditioning when it has one (SDXL's time ids; other models ignore it).
    */
   encodePrompts: (prompts: string[], micro?: PairMicroConditioning[]) => Tensor;
-  /** Frozen image encoder (the VAE, scaled latents); identity when absent (pixel-space models). */
-  encodeImages?: (pixels: Tensor) => Tensor;
+  /**
+   * Frozen image encoder (the VAE, scaled latents); identity when absent (pixel-space models).
+   * `posteriorNoise`, when given, supplies the N(0, I) draw for sampling the posterior (the
+   * official script's latent_dist.sample()); without it the encoder returns the posterior mean.
+   */
+  encodeImages?: (pixels: Tensor, posteriorNoise?: (shape: readonly number[]) => Tensor) => Tensor;
 }
 
 export interface StepOptions extends PreferenceOptions {
@@ -92,6 +98,8 @@ export interface StepOptions extends PreferenceOptions {
   mixedPrecision?: "no" | "bf16";
   /** This process's part of a data-parallel global batch (see the file comment and DataShard in data.ts). */
   shard?: { rank: number; worldSize: number; layout?: "contiguous" | "interleaved" };
+  /** VAE latents: a posterior sample (default, as the official script) or the posterior mean. */
+  latentSampling?: "sample" | "mean";
 }
 
 /** A pair's image geometry in pixels (SDXL's add_time_ids: original size, crop top-left, target size). */
@@ -139,14 +147,25 @@ export function dpoStep(models: StepModels, batch: PairBatch, gen: Generator, op
       );
     }
     const device = pixels.device;
-    const x0 = models.encodeImages ? noGrad(() => models.encodeImages!(pixels)).detach() : pixels;
+    const world = opts.shard?.worldSize ?? 1;
+    const rank = opts.shard?.rank ?? 0;
+    const slots = Array.from({ length: n }, (_, j) => (opts.shard?.layout === "interleaved" ? j * world + rank : rank * n + j));
+    // 0. latents: the posterior noise is drawn for the whole global batch ([chosen…, rejected…] of
+    // n·world each) and this rank takes its rows, so a data-parallel run equals a single process
+    const posteriorNoise = (shape: readonly number[]): Tensor => {
+      const all = randn([2 * n * world, ...shape.slice(1)], gen, { device });
+      if (world === 1) return all;
+      const rows = [...slots, ...slots.map((s) => n * world + s)];
+      return all.indexSelect(0, tensor(new BigInt64Array(rows.map(BigInt)), [2 * n], { device }));
+    };
+    const sampleLatents = (opts.latentSampling ?? "sample") === "sample";
+    const x0 = models.encodeImages
+      ? noGrad(() => models.encodeImages!(pixels, sampleLatents ? posteriorNoise : undefined)).detach()
+      : pixels;
     const [, c, h, w] = x0.shape as [number, number, number, number];
 
     // 1. randomness per pair, shared by both images of the pair
     const T = opts.schedule.numTrainTimesteps;
-    const world = opts.shard?.worldSize ?? 1;
-    const rank = opts.shard?.rank ?? 0;
-    const slots = Array.from({ length: n }, (_, j) => (opts.shard?.layout === "interleaved" ? j * world + rank : rank * n + j));
     const globalNoise = randn([n * world, c, h, w], gen, { device });
     const noisePairs = world === 1 ? globalNoise : globalNoise.indexSelect(0, tensor(new BigInt64Array(slots.map(BigInt)), [n], { device }));
     const globalT = randint(0, T, [n * world], gen).toArray();

@@ -37,7 +37,7 @@ export type TrainEvent =
   | { type: "step"; step: number; maxSteps: number; metrics: StepMetrics; elapsedSec: number; etaSec: number }
   | { type: "checkpoint"; step: number; path: string }
   | { type: "validation"; step: number; path: string }
-  | { type: "warning"; step: number; code: "non-finite-skipped" | "temporary-removed"; message: string }
+  | { type: "warning"; step: number; code: "non-finite-skipped" | "temporary-removed" | "config"; message: string }
   | { type: "done"; step: number; outputDir: string; finalPath: string; skippedSteps: number; elapsedSec: number };
 
 /** An onEvent callback appending every step (and checkpoint/validation/warning/done) event as one JSON line. */

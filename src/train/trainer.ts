@@ -19,7 +19,7 @@ import { Generator, noGrad, type Tensor } from "../tensor/index.js";
 import { AdamW, Adafactor, clipGradNorm, lrAt, type Optimizer } from "../optim/index.js";
 import { writeSafetensorsSync } from "../io/safetensors.js";
 import { methodNeedsReference } from "../losses/preference.js";
-import { effectiveLearningRate, parseTrainConfig, type TrainConfig } from "../config/train.js";
+import { configWarnings, effectiveLearningRate, parseTrainConfig, type TrainConfig } from "../config/train.js";
 import {
   adaptersOffReference,
   denoiserOf,
@@ -78,7 +78,7 @@ export interface DpoTrainerOptions {
   /** Frozen text encoder; see StepModels (SDXL: the batch's micro-conditioning comes second). */
   encodePrompts: StepModels["encodePrompts"];
   /** Frozen VAE encoder (scaled latents); identity when absent. */
-  encodeImages?: (pixels: Tensor) => Tensor;
+  encodeImages?: (pixels: Tensor, posteriorNoise?: (shape: readonly number[]) => Tensor) => Tensor;
   schedule: NoiseSchedule;
   data: PairBatchSource;
   onEvent?: (e: TrainEvent) => void;
@@ -224,6 +224,7 @@ export class DpoTrainer {
 
     const params = model.trainableParameters();
     if (params.length === 0) throw new Error("the model has no trainable parameters (all gradients are off)");
+    for (const message of configWarnings(cfg)) this.#emit({ type: "warning", step: 0, code: "config", message });
     const baseLr = effectiveLearningRate(cfg, processes);
     const optimizer: Optimizer =
       cfg.optimizer.kind === "adamw"
@@ -311,6 +312,7 @@ export class DpoTrainer {
             method: cfg.method, beta: cfg.beta, mapo: cfg.mapo, schedule: o.schedule,
             predictionType: cfg.predictionType, promptDropout: cfg.promptDropout,
             lossScale: 1 / cfg.gradientAccumulation, mixedPrecision: cfg.mixedPrecision,
+            latentSampling: cfg.latentSampling,
             ...(world > 1 ? { shard: o.data.shard! } : {}),
           });
           results.push(r);
@@ -430,8 +432,17 @@ export class DpoTrainer {
         const a = o.adapters!;
         writeSafetensorsSync(join(dir, "pytorch_lora_weights.safetensors"), a.exportStateDict?.() ?? a.stateDict(), { ...meta, ...a.exportMetadata?.() });
       } else {
+        // a unet/ folder that loads as a diffusers UNet: weights and their config.json
+        const config = o.model.diffusersConfig?.();
         mkdirSync(join(dir, "unet"), { recursive: true });
         writeSafetensorsSync(join(dir, "unet", "diffusion_pytorch_model.safetensors"), o.model.stateDict(), meta);
+        if (config !== undefined) writeFileSync(join(dir, "unet", "config.json"), `${JSON.stringify(config, null, 2)}\n`);
+        else {
+          this.#emit({
+            type: "warning", step: this.config.maxSteps, code: "config",
+            message: `${join(dir, "unet")} holds weights without a config.json (the model has no diffusersConfig()); pass saveFinal, e.g. the pipeline's saveModelFolder, for a folder that loads as a model`,
+          });
+        }
       }
     }
     writeFileSync(join(dir, "training_config.json"), `${JSON.stringify(this.config, null, 2)}\n`);

@@ -3,6 +3,7 @@
 // so every sampler must return samples with mean μ and standard deviation s.
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { assertNear } from "../_close.js";
 import { Generator, liveTensors, randn, tensor, tidy, type Tensor } from "../../src/tensor/index.js";
 import {
   ddimInvert,
@@ -219,7 +220,8 @@ test("a seed's sample does not depend on batch size or on the other prompts (anc
     for (const name of ["ddpm", "euler_ancestral", "dpmpp_2m"] as SamplerName[]) {
       const batch = run([11, 42, 99], [0.3, -1, 2], name);
       const alone = run([42], [-1], name);
-      assert.deepEqual(alone.toFloat32Array(), batch.slice(0, 1, 2).toFloat32Array(), `${name}: seed 42 alone vs in a batch`);
+      // batch 1 vs batch 3 may reduce along different kernels: float32 rounding only (1e-6 scaled)
+      assertNear(alone, batch.slice(0, 1, 2), 1e-6, `${name}: seed 42 alone vs in a batch`);
     }
   });
 });

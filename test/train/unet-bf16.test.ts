@@ -64,8 +64,10 @@ test("a DPO trainer step with bf16 autocast runs on the UNet (full and LoRA) and
       assert.ok(Number.isFinite(b.loss) && Number.isFinite(b.gradNorm) && b.gradNorm > 0, `${finetune} step ${i + 1}: finite bf16 loss and gradient`);
       assert.ok(Math.abs(b.policyMse - a.policyMse) / a.policyMse < 0.02, `${finetune} step ${i + 1}: policy MSE bf16 ${b.policyMse} vs f32 ${a.policyMse}`);
       // near init the DPO loss is a function of the small policy − reference margin, which bf16
-      // resolves only to ~0.4% of each MSE; hence an absolute tolerance of 0.02 on a loss ≈ 0.69
-      assert.ok(Math.abs(b.loss - a.loss) < 0.02, `${finetune} step ${i + 1}: loss bf16 ${b.loss} vs f32 ${a.loss}`);
+      // resolves only to ~2⁻⁸ ≈ 0.4% of each MSE, and dloss/dmargin = ½·β/2 = 25 at β = 100; after
+      // one bf16 vs f32 update the LoRA run's step-2 losses differed by 0.025 on an AVX512-BF16 Xeon
+      // (0.6661 vs 0.6907; under 0.01 on AVX2 kernels). 0.06 keeps a 2.4× margin on a loss ≈ 0.69.
+      assert.ok(Math.abs(b.loss - a.loss) < 0.06, `${finetune} step ${i + 1}: loss bf16 ${b.loss} vs f32 ${a.loss}`);
       assert.ok(Math.abs(b.gradNorm - a.gradNorm) / a.gradNorm < 0.1, `${finetune} step ${i + 1}: grad norm bf16 ${b.gradNorm} vs f32 ${a.gradNorm}`);
     }
   }

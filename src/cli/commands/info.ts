@@ -8,8 +8,10 @@ export default defineCommand({
   },
   async run({ args }) {
     const { getNumThreads, cudaAvailable, cudaDeviceCount } = await import("../../tensor/index.js");
+    const { initialThreads } = await import("../../tensor/native.js");
     const info = {
       threads: getNumThreads(),
+      threadsFrom: initialThreads.source,
       cuda: cudaAvailable(),
       cudaDevices: cudaDeviceCount(),
       libtorch: process.env.LIBTORCH ?? "system (Debian libtorch-dev)",

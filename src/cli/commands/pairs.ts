@@ -22,7 +22,7 @@ export default defineCommand({
     seed: { type: "string", description: "Base seed; candidate j of prompt p gets hash(seed, p, j)", default: "0" },
     steps: { type: "string", description: "Sampler steps", default: "50" },
     guidance: { type: "string", description: "Classifier-free guidance scale", default: "3" },
-    sampler: { type: "string", description: "Sampler (ddim, ddpm, euler, ...)", default: "ddim" },
+    sampler: { type: "string", description: "Sampler (ddim, ddpm, euler, euler_ancestral, dpmpp_2m; default: the model folder's scheduler class, as in diffusers)" },
     batch: { type: "string", description: "Images per forward pass (stored after each)", default: "16" },
     json: { type: "boolean", description: "Print one JSON object with the summary", default: false },
   },
@@ -38,7 +38,7 @@ export default defineCommand({
     if (!Number.isFinite(guidance)) throw new UsageError(`--guidance must be a number, got "${args.guidance}"`);
     if (args.pairing !== "all" && args.pairing !== "consecutive") throw new UsageError(`--pairing must be "all" or "consecutive", got "${args.pairing}"`);
     const { isSamplerName, SAMPLER_NAMES } = await import("../../diffusion/samplers/registry.js");
-    if (!isSamplerName(args.sampler)) throw new UsageError(`--sampler ${args.sampler} is unknown; use one of ${SAMPLER_NAMES.join(", ")}`);
+    if (args.sampler !== undefined && !isSamplerName(args.sampler)) throw new UsageError(`--sampler ${args.sampler} is unknown; use one of ${SAMPLER_NAMES.join(", ")}`);
     if (!existsSync(args.prompts)) throw new UsageError(`--prompts ${args.prompts}: no such file`);
     if (!existsSync(args.model)) throw new UsageError(`--model ${args.model}: no such model folder`);
     const { readPrompts } = await import("../../eval/prompts.js");
@@ -47,7 +47,7 @@ export default defineCommand({
     const { loadModelFolder, disposeTextToImageModel } = await import("../../models/pipeline.js");
     const { PreferenceStore } = await import("../../data/store.js");
     const { generatePairs } = await import("../../feedback/pairs.js");
-    const model = loadModelFolder(args.model);
+    const model = loadModelFolder(args.model, { onWarning: (m) => process.stderr.write(`warning: ${m}\n`) });
     const store = new PreferenceStore(args.db);
     const bar = new ProgressBar("pairs");
     try {

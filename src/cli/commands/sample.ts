@@ -50,7 +50,7 @@ export default defineCommand({
     prompts: { type: "string", description: "Text file with one prompt per line (# comments)" },
     num: { type: "string", description: "Images per prompt", default: "1" },
     seed: { type: "string", description: "Seed of the first image; the others count up from it", default: "0" },
-    sampler: { type: "string", description: "Sampler: ddim, ddpm, euler, euler_ancestral, dpmpp_2m", default: "ddim" },
+    sampler: { type: "string", description: "Sampler: ddim, ddpm, euler, euler_ancestral, dpmpp_2m (default: the one the model folder's scheduler class names, e.g. EulerDiscreteScheduler → euler; DDIM for classes without one)" },
     steps: { type: "string", description: "Sampling steps", default: "50" },
     guidance: { type: "string", description: "Classifier-free guidance scale (≤ 1 turns it off)", default: "3" },
     negativePrompt: { type: "string", description: "The unconditional branch's prompt", default: "" },
@@ -71,8 +71,9 @@ export default defineCommand({
     const seed = int(args.seed, "--seed", 0);
     const steps = int(args.steps, "--steps", 1);
     const batchSize = int(args.batch, "--batch", 1);
-    const sampler = args.sampler.replace(/-/g, "_");
-    if (!isSamplerName(sampler)) throw new UsageError(`--sampler ${args.sampler}: choose one of ${SAMPLER_NAMES.join(", ")}`);
+    const requested = args.sampler?.replace(/-/g, "_");
+    if (requested !== undefined && !isSamplerName(requested)) throw new UsageError(`--sampler ${args.sampler}: choose one of ${SAMPLER_NAMES.join(", ")}`);
+    const sampler = requested !== undefined && isSamplerName(requested) ? requested : undefined;
     const guidance = Number(args.guidance);
     if (!(Number.isFinite(guidance) && guidance >= 0)) throw new UsageError(`--guidance must be a number ≥ 0, got "${args.guidance}"`);
     const eta = Number(args.eta);
@@ -87,7 +88,7 @@ export default defineCommand({
     const { readImage, writeSamples } = await import("../../sample/png.js");
     let model;
     try {
-      model = loadModelFolder(args.model);
+      model = loadModelFolder(args.model, { onWarning: (m) => process.stderr.write(`warning: ${m}\n`) });
     } catch (e) {
       throw new UsageError(`--model ${args.model}: ${(e as Error).message}`);
     }
@@ -108,7 +109,8 @@ export default defineCommand({
       const seconds = (performance.now() - started) / 1000;
       const written = await writeSamples(args.out, images, all, seeds);
       const result = {
-        model: args.model, out: args.out, grid: written.grid, files: written.files, prompts: all, seeds, sampler, steps, guidance,
+        model: args.model, out: args.out, grid: written.grid, files: written.files, prompts: all, seeds,
+        sampler: sampler ?? (await import("../../diffusion/index.js")).samplerForScheduler(model.schedulerClass), steps, guidance,
         size, initImage: args.initImage ?? null, strength: initImages ? strength : null, seconds: Math.round(seconds * 100) / 100,
       };
       if (args.json) process.stdout.write(`${JSON.stringify(result)}\n`);

@@ -37,6 +37,7 @@ const FLAG_KEYS = {
   seed: "seed",
   predictionType: "predictionType",
   promptDropout: "promptDropout",
+  latents: "latentSampling",
   maxGradNorm: "maxGradNorm",
   onNonFinite: "onNonFinite",
   checkpointEvery: "checkpointEvery",
@@ -72,17 +73,19 @@ export default defineCommand({
     loraRank: { type: "string", description: "LoRA rank r (default: 8)" },
     loraAlpha: { type: "string", description: "LoRA alpha; the update is scaled by alpha/r (default: 8)" },
     loraTargets: { type: "string", description: "Comma-separated module-name suffixes to adapt (default: to_q,to_k,to_v,to_out.0)" },
-    lr: { type: "string", description: "Learning rate; per pair, multiplied by the effective batch, unless --no-scale-lr (default: 1e-8, the official 1e-8 × 2048)" },
-    scaleLr: { type: "boolean", description: "Multiply --lr by the effective batch (default: true; --no-scale-lr uses --lr as given)" },
+    lr: { type: "string", description: "Learning rate (default full: 1e-8 per pair × the effective batch, the official 1e-8 × 2048; LoRA: 1e-4 as given)" },
+    scaleLr: { type: "boolean", description: "Multiply --lr by the effective batch (default: full true, LoRA false; --no-scale-lr uses --lr as given)" },
     batch: { type: "string", description: "Pairs per micro-batch per process (default: 1)" },
     accum: { type: "string", description: "Gradient accumulation steps; effective batch = batch × accum × nproc (default: 1)" },
     steps: { type: "string", description: "Optimizer steps (default: 2000)" },
-    warmup: { type: "string", description: "Warmup steps (default: 500)" },
-    schedule: { type: "string", description: "LR schedule: constant | constant_with_warmup | linear | cosine (default: constant_with_warmup)" },
+    warmup: { type: "string", description: "Warmup steps (default full: 500; LoRA: 0)" },
+    schedule: { type: "string", description: "LR schedule: constant | constant_with_warmup | linear | cosine (default full: constant_with_warmup; LoRA: constant)" },
     optimizer: { type: "string", description: "adamw | adafactor (default: adamw)" },
     seed: { type: "string", description: "Seed of timesteps, noise, prompt dropout and data order (default: 0)" },
     predictionType: { type: "string", description: "epsilon | v_prediction (default: the model's scheduler)" },
     promptDropout: { type: "string", description: "Probability of an empty caption per pair (default: 0.2)" },
+    latents: { type: "string", description: "VAE latents of the training images: sample (the posterior, as the official script) | mean (default: sample)" },
+    referenceMetrics: { type: "boolean", description: "sft/mapo full fine-tunes: keep a frozen reference copy only to log reference metrics (default: false)" },
     maxGradNorm: { type: "string", description: "Gradient clipping norm, 0 = off (default: 1.0)" },
     bf16: { type: "boolean", description: "bf16 autocast for the forward passes; weights stay f32 (default: false)" },
     onNonFinite: { type: "string", description: "stop | skip on a NaN/inf loss or gradient (default: stop)" },
@@ -109,7 +112,7 @@ export default defineCommand({
 });
 
 type TrainArgs = Partial<Record<keyof typeof FLAG_KEYS | "config", string>> & {
-  lora?: boolean; full?: boolean; bf16?: boolean; resume?: boolean; skipBad?: boolean; scaleLr?: boolean;
+  lora?: boolean; full?: boolean; bf16?: boolean; resume?: boolean; skipBad?: boolean; scaleLr?: boolean; referenceMetrics?: boolean;
   nproc?: string; device?: string; json?: boolean;
 };
 
@@ -158,6 +161,8 @@ function flagLayer(args: TrainArgs): { flags: Record<string, unknown>; names: Re
   names["data.skipBad"] = "--skip-bad";
   if (args.scaleLr !== undefined) flags.scaleLr = args.scaleLr;
   names.scaleLr = "--scale-lr";
+  if (args.referenceMetrics !== undefined) flags.referenceMetrics = args.referenceMetrics;
+  names.referenceMetrics = "--reference-metrics";
   if (args.resume) flags.resume = true;
   names.resume = "--resume";
   return { flags, names };
@@ -257,7 +262,7 @@ export async function train(args: TrainArgs): Promise<TrainSummary | null> {
   const { NoiseSchedule } = await import("../../diffusion/index.js");
   let model: TextToImageModel;
   try {
-    model = loadModelFolder(modelDir, { device });
+    model = loadModelFolder(modelDir, { device, onWarning: (m) => process.stderr.write(`warning: ${m}\n`) });
   } catch (err) {
     await data.close();
     throw new UsageError(`--model ${cfg.model}: ${(err as Error).message}`);
@@ -325,7 +330,7 @@ export async function train(args: TrainArgs): Promise<TrainSummary | null> {
       model: unet,
       adapters,
       encodePrompts: encode,
-      encodeImages: vae ? (px) => vae.encodeLatents(px) : undefined,
+      encodeImages: vae ? (px, noise) => vae.encodeLatents(px, noise) : undefined,
       schedule,
       data: source,
       processGroup: pg ?? undefined,

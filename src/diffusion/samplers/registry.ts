@@ -27,3 +27,21 @@ export function getSampler(name: string): Sampler {
   }
   return samplers[name];
 }
+
+/** The sampler that runs what each diffusers scheduler class does. */
+export const SCHEDULER_CLASS_SAMPLERS: Readonly<Record<string, SamplerName>> = {
+  DDIMScheduler: "ddim",
+  DDPMScheduler: "ddpm",
+  EulerDiscreteScheduler: "euler",
+  EulerAncestralDiscreteScheduler: "euler_ancestral",
+  DPMSolverMultistepScheduler: "dpmpp_2m",
+};
+
+/**
+ * The default sampler for a model folder: the one its scheduler class names (as diffusers picks the
+ * scheduler saved with the pipeline). Classes without a sampler here (PNDMScheduler — SD1.5's
+ * original —, LMSDiscreteScheduler, UniPC, Heun, …) fall back to DDIM; loadModelFolder warns.
+ */
+export function samplerForScheduler(schedulerClass: string | undefined): SamplerName {
+  return (schedulerClass !== undefined ? SCHEDULER_CLASS_SAMPLERS[schedulerClass] : undefined) ?? "ddim";
+}

@@ -95,6 +95,9 @@ const vaeJson = zod.looseObject({
   mid_block_add_attention: zod.boolean().optional(),
 });
 
+/** The config.json keys the VAE reads (others are reported by src/models/config-warnings.ts). */
+export const VAE_CONFIG_KEYS: readonly string[] = Object.keys(vaeJson.shape);
+
 /** Reads a vae/config.json object (missing fields take diffusers' defaults). */
 export function autoencoderKLConfigFromJson(json: unknown, source = "vae/config.json"): AutoencoderKLConfig {
   const parsed = vaeJson.safeParse(json);
@@ -369,9 +372,14 @@ export class DiagonalGaussian {
     this.logvar = logvar.clamp(-30, 20);
     this.std = this.logvar.mul(0.5).exp();
   }
-  /** mean + σ·ε with ε ~ N(0, I) drawn from `gen` (on the CPU, then moved, as diffusers' randn_tensor). */
-  sample(gen: Generator): Tensor {
-    const eps = randn(this.mean.shape, gen, { dtype: this.mean.dtype, device: this.mean.device });
+  /**
+   * mean + σ·ε with ε ~ N(0, I) drawn from `gen` (on the CPU, then moved, as diffusers' randn_tensor),
+   * or ε given by a function of the latent shape (a trainer that draws it for a whole global batch).
+   */
+  sample(noise: Generator | ((shape: readonly number[]) => Tensor)): Tensor {
+    const eps = typeof noise === "function"
+      ? noise(this.mean.shape).to(this.mean.dtype)
+      : randn(this.mean.shape, noise, { dtype: this.mean.dtype, device: this.mean.device });
     return this.mean.add(this.std.mul(eps));
   }
   mode(): Tensor {
@@ -430,7 +438,7 @@ export class AutoencoderKL extends Module {
   }
 
   /** Pixels → the diffusion model's latents: (z − shift)·scalingFactor, z sampled (or the mean without gen). */
-  encodeLatents(x: Tensor, gen?: Generator): Tensor {
+  encodeLatents(x: Tensor, gen?: Generator | ((shape: readonly number[]) => Tensor)): Tensor {
     const posterior = this.encode(x);
     const z = gen ? posterior.sample(gen) : posterior.mode();
     const shifted = this.config.shiftFactor !== null ? z.sub(this.config.shiftFactor) : z;

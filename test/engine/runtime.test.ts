@@ -1,0 +1,132 @@
+// The binding's runtime: generator lifetime, reduction dims, dtype codes, autocast nesting, the
+// thread-count policy and the one-thread-per-process rule. Each case failed before its fix.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { Worker } from "node:worker_threads";
+import * as T from "../../src/tensor/index.js";
+import { native } from "../../src/tensor/native.js";
+import { cgroupCpuLimit, chooseThreadCount } from "../../src/tensor/threads.js";
+
+function withoutThreadVars(): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  delete env.DDPO_THREADS;
+  delete env.OMP_NUM_THREADS;
+  return env;
+}
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+
+test("generators are freed by dispose() and when collected; their slots are reused", () => {
+  const before = T.liveGenerators();
+  for (let i = 0; i < 2000; i++) {
+    const g = new T.Generator(i);
+    T.randn([4], g).dispose();
+    g.dispose();
+  }
+  assert.equal(T.liveGenerators(), before, "2000 disposed generators leave none behind");
+  const g = new T.Generator(1);
+  g.dispose();
+  g.dispose();
+  assert.throws(() => T.randn([2], g), /Generator was disposed/);
+  // never disposed: freed by the FinalizationRegistry once garbage-collected (child with --expose-gc)
+  const script = `
+    import { Generator, liveGenerators, randn } from ${JSON.stringify(join(root, "src/tensor/index.ts"))};
+    const start = liveGenerators();
+    for (let i = 0; i < 2000; i++) randn([4], new Generator(i)).dispose();
+    for (let k = 0; k < 20 && liveGenerators() > start + 100; k++) { globalThis.gc(); await new Promise((r) => setTimeout(r, 10)); }
+    console.log(JSON.stringify({ start, end: liveGenerators() }));`;
+  const r = spawnSync(process.execPath, ["--expose-gc", "--import", "tsx", "--input-type=module", "-e", script], { cwd: root, encoding: "utf8" });
+  assert.equal(r.status, 0, r.stderr);
+  const { start, end } = JSON.parse(r.stdout.trim().split("\n").pop()!) as { start: number; end: number };
+  assert.ok(end - start < 100, `generators left after 2000 collected: ${end - start}`);
+});
+
+test("prod / any / all take negative dims, as sum does", () => {
+  T.tidy(() => {
+    // x[i, j, k] = 1 + i + 2j + 3k on a [2, 3, 2] grid; closed-form products
+    const vals: number[] = [];
+    for (let i = 0; i < 2; i++) for (let j = 0; j < 3; j++) for (let k = 0; k < 2; k++) vals.push(1 + i + 2 * j + 3 * k);
+    const x = T.tensor(vals, [2, 3, 2]);
+    const expect = (dims: number[]): number[] => {
+      const keep = [0, 1, 2].filter((d) => !dims.includes(d));
+      const out = new Map<string, number>();
+      vals.forEach((v, n) => {
+        const idx = [Math.floor(n / 6), Math.floor(n / 2) % 3, n % 2];
+        const key = keep.map((d) => idx[d]).join(",");
+        out.set(key, (out.get(key) ?? 1) * v);
+      });
+      return [...out.values()];
+    };
+    assert.deepEqual(x.prod([0, -1]).toArray(), expect([0, 2]));
+    assert.deepEqual(x.prod([2, -3]).toArray(), expect([0, 2]));
+    assert.deepEqual(x.prod([-1]).toArray(), expect([2]));
+    assert.deepEqual(x.prod([-2, 0]).toArray(), expect([0, 1]));
+    const b = T.tensor([1, 0, 1, 1, 1, 1], [2, 3]);
+    assert.deepEqual(b.all([-1]).toArray(), [0, 1]);
+    assert.deepEqual(b.all([0, -1]).toArray(), [0]);
+    assert.deepEqual(b.sub(1).any([-1, 0]).toArray(), [1]);
+    assert.throws(() => x.prod([0, -3]), /dim -3 appears twice/);
+    assert.throws(() => x.prod([3]), /dim 3 is out of range for a 3-d tensor/);
+  });
+});
+
+test("an unknown dtype code from JavaScript is an error, not a cast", () => {
+  assert.throws(() => native.full([2], 1, 99, "cpu"), /unknown dtype code 99/);
+  assert.throws(() => native.full([2], 1, 8, "cpu"), /unknown dtype code 8/, "complex types are not ours");
+  const h = native.full([2], 1, T.SCALAR_TYPE.f64, "cpu");
+  assert.equal(T.wrap(h).dtype, "f64");
+});
+
+test("autocast restores the dtype that was in force before it", () => {
+  // CUDA's autocast dtype is a thread-local setting even without a GPU; its default is f16
+  assert.equal(T.autocastState("cuda").dtype, "f16");
+  T.autocast("cuda", "bf16", () => {
+    assert.equal(T.autocastState("cuda").dtype, "bf16");
+  });
+  assert.equal(T.autocastState("cuda").dtype, "f16", "the outer dtype is back");
+  T.autocast("cpu", "bf16", () => T.autocast("cpu", "bf16", () => assert.equal(T.autocastState("cpu").dtype, "bf16")));
+  assert.equal(T.autocastState("cpu").dtype, "bf16");
+});
+
+test("thread count: DDPO_THREADS, then OMP_NUM_THREADS, then affinity capped by the cgroup quota", () => {
+  assert.deepEqual(chooseThreadCount({ env: { DDPO_THREADS: "3", OMP_NUM_THREADS: "5" }, cpus: 8, cgroupCpus: 2 }), { threads: 3, source: "DDPO_THREADS" });
+  assert.deepEqual(chooseThreadCount({ env: { OMP_NUM_THREADS: "5" }, cpus: 8, cgroupCpus: 2 }), { threads: 5, source: "OMP_NUM_THREADS" });
+  assert.deepEqual(chooseThreadCount({ env: { OMP_NUM_THREADS: "4,2" }, cpus: 8, cgroupCpus: null }).threads, 4);
+  assert.deepEqual(chooseThreadCount({ env: {}, cpus: 64, cgroupCpus: 2 }), { threads: 2, source: "cgroup quota" });
+  assert.deepEqual(chooseThreadCount({ env: {}, cpus: 64, cgroupCpus: 1.5 }).threads, 2, "a fractional quota rounds up");
+  assert.deepEqual(chooseThreadCount({ env: {}, cpus: 4, cgroupCpus: 16 }), { threads: 4, source: "cpu affinity" });
+  assert.deepEqual(chooseThreadCount({ env: { DDPO_THREADS: "" }, cpus: 2, cgroupCpus: null }), { threads: 2, source: "cpu affinity" });
+  assert.throws(() => chooseThreadCount({ env: { DDPO_THREADS: "two" }, cpus: 2, cgroupCpus: null }), /DDPO_THREADS must be a positive integer, got "two"/);
+  assert.throws(() => chooseThreadCount({ env: { OMP_NUM_THREADS: "0" }, cpus: 2, cgroupCpus: null }), /OMP_NUM_THREADS must be a positive integer/);
+  assert.equal(cgroupCpuLimit("max 100000\n"), null);
+  assert.equal(cgroupCpuLimit("150000 100000\n"), 1.5);
+  assert.equal(cgroupCpuLimit(null, "-1\n", "100000\n"), null);
+  assert.equal(cgroupCpuLimit(null, "200000\n", "100000\n"), 2);
+  // applied when the binding loads, in any program that imports the library (not only the CLI)
+  for (const [env, want] of [[{ OMP_NUM_THREADS: "1" }, 1], [{ OMP_NUM_THREADS: "1", DDPO_THREADS: "2" }, 2]] as const) {
+    const r = spawnSync(process.execPath, ["--import", "tsx", "--input-type=module", "-e",
+      `import { getNumThreads } from ${JSON.stringify(join(root, "src/tensor/index.ts"))}; console.log(getNumThreads());`],
+    { cwd: root, encoding: "utf8", env: { ...withoutThreadVars(), ...env } });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(Number(r.stdout.trim()), want, JSON.stringify(env));
+  }
+});
+
+test("a worker thread that loads the binding while the main thread uses it gets a clear error", async () => {
+  const code = `
+    const { parentPort } = require("node:worker_threads");
+    try { require(${JSON.stringify(join(root, "build/Release/diffusion_dpo.node"))}); parentPort.postMessage("loaded"); }
+    catch (e) { parentPort.postMessage(String(e.message)); }`;
+  const worker = new Worker(code, { eval: true });
+  const message = await new Promise<string>((resolve, reject) => {
+    worker.once("message", resolve);
+    worker.once("error", reject);
+  });
+  await worker.terminate();
+  assert.match(message, /already in use by another JavaScript thread/);
+  // the main thread is unaffected
+  assert.equal(T.tidy(() => T.tensor([1, 2]).sum().item()), 3);
+});

@@ -70,6 +70,7 @@ test("sdxl train --lora: finite losses from ln 2, a diffusers LoRA file with une
   } finally {
     f.close();
   }
+  assert.equal(JSON.parse(readFileSync(join(out, "final", "training_config.json"), "utf8")).optimizer.kind, "adamw", "LoRA keeps AdamW");
   const pair = loadModelPair(modelDir, out);
   try {
     assert.equal(pair.kind, "lora");
@@ -93,6 +94,9 @@ test("sdxl train --full: the final folder is an SDXL model folder that loads, wi
   const r = await cli([...common(out), "--steps", "2", "--full", "--checkpoint-every", "0"]);
   assert.equal(r.code, 0, r.stderr);
   assert.ok(lossesOf(out).every(Number.isFinite));
+  // SDXL full fine-tuning defaults to the official recipe's Adafactor (and 200 warmup steps; --warmup 0 wins here)
+  const saved = JSON.parse(readFileSync(join(out, "final", "training_config.json"), "utf8"));
+  assert.deepEqual([saved.optimizer.kind, saved.warmupSteps], ["adafactor", 0]);
   const tuned = loadModelFolder(join(out, "final"));
   const base = loadModelFolder(modelDir);
   try {

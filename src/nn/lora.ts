@@ -13,6 +13,8 @@ import { noGrad } from "../tensor/ops.js";
 import { Module } from "./module.js";
 import { Linear } from "./layers.js";
 import { normal } from "./init.js";
+import { toDiffusersConfig, type UNetConfig } from "../models/unet/config.js";
+import { unetLayoutFromConfig, UNetNameMapper } from "../models/convert/unet-names.js";
 
 /** diffusers' default LoRA targets for UNet attention (train_dreambooth_lora, diffusion_dpo). */
 export const DEFAULT_LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"] as const;
@@ -242,8 +244,15 @@ export function loraScaleFromMetadata(metadata: Record<string, string>, prefix =
  */
 function fromKohya(module: Module, state: Map<string, Tensor>, where: string): { weights: Map<string, Tensor>; alphas: Map<string, number> } {
   const byUnderscore = new Map<string, string>();
+  // a UNet also answers to its original-SD / SGM names (lora_unet_input_blocks_4_1_…, as kohya
+  // writes SDXL LoRA and A1111 / ComfyUI read them)
+  const config = (module as { config?: Partial<UNetConfig> }).config;
+  const sgm = config?.downBlockTypes !== undefined ? new UNetNameMapper(unetLayoutFromConfig(toDiffusersConfig(config as UNetConfig))) : null;
   for (const [path, m] of module.namedModules()) {
-    if (m instanceof Linear || m instanceof LoraLinear) byUnderscore.set(path.replace(/\./g, "_"), path);
+    if (!(m instanceof Linear || m instanceof LoraLinear)) continue;
+    byUnderscore.set(path.replace(/\./g, "_"), path);
+    const original = sgm?.toOriginal(path);
+    if (original) byUnderscore.set(original.replace(/\./g, "_"), path);
   }
   const weights = new Map<string, Tensor>();
   const alphas = new Map<string, number>();
@@ -261,8 +270,7 @@ function fromKohya(module: Module, state: Map<string, Tensor>, where: string): {
   if (unknown.length > 0) {
     const te = unknown.some((k) => k.startsWith("lora_te"));
     throw new Error(
-      `kohya LoRA keys${where} that match no Linear layer of this UNet: ${unknown.slice(0, 10).join(", ")}` +
-      (unknown.length > 10 ? `, … (${unknown.length})` : "") +
+      `${unknown.length} kohya LoRA key(s)${where} match no Linear layer of this UNet: ${unknown.join(", ")}` +
       (te ? " (lora_te* keys belong to the text encoder; strip them before loading into the UNet)" : ""),
     );
   }
@@ -291,7 +299,7 @@ export function loadLoraStateDict(module: Module, state: Map<string, Tensor>, op
     }
   }
   if (notLora.length > 0) {
-    throw new Error(`not LoRA adapter weights${where}: ${notLora.slice(0, 10).join(", ")}${notLora.length > 10 ? `, … (${notLora.length})` : ""}`);
+    throw new Error(`${notLora.length} key(s)${where} are not LoRA adapter weights: ${notLora.join(", ")}`);
   }
   if (loraLayers(module).length === 0) {
     const paths = [...normalized.keys()].filter((k) => k.endsWith(".lora_A.weight")).map((k) => k.slice(0, -".lora_A.weight".length));

@@ -202,3 +202,19 @@ test("SDXL: UNet and both text encoders' adapters in kohya (input_blocks names, 
 });
 
 test.after(() => disposeTextToImageModel(model));
+
+test("the existing loadLoraStateDict (eval --tuned) reads kohya files with original-SD names too, alphas per layer", () => {
+  const fresh = loadModelFolder(sd15Dir);
+  const f = SafetensorsFile.open(join(tmp, "k.safetensors"));
+  const state = f.readAll();
+  f.close();
+  try {
+    loadLoraStateDict(fresh.unet, state);
+    sameLayers(original.get("unet")!, loraWeightsOf(fresh.unet), "loadLoraStateDict(kohya)");
+    state.set("lora_unet_input_blocks_9_1_transformer_blocks_0_attn1_to_q.lora_down.weight", state.values().next().value!);
+    assert.throws(() => loadLoraStateDict(loadModelFolder(sd15Dir).unet, state), /1 kohya LoRA key\(s\) match no Linear layer of this UNet: lora_unet_input_blocks_9_1/);
+  } finally {
+    for (const t of new Set(state.values())) t.dispose();
+    disposeTextToImageModel(fresh);
+  }
+});

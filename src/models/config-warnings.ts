@@ -15,14 +15,23 @@ function isMetadata(key: string): boolean {
   return key.startsWith("_") || TRANSFORMERS_METADATA.has(key);
 }
 
-/** "path: ignored key(s) a, b (…)" or null when every key is known. */
-export function unknownKeysWarning(json: Record<string, unknown>, known: Iterable<string>, source: string): string | null {
+/**
+ * "path: ignored key(s) a, b (…)" or null when every key is known. `inertAt` lists keys we do not
+ * read that are harmless at the given value (their library default).
+ */
+export function unknownKeysWarning(
+  json: Record<string, unknown>, known: Iterable<string>, source: string, inertAt: Record<string, unknown> = {},
+): string | null {
   const knownSet = new Set(known);
-  const unknown = Object.keys(json).filter((k) => !knownSet.has(k) && !isMetadata(k));
+  const inert = (k: string): boolean => k in inertAt && JSON.stringify(json[k]) === JSON.stringify(inertAt[k]);
+  const unknown = Object.keys(json).filter((k) => !knownSet.has(k) && !isMetadata(k) && !inert(k));
   if (unknown.length === 0) return null;
   return `${source}: ignored unknown key${unknown.length > 1 ? "s" : ""} ${unknown.join(", ")} ` +
     "(this implementation does not read them; the model may not behave exactly as in diffusers/transformers)";
 }
+
+/** AutoencoderKL keys that only some pipelines use, harmless at diffusers' default (null). */
+export const VAE_INERT_KEYS: Record<string, unknown> = { latents_mean: null, latents_std: null };
 
 export function unetConfigWarning(json: Record<string, unknown>, source: string): string | null {
   const { ignoredKeys } = parseUNetConfig(json, source);

@@ -34,7 +34,7 @@ import {
 } from "../diffusion/schedule.js";
 import { CLIP_TEXT_CONFIG_KEYS, ClipTextModel, clipTextConfigFromJson, clipTextConfigToJson, TINY_CLIP_TEXT_CONFIG, type ClipTextConfig } from "./clip/text-model.js";
 import { ClipTokenizer } from "./clip/tokenizer.js";
-import { schedulerClassWarning, schedulerConfigWarning, unetConfigWarning, unknownKeysWarning } from "./config-warnings.js";
+import { schedulerClassWarning, schedulerConfigWarning, unetConfigWarning, unknownKeysWarning, VAE_INERT_KEYS } from "./config-warnings.js";
 import {
   AutoencoderKL, VAE_CONFIG_KEYS, autoencoderKLConfigFromJson, autoencoderKLConfigToJson, currentVaeWeightName, type AutoencoderKLConfig,
 } from "./vae/autoencoder-kl.js";
@@ -401,7 +401,7 @@ function configWarnings(root: string, index: Record<string, unknown>): string[] 
     if (json !== null) out.push(unknownKeysWarning(json, CLIP_TEXT_CONFIG_KEYS, join(root, name, "config.json")));
   }
   const vae = read("vae", "config.json");
-  if (vae !== null) out.push(unknownKeysWarning(vae, VAE_CONFIG_KEYS, join(root, "vae", "config.json")));
+  if (vae !== null) out.push(unknownKeysWarning(vae, VAE_CONFIG_KEYS, join(root, "vae", "config.json"), VAE_INERT_KEYS));
   const scheduler = read("scheduler", "scheduler_config.json");
   if (scheduler !== null) {
     const path = join(root, "scheduler", "scheduler_config.json");

@@ -17,6 +17,12 @@ export const LoraConfigSchema = z.strictObject({
   alpha: z.number().positive().default(8),
   /** Module-name suffixes to adapt (diffusers' defaults for the UNet's attention). */
   targets: z.array(z.string().min(1)).min(1).default(["to_q", "to_k", "to_v", "to_out.0"]),
+  /**
+   * Extra LoRA file written in final/ beside pytorch_lora_weights.safetensors (diffusers, which
+   * eval / sample read): "peft" adds adapter_model.safetensors + adapter_config.json, "kohya"
+   * adds lora_kohya.safetensors (AUTOMATIC1111 / ComfyUI names). "diffusers": nothing extra.
+   */
+  format: z.enum(["diffusers", "peft", "kohya"]).default("diffusers"),
 });
 
 export const OptimizerConfigSchema = z.strictObject({

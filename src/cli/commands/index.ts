@@ -15,4 +15,8 @@ export const commands: SubCommandsDef = {
   pairs: lazy(() => import("./pairs.js")),
   label: lazy(() => import("./label.js")),
   export: lazy(() => import("./export.js")),
+  lora: lazy(() => import("./lora.js")),
+  merge: lazy(() => import("./merge.js")),
+  "export-checkpoint": lazy(() => import("./export-checkpoint.js")),
+  "import-checkpoint": lazy(() => import("./import-checkpoint.js")),
 };

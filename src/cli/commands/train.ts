@@ -27,6 +27,7 @@ const FLAG_KEYS = {
   loraRank: "lora.rank",
   loraAlpha: "lora.alpha",
   loraTargets: "lora.targets",
+  loraFormat: "lora.format",
   lr: "learningRate",
   batch: "batchSize",
   accum: "gradientAccumulation",
@@ -73,6 +74,7 @@ export default defineCommand({
     loraRank: { type: "string", description: "LoRA rank r (default: 8)" },
     loraAlpha: { type: "string", description: "LoRA alpha; the update is scaled by alpha/r (default: 8)" },
     loraTargets: { type: "string", description: "Comma-separated module-name suffixes to adapt (default: to_q,to_k,to_v,to_out.0)" },
+    loraFormat: { type: "string", description: "LoRA file format in final/ besides diffusers' pytorch_lora_weights.safetensors: diffusers | peft (adapter_model.safetensors + adapter_config.json) | kohya (lora_kohya.safetensors for A1111 / ComfyUI) (default: diffusers)" },
     lr: { type: "string", description: "Learning rate (default full: 1e-8 per pair × the effective batch, the official 1e-8 × 2048; LoRA: 1e-4 as given)" },
     scaleLr: { type: "boolean", description: "Multiply --lr by the effective batch (default: full true, LoRA false; --no-scale-lr uses --lr as given)" },
     batch: { type: "string", description: "Pairs per micro-batch per process (default: 1)" },
@@ -338,7 +340,9 @@ export async function train(args: TrainArgs): Promise<TrainSummary | null> {
         encodePrompts: encode, schedule, shape: [unet.config.inChannels, latent, latent], steps: cfg.validation.steps,
         guidanceScale: cfg.validation.guidanceScale, decode: vae ? (x) => vae.decodeLatents(x) : undefined, device,
       }),
-      saveFinal: cfg.finetune === "full" ? (dir) => saveModelFolder(dir, model) : undefined,
+      saveFinal: cfg.finetune === "full"
+        ? (dir) => saveModelFolder(dir, model)
+        : cfg.lora.format !== "diffusers" ? async (dir) => (await import("../../models/convert/train-output.js")).saveLoraFinal(dir, unet, cfg) : undefined,
       onEvent: (e) => {
         log(e);
         switch (e.type) {

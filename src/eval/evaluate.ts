@@ -24,6 +24,8 @@ import { diversity, type DiversityResult } from "./diversity.js";
 import { bestOfN, type BestOfNResult } from "./bestOfN.js";
 import { implicitRewardAccuracy, type ImplicitAccuracyResult } from "./implicit.js";
 import { renderReport } from "./report.js";
+import { HUMAN_DB_NAME } from "./human.js";
+import { humanForReport } from "./humanReport.js";
 import type { RunLog } from "./runLog.js";
 
 export type EvalPhase = "sample-base" | "sample-tuned" | "score" | "best-of-n" | "implicit" | "write";
@@ -128,6 +130,8 @@ export interface EvaluateOptions {
   /** The training run (curves, config) for the report. */
   run?: { path: string; log: RunLog };
   outDir: string;
+  /** Blind A/B votes to merge into the report (default <outDir>/human.sqlite when present; votes on other images are left out). */
+  human?: string;
   /** Embed images in report.html as data URIs (default true); else link images/ beside it. */
   embedImages?: boolean;
   batchSize?: number;
@@ -335,6 +339,7 @@ export async function evaluate(o: EvaluateOptions): Promise<EvalJson> {
   const embedImages = o.embedImages ?? true;
   const html = renderReport(result, {
     run: o.run?.log ?? null,
+    human: humanForReport(o.human ?? join(o.outDir, HUMAN_DB_NAME), png, { bootstrap }),
     image: embedImages
       ? (i, which) => `data:image/png;base64,${png[i]![which].toString("base64")}`
       : (i, which) => samples[i]![which],

@@ -4,6 +4,7 @@
 // from the run's metrics log, the per-category table, base | tuned samples side by side with
 // their scores, and the exact configuration.
 import type { EvalJson, WinRateSummary } from "./evaluate.js";
+import { humanSection, type HumanReportInput } from "./humanSection.js";
 import type { RunLog, StepRecord } from "./runLog.js";
 import type { WinRate } from "./stats.js";
 
@@ -13,6 +14,8 @@ export interface ReportOptions {
   /** The src attribute of sample i's base or tuned image (a data URI or a relative path). */
   image: (index: number, which: "base" | "tuned") => string;
   title?: string;
+  /** Blind A/B human-evaluation results to show beside the rewards (src/eval/humanReport.ts). */
+  human?: HumanReportInput | null;
 }
 
 export function escapeHtml(s: string): string {
@@ -289,6 +292,7 @@ export function renderReport(data: EvalJson, opts: ReportOptions): string {
 ${c.promptCount} prompts from ${escapeHtml(c.prompts)} × ${c.seeds.length} seed${c.seeds.length === 1 ? "" : "s"} · ${escapeHtml(c.sampler)}, ${c.steps} steps, guidance ${fmt(c.guidance)} · tie margin ${fmt(c.tieMargin)} · ${escapeHtml(c.createdAt)}</div>
 <section><h2>Headline</h2><div class="cards">${cards}</div>
 <p class="muted small">Win rate = (wins + ½·ties) / n with a 95% percentile bootstrap over prompts (${c.bootstrap} replicates; seeds of a prompt are resampled together). The decisive rate wins / (wins + losses) has a Wilson 95% interval.</p></section>
+${opts.human ? humanSection(opts.human, data) : ""}
 ${curves}
 ${categoryTable(data)}
 ${bestOfNSection(data)}

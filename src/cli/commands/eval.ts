@@ -67,11 +67,19 @@ export default defineCommand({
     beta: { type: "string", description: "β (official convention) for the reported mean inside; the accuracy does not depend on it", default: "5000" },
     run: { type: "string", description: "Training run folder or metrics .jsonl for the report's curves and config (default: found at or above --tuned)" },
     out: { type: "string", description: "Output folder: eval.json, report.html, images/", default: "runs/eval" },
+    human: { type: "string", description: "Blind A/B human-eval votes (serve --eval) to merge into the report (default: <out>/human.sqlite when present)" },
+    reportOnly: { type: "boolean", description: "Only re-render <out>/report.html from <out>/eval.json and the human votes (no sampling; --tuned, --prompts not needed)", default: false },
     embedImages: { type: "boolean", description: "Embed the images in report.html as data URIs (--no-embed-images: link images/ beside it)", default: true },
     batch: { type: "string", description: "Images per sampling / scoring batch", default: "16" },
     json: { type: "boolean", description: "Print the summary as one JSON object on stdout", default: false },
   },
   async run({ args }) {
+    if (args.human !== undefined && !existsSync(args.human)) throw new UsageError(`--human ${args.human}: no such file; give the human.sqlite that \`diffusion-dpo serve --eval\` wrote`);
+    if (args.reportOnly) {
+      const { reportOnly } = await import("../human-report.js");
+      await reportOnly({ out: args.out, human: args.human, embedImages: args.embedImages, json: args.json });
+      return;
+    }
     if (args.tuned === undefined) throw new UsageError("--tuned is required: a tuned model folder, training run folder or LoRA .safetensors file");
     if (args.prompts === undefined) throw new UsageError("--prompts is required: a prompt file (one per line) or a PartiPrompts-style TSV");
     if (!existsSync(args.base)) throw new UsageError(`--base ${args.base}: no such model folder`);
@@ -132,7 +140,7 @@ export default defineCommand({
           spec: args.pairs, limit: pairsLimit === 0 ? undefined : pairsLimit, batchSize,
           open: args.pairsFormat === undefined ? undefined : { format: args.pairsFormat as Format },
         },
-        implicitDraws: draws, beta, run, outDir: args.out, embedImages: args.embedImages, batchSize,
+        implicitDraws: draws, beta, run, outDir: args.out, embedImages: args.embedImages, batchSize, human: args.human,
         onEvent: (e) => {
           if (e.type === "phase") {
             bar?.done();

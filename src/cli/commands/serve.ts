@@ -6,13 +6,15 @@ import { defineCommand } from "citty";
 import { UsageError } from "../errors.js";
 
 export default defineCommand({
-  meta: { name: "serve", description: "Serve the local web app: label pairs (1/2/3/space, u), compare base vs tuned, watch a training run." },
+  meta: { name: "serve", description: "Serve the local web app: label pairs (1/2/3/space, u), compare base vs tuned, a blind A/B human evaluation, watch a training run." },
   args: {
     db: { type: "string", description: "SQLite preference store to label into (created when missing)", default: "preferences.db" },
     port: { type: "string", description: "Port to listen on (0 picks a free one)", default: "8787" },
     host: { type: "string", description: "Address to bind; anything but loopback needs --token", default: "127.0.0.1" },
     token: { type: "string", description: "Secret every request must carry (or set DIFFUSION_DPO_TOKEN); required off loopback", default: "" },
-    eval: { type: "string", description: "Evaluation output folder (eval.json, report.html) for the Compare page", default: "" },
+    eval: { type: "string", description: "Evaluation output folder (eval.json, report.html) for the Compare page and the blind A/B human evaluation", default: "" },
+    blind: { type: "boolean", description: "Blind study: with --eval, serve the A/B page but not the Compare page or report (they name base and tuned)", default: false },
+    humanDb: { type: "string", description: "SQLite file for the A/B human-eval votes (default: <eval>/human.sqlite)", default: "" },
     run: { type: "string", description: "Training run folder (metrics.jsonl, validation/) for the Run page", default: "" },
     json: { type: "boolean", description: "Print one JSON object with the URL once listening", default: false },
   },
@@ -23,6 +25,8 @@ export default defineCommand({
     if (args.eval !== "" && !existsSync(join(args.eval, "eval.json"))) {
       throw new UsageError(`--eval ${args.eval}: no eval.json there; give the output folder of \`diffusion-dpo eval\``);
     }
+    if (args.blind && args.eval === "") throw new UsageError("--blind needs --eval DIR: the evaluation folder whose samples the raters compare");
+    if (args.humanDb !== "" && args.eval === "") throw new UsageError("--human-db needs --eval DIR: the evaluation folder whose samples the raters compare");
     if (args.run !== "" && !existsSync(args.run)) {
       throw new UsageError(`--run ${args.run}: no such folder; give the outputDir of a training run`);
     }
@@ -39,12 +43,14 @@ export default defineCommand({
       port,
       token,
       evalDir: args.eval !== "" ? args.eval : undefined,
+      humanDb: args.humanDb !== "" ? args.humanDb : undefined,
+      blind: args.blind,
       runDir: args.run !== "" ? args.run : undefined,
     });
     if (args.json) {
-      process.stdout.write(`${JSON.stringify({ url: handle.openUrl, host: handle.host, port: handle.port, db: args.db, eval: args.eval || null, run: args.run || null })}\n`);
+      process.stdout.write(`${JSON.stringify({ url: handle.openUrl, host: handle.host, port: handle.port, db: args.db, eval: args.eval || null, run: args.run || null, blind: args.blind, humanDb: args.eval ? args.humanDb || join(args.eval, "human.sqlite") : null })}\n`);
     } else {
-      const pages = ["label", ...(args.eval ? ["compare"] : []), ...(args.run ? ["run"] : [])].join(", ");
+      const pages = ["label", ...(args.eval ? (args.blind ? ["human (blind)"] : ["compare", "human"]) : []), ...(args.run ? ["run"] : [])].join(", ");
       process.stdout.write(`diffusion-dpo serve: ${handle.openUrl}  (${pages}; store ${args.db})\nCtrl+C stops the server.\n`);
     }
     await new Promise<void>((resolve) => {

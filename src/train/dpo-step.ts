@@ -35,6 +35,7 @@ import {
   type PreferenceOptions,
 } from "../losses/preference.js";
 import { addNoise, trainingTarget, type NoiseSchedule } from "../diffusion/index.js";
+import type { TrainingNoising } from "../diffusion/flow/training.js";
 
 /** The prediction types a preference step trains (the official script: ε only; diffusers: ε and v). */
 export type TrainPredictionType = "epsilon" | "v_prediction";
@@ -88,7 +89,13 @@ export interface StepModels {
 
 export interface StepOptions extends PreferenceOptions {
   method: PreferenceMethod;
-  schedule: NoiseSchedule;
+  /** The DDPM schedule (UNet models). Not needed when `noising` is given. */
+  schedule?: NoiseSchedule;
+  /**
+   * A model family's own noising, used instead of `schedule` (flow matching, src/diffusion/flow:
+   * t from its density, x_t = (1−σ)x0 + σε, target ε − x0, float timesteps for the model).
+   */
+  noising?: TrainingNoising;
   predictionType: TrainPredictionType;
   /** Probability that a pair's caption becomes "" (official: 0.2). */
   promptDropout: number;
@@ -165,11 +172,14 @@ export function dpoStep(models: StepModels, batch: PairBatch, gen: Generator, op
     const [, c, h, w] = x0.shape as [number, number, number, number];
 
     // 1. randomness per pair, shared by both images of the pair
-    const T = opts.schedule.numTrainTimesteps;
+    const noising = opts.noising;
+    const schedule = opts.schedule;
+    if (!noising && !schedule) throw new Error("dpoStep: pass a noise schedule (UNet models) or a noising process (flow models)");
+    const T = noising ? noising.numTrainTimesteps : schedule!.numTrainTimesteps;
     const globalNoise = randn([n * world, c, h, w], gen, { device });
     const noisePairs = world === 1 ? globalNoise : globalNoise.indexSelect(0, tensor(new BigInt64Array(slots.map(BigInt)), [n], { device }));
-    const globalT = randint(0, T, [n * world], gen).toArray();
-    const tPairs = slots.map((s) => Math.round(globalT[s]!));
+    const globalT = noising ? noising.drawTimesteps(n * world, gen) : randint(0, T, [n * world], gen).toArray();
+    const tPairs = slots.map((s) => (noising ? globalT[s]! : Math.round(globalT[s]!)));
     const globalCoins = rand([n * world], gen).toArray();
     const coins = slots.map((s) => globalCoins[s]!);
     const prompts = batch.prompts.map((p, i) => (coins[i]! < opts.promptDropout ? "" : p));
@@ -177,13 +187,13 @@ export function dpoStep(models: StepModels, batch: PairBatch, gen: Generator, op
 
     const noise = cat([noisePairs, noisePairs], 0);
     const t = [...tPairs, ...tPairs];
-    const tTensor = tensor(new BigInt64Array(t.map((v) => BigInt(v))), [2 * n], { device });
+    const tTensor = noising ? noising.modelTimesteps(t, device) : tensor(new BigInt64Array(t.map((v) => BigInt(v))), [2 * n], { device });
     const condPairs = noGrad(() => (batch.micro === undefined ? models.encodePrompts(prompts) : models.encodePrompts(prompts, batch.micro))).detach();
     const cond = cat([condPairs, condPairs], 0);
 
     // 2. noising and target
-    const noisy = addNoise(opts.schedule, x0, noise, t);
-    const target = trainingTarget(opts.predictionType, opts.schedule, x0, noise, t);
+    const noisy = noising ? noising.noise(x0, noise, t) : addNoise(schedule!, x0, noise, t);
+    const target = noising ? noising.target(x0, noise, t) : trainingTarget(opts.predictionType, schedule!, x0, noise, t);
 
     // 3. policy (with autograd) and reference (without)
     const pred = withAutocast(device, opts.mixedPrecision, () => models.policy(noisy, tTensor, cond));

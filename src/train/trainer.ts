@@ -30,6 +30,7 @@ import {
   type StepResult,
 } from "./dpo-step.js";
 import type { NoiseSchedule } from "../diffusion/index.js";
+import type { TrainingNoising } from "../diffusion/flow/training.js";
 import { loraMetadata, loraStateDict, setLoraEnabled } from "../nn/lora.js";
 import type { Module } from "../nn/index.js";
 import type { PairBatchSource } from "./data.js";
@@ -79,7 +80,10 @@ export interface DpoTrainerOptions {
   encodePrompts: StepModels["encodePrompts"];
   /** Frozen VAE encoder (scaled latents); identity when absent. */
   encodeImages?: (pixels: Tensor, posteriorNoise?: (shape: readonly number[]) => Tensor) => Tensor;
-  schedule: NoiseSchedule;
+  /** The DDPM schedule (UNet models); flow models pass `noising` instead. */
+  schedule?: NoiseSchedule;
+  /** A model family's own noising (flow matching: src/diffusion/flow's flowMatchingNoising). */
+  noising?: TrainingNoising;
   data: PairBatchSource;
   onEvent?: (e: TrainEvent) => void;
   /**
@@ -309,7 +313,7 @@ export class DpoTrainer {
         batchIndex++;
         try {
           const r = dpoStep(models, batch, gen, {
-            method: cfg.method, beta: cfg.beta, mapo: cfg.mapo, schedule: o.schedule,
+            method: cfg.method, beta: cfg.beta, mapo: cfg.mapo, schedule: o.schedule, noising: o.noising,
             predictionType: cfg.predictionType, promptDropout: cfg.promptDropout,
             lossScale: 1 / cfg.gradientAccumulation, mixedPrecision: cfg.mixedPrecision,
             latentSampling: cfg.latentSampling,

@@ -11,7 +11,9 @@ import { join } from "node:path";
 import type { Hono } from "hono";
 import { PreferenceStore } from "../../src/data/store.js";
 import { HumanEvalStore } from "../../src/eval/human.js";
+import serveCommand from "../../src/cli/commands/serve.js";
 import { createApp } from "../../src/server/index.js";
+import { cliRunner } from "../cli/_capture.js";
 import { makeEvalDir } from "./_fixtures.js";
 
 let dir: string;
@@ -229,5 +231,14 @@ test("blind mode: the Compare page, its API and the report are off; the A/B page
     assert.match(h.headers.get("content-security-policy") ?? "", /script-src 'self'/);
   } finally {
     close();
+  }
+});
+
+test("serve: --blind and --human-db need --eval", async () => {
+  const cli = cliRunner({ serve: serveCommand });
+  for (const flag of [["--blind"], ["--human-db", join(dir, "h.sqlite")]]) {
+    const r = await cli(["serve", "--port", "0", ...flag]);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, new RegExp(`${flag[0]} needs --eval DIR`));
   }
 });

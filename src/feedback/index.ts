@@ -7,3 +7,8 @@ export * from "./category.js";
 export * from "./registry.js";
 export * from "./pairs.js";
 export * from "./label.js";
+export * from "./clip-rewards.js";
+export * from "./aesthetic.js";
+export * from "./mix.js";
+export * from "./spec.js";
+export * from "./scorers.js";

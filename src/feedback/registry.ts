@@ -5,6 +5,8 @@
 //              (models/emoji-classifier, or runs/emoji-classifier.safetensors when that is absent)
 //   a folder   written by `diffusion-dpo reward train` (our alignment architecture), or a folder
 //              holding emoji-classifier weights; the reward is named after the folder.
+//   clip=PATH, pickscore=PATH, hpsv2=PATH, aesthetic=PATH   the paper's scorers (src/feedback/scorers.ts);
+//              weighted mixes 0.7*pickscore=PATH+0.3*aesthetic=PATH (grammar: src/feedback/spec.ts).
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -12,6 +14,9 @@ import { alignmentReward, isAlignmentFolder, loadAlignmentModel } from "./alignm
 import { appealReward } from "./appeal.js";
 import { categoryReward, loadClassifierWeights } from "./category.js";
 import type { RewardModel } from "./reward.js";
+import { mixReward, type WeightedReward } from "./mix.js";
+import { isScorerReward, loadScorerReward, SCORER_REWARDS } from "./scorers.js";
+import { parseRewardSpec, rewardSpecName, type RewardTerm } from "./spec.js";
 
 export const BUILTIN_REWARDS = ["alignment", "appeal", "category"] as const;
 export type BuiltinReward = (typeof BUILTIN_REWARDS)[number];
@@ -50,8 +55,9 @@ export function defaultClassifierPath(): string {
   throw new Error(`the category reward needs classifier weights in ${shipped} (or ${run}); train them with scripts/eval-emoji-base.ts`);
 }
 
-/** Loads a reward by built-in name or folder path (see the file comment). */
+/** Loads a reward by built-in name, folder path or spec (see the file comment). */
 export function loadReward(spec: string): RewardModel {
+  if (!(BUILTIN_REWARDS as readonly string[]).includes(spec) && !existsSync(resolve(spec))) return loadRewardSpec(spec);
   switch (spec) {
     case "appeal":
       return appealReward();
@@ -77,4 +83,32 @@ export function loadReward(spec: string): RewardModel {
     }
   }
   return categoryReward(loadClassifierWeights(path), name);
+}
+
+/** A parsed spec: one term as itself, several (or a weighted one) as a mix. */
+function loadRewardSpec(spec: string): RewardModel {
+  const terms = parseRewardSpec(spec);
+  const loaded: WeightedReward[] = [];
+  try {
+    for (const t of terms) loaded.push({ reward: loadRewardTerm(t, spec), weight: t.weight ?? 1 });
+  } catch (err) {
+    for (const l of loaded) l.reward.dispose?.();
+    throw err;
+  }
+  if (terms.length === 1 && terms[0]!.weight === undefined) return loaded[0]!.reward;
+  return mixReward(loaded, rewardSpecName(terms));
+}
+
+function loadRewardTerm(t: RewardTerm, spec: string): RewardModel {
+  if (isScorerReward(t.name)) return loadScorerReward(t.name, t.path);
+  if (t.path === undefined) {
+    if ((BUILTIN_REWARDS as readonly string[]).includes(t.name)) return loadReward(t.name);
+  } else if (t.name === "alignment") {
+    return alignmentReward(loadAlignmentModel(resolve(t.path)), "alignment");
+  } else if (t.name === "category") {
+    return categoryReward(loadClassifierWeights(resolve(t.path)), "category");
+  } else if (t.name === "appeal") {
+    throw new Error(`--reward ${spec}: appeal takes no weights (drop "=${t.path}")`);
+  }
+  throw new Error(`unknown reward "${t.path === undefined ? spec : t.name}": give one of ${BUILTIN_REWARDS.join(", ")}, ${SCORER_REWARDS.map((n) => `${n}=PATH`).join(", ")}, a weighted mix (0.7*pickscore=PATH+0.3*aesthetic=PATH), or a folder written by \`diffusion-dpo reward train\``);
 }

@@ -9,9 +9,22 @@ export interface RewardModel {
   /** One line for reports: what the score measures. */
   readonly description: string;
   /** Scores images[i] for prompts[i]; the two arrays have the same length. */
-  score(images: readonly RgbImage[], prompts: readonly string[]): Promise<number[]>;
+  score(images: readonly RgbImage[], prompts: readonly string[], opts?: ScoreOptions): Promise<number[]>;
   /** Frees native memory held by the model (weights); the reward is unusable afterwards. */
   dispose?(): void;
+}
+
+/** Progress of one score() call (rewards that work in batches report each batch). */
+export interface RewardProgress {
+  type: "scored";
+  reward: string;
+  /** Images scored so far in this call, of `total`. */
+  done: number;
+  total: number;
+}
+
+export interface ScoreOptions {
+  onEvent?: (e: RewardProgress) => void;
 }
 
 /** Checks the contract's length rule with a message naming the reward. */

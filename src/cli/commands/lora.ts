@@ -9,7 +9,7 @@ import { UsageError } from "../errors.js";
 const convert = defineCommand({
   meta: { name: "convert", description: "Convert a LoRA file between the diffusers, peft and kohya (A1111 / ComfyUI) formats." },
   args: {
-    in: { type: "string", description: "LoRA to read: a .safetensors file (any of the three formats) or a peft / diffusers folder", required: true },
+    in: { type: "string", description: "LoRA to read: a .safetensors file (any of the three formats), a peft / diffusers folder or a training run folder (its final/)", required: true },
     to: { type: "string", description: "Output format: diffusers | peft | kohya", required: true },
     out: { type: "string", description: "Output: a .safetensors file (diffusers, kohya) or a folder (peft)", required: true },
     model: { type: "string", description: "Base model for the UNet block numbering of kohya names: a model folder (its unet/config.json), or sd1 | sd2 | sdxl (needed to write kohya or to read kohya files with input_blocks names)", default: "" },

@@ -106,13 +106,14 @@ export interface ReadLoraOptions {
   alpha?: number;
 }
 
-/** The safetensors file of a LoRA given as a file or a folder (peft or diffusers layout). */
+/** The safetensors file of a LoRA given as a file, a folder (peft or diffusers layout) or a training run folder (its final/). */
 export function resolveLoraPath(path: string): string {
   const p = resolve(path);
   if (!existsSync(p)) throw new LoraFormatError(`LoRA ${path} does not exist`);
   if (!statSync(p).isDirectory()) return p;
   for (const name of [PEFT_WEIGHTS_FILE, DIFFUSERS_LORA_FILE]) if (existsSync(join(p, name))) return join(p, name);
-  throw new LoraFormatError(`LoRA folder ${path} holds neither ${PEFT_WEIGHTS_FILE} (peft) nor ${DIFFUSERS_LORA_FILE} (diffusers)`);
+  if (existsSync(join(p, "final"))) return resolveLoraPath(join(p, "final")); // a training run folder
+  throw new LoraFormatError(`LoRA folder ${path} holds neither ${PEFT_WEIGHTS_FILE} (peft) nor ${DIFFUSERS_LORA_FILE} (diffusers), nor a final/ folder with one`);
 }
 
 interface PeftConfig { r?: number; lora_alpha?: number; alpha_pattern?: Record<string, number>; use_rslora?: boolean; use_dora?: boolean }

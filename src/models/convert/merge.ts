@@ -30,24 +30,11 @@ export interface MergeResult {
   merged: Record<string, number>;
 }
 
-/** A training run's final/ folder or a run folder holds the LoRA under diffusers' file name. */
-function loraPathOf(spec: string): string {
-  try {
-    return resolveLoraPath(spec);
-  } catch (err) {
-    try {
-      return resolveLoraPath(resolve(spec, "final"));
-    } catch {
-      throw err;
-    }
-  }
-}
-
 export function mergeLoraIntoFolder(opts: MergeOptions): MergeResult {
   const scale = opts.scale ?? 1;
   const model = loadModelFolder(opts.model, { device: opts.device });
   try {
-    const path = loraPathOf(opts.lora);
+    const path = resolveLoraPath(opts.lora);
     const file = readLoraFile(path, { unetLayout: unetLayoutFromConfig(toDiffusersConfig(model.unet.config)) });
     assertAllMatched(file);
     const targets: Record<string, Module | null> = { unet: model.unet, text_encoder: model.textEncoder, text_encoder_2: model.textEncoder2 ?? null };

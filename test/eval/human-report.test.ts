@@ -9,10 +9,12 @@ import { join } from "node:path";
 import evalCommand from "../../src/cli/commands/eval.js";
 import { fileSha256, HumanEvalStore } from "../../src/eval/human.js";
 import { rerenderReport } from "../../src/eval/humanReport.js";
-import type { EvalJson, EvalSample } from "../../src/eval/evaluate.js";
+import { evaluate, type EvalJson, type EvalSample } from "../../src/eval/evaluate.js";
+import { loadModelPair } from "../../src/eval/models.js";
 import { winRate } from "../../src/eval/stats.js";
 import { encodePng } from "../../src/sample/png.js";
 import { cliRunner } from "../cli/_capture.js";
+import { brightness, makeTinyFolders } from "./_fixtures.js";
 
 /** An eval folder: 2 prompts × 2 seeds, reward "brightness" says tuned wins on samples 0–2, loses on 3. */
 async function evalFolder(dir: string): Promise<EvalJson> {
@@ -116,3 +118,54 @@ test("report.html carries the human results; changed images are left out; eval -
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("evaluate() into a folder with human.sqlite merges the votes into its report", async () => {
+  const root = mkdtempSync(join(tmpdir(), "ddpo-human-evaluate-"));
+  try {
+    const folders = makeTinyFolders(root);
+    const out = join(root, "eval");
+    const run = async (human?: string) => {
+      const models = loadModelPair(folders.base, folders.unetRun);
+      try {
+        return await evaluate({
+          models, prompts: [{ prompt: "a cat" }, { prompt: "a dog" }], promptSource: "p.txt", seeds: [0], sampler: "ddim", steps: 2, guidance: 1,
+          rewards: [brightness], bootstrap: 100, outDir: out, human,
+        });
+      } finally {
+        models.dispose();
+      }
+    };
+    const first = await run();
+    assert.doesNotMatch(readFileSync(join(out, "report.html"), "utf8"), /id="human"/);
+    castVotes2(out, first);
+    // the same seeds and models again: the images' bytes (sha256) match the voted ones
+    await run();
+    const html = readFileSync(join(out, "report.html"), "utf8");
+    assert.match(html, /<section id="human">/);
+    assert.match(html, /4 votes from 2 raters on 2 comparisons/);
+    assert.doesNotMatch(html, /no longer in this folder/, "deterministic sampling: no vote went stale");
+    assert.match(html, /human · Which image do you prefer\?<\/div>\s*<div class="big">100\.0%/);
+    assert.match(html, /human · Which image is more visually appealing\?<\/div>\s*<div class="big">0\.0%/);
+    // an explicit --human file elsewhere that does not exist is simply no section in the library
+    await run(join(root, "none.sqlite"));
+    assert.doesNotMatch(readFileSync(join(out, "report.html"), "utf8"), /id="human"/);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+/** Raters a and b on every comparison of `data`: general tuned, appeal base, alignment tie. */
+function castVotes2(dir: string, data: EvalJson): void {
+  const s = new HumanEvalStore(join(dir, "human.sqlite"));
+  try {
+    s.syncComparisons(data.samples.map((x, id) => ({ id, prompt: x.prompt, seed: x.seed, category: null, baseSha256: fileSha256(join(dir, x.base)), tunedSha256: fileSha256(join(dir, x.tuned)) })));
+    for (const rater of ["a", "b"]) {
+      for (let id = 0; id < data.samples.length; id++) {
+        const t = s.tunedSide(id, rater);
+        assert.equal(s.vote(rater, id, { general: t, appeal: t === "left" ? "right" : "left", alignment: "tie" }).ok, true);
+      }
+    }
+  } finally {
+    s.close();
+  }
+}

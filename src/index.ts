@@ -5,6 +5,8 @@ export * from "./nn/index.js";
 export * from "./optim/index.js";
 export * from "./diffusion/index.js";
 export * from "./models/index.js";
+export * from "./models/flow.js";
+export * from "./diffusion/flow/index.js";
 export * from "./losses/index.js";
 export * from "./train/index.js";
 export * from "./data/index.js";

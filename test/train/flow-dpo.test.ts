@@ -29,8 +29,9 @@ function encodePrompts(prompts: string[]): Tensor {
   const states = new Float32Array(prompts.length * 2 * D), pooled = new Float32Array(prompts.length * POOLED);
   prompts.forEach((p, i) => {
     for (let k = 0; k < p.length; k++) {
-      states[i * 2 * D + (k % (2 * D))] += (p.charCodeAt(k) % 17) / 17 - 0.5;
-      pooled[i * POOLED + (k % POOLED)] += (p.charCodeAt(k) % 11) / 11 - 0.5;
+      const j = i * 2 * D + (k % (2 * D)), q = i * POOLED + (k % POOLED);
+      states[j] = states[j]! + (p.charCodeAt(k) % 17) / 17 - 0.5;
+      pooled[q] = pooled[q]! + (p.charCodeAt(k) % 11) / 11 - 0.5;
     }
   });
   return packFlowConditioning(tensor(states, [prompts.length, 2, D]), tensor(pooled, [prompts.length, POOLED]));

@@ -19,7 +19,7 @@ import { tensor } from "../tensor/index.js";
 import type { PairBatch } from "../train/dpo-step.js";
 import type { ModelPair } from "./models.js";
 import type { EvalPrompt } from "./prompts.js";
-import { winRate, winRateByCategory, type ComparedSample, type WinRate } from "./stats.js";
+import { clusterBootstrap, winRate, winRateByCategory, type ComparedSample, type WinRate } from "./stats.js";
 import { diversity, type DiversityResult } from "./diversity.js";
 import { bestOfN, type BestOfNResult } from "./bestOfN.js";
 import { implicitRewardAccuracy, type ImplicitAccuracyResult } from "./implicit.js";
@@ -39,6 +39,32 @@ export interface WinRateSummary extends WinRate {
   reward: string;
   description: string;
   byCategory: Record<string, WinRate>;
+}
+
+/** A reward's mean score over all samples with a 95% percentile bootstrap over prompts (seeds resampled together). */
+export interface MeanScore {
+  mean: number;
+  interval: [number, number];
+}
+
+export interface MeanScoreSummary {
+  base: MeanScore;
+  tuned: MeanScore;
+  /** Mean of tuned − base (paired: the same prompts and seeds). */
+  delta: MeanScore;
+}
+
+/** Mean of `values` (sample i belongs to prompt `prompts[i]`) with its bootstrap interval. */
+export function meanScore(values: readonly number[], prompts: readonly number[], replicates: number, seed = 0): MeanScore {
+  const clusters = new Map<number, [number, number]>();
+  values.forEach((v, i) => {
+    const c = clusters.get(prompts[i]!) ?? [0, 0];
+    c[0] += v;
+    c[1] += 1;
+    clusters.set(prompts[i]!, c);
+  });
+  const mean = values.length ? values.reduce((a, b) => a + b, 0) / values.length : Number.NaN;
+  return { mean, interval: clusterBootstrap([...clusters.values()], replicates, seed) };
 }
 
 export interface ImplicitSummary extends Omit<ImplicitAccuracyResult, "insides"> {
@@ -73,6 +99,8 @@ export interface EvalConfig {
 export interface EvalSummary {
   /** Per reward name. */
   winRate: Record<string, WinRateSummary>;
+  /** Mean score per reward name for base and tuned (absent in eval.json files written before it). */
+  meanScores?: Record<string, MeanScoreSummary>;
   /** Ties per reward name (also inside winRate). */
   ties: Record<string, number>;
   implicitAccuracy: ImplicitSummary | null;
@@ -247,6 +275,16 @@ export async function evaluate(o: EvaluateOptions): Promise<EvalJson> {
     ties[r.name] = wr.ties;
   }
 
+  const meanScores: Record<string, MeanScoreSummary> = {};
+  for (const r of o.rewards) {
+    const s = scores[r.name]!;
+    const pis = jobs.map((j) => j.pi);
+    meanScores[r.name] = {
+      base: meanScore(s.base, pis, bootstrap), tuned: meanScore(s.tuned, pis, bootstrap),
+      delta: meanScore(s.tuned.map((t, i) => t - s.base[i]!), pis, bootstrap),
+    };
+  }
+
   // 4. diversity (needs ≥ 2 seeds)
   const S = o.seeds.length;
   const div = S >= 2
@@ -331,7 +369,7 @@ export async function evaluate(o: EvaluateOptions): Promise<EvalJson> {
     beta: implicit?.beta ?? o.beta ?? 5000, run: o.run?.path ?? null, training: o.run?.log.config ?? null,
     createdAt: new Date().toISOString(),
   };
-  const result: EvalJson = { summary: { winRate: winRates, ties, implicitAccuracy: implicit, diversity: div, bestOfN: bon, config }, samples };
+  const result: EvalJson = { summary: { winRate: winRates, meanScores, ties, implicitAccuracy: implicit, diversity: div, bestOfN: bon, config }, samples };
   const jsonPath = join(o.outDir, "eval.json");
   // JSON has no NaN: write null where a number is undefined (e.g. decisive when every sample tied)
   writeFileSync(jsonPath, `${JSON.stringify(result, (_k, v: unknown) => (typeof v === "number" && !Number.isFinite(v) ? null : v), 2)}\n`);

@@ -165,6 +165,20 @@ function categoryTable(data: EvalJson): string {
 <tbody>${rows}</tbody></table></section>`;
 }
 
+/** Mean score per reward, base and tuned, with 95% bootstrap intervals over prompts. */
+function meanScoreTable(data: EvalJson): string {
+  const m = data.summary.meanScores;
+  if (!m || Object.keys(m).length === 0) return "";
+  const cell = (x: { mean: number; interval: [number, number] }) =>
+    `${fmt(x.mean)} <span class="muted small">[${fmt(x.interval[0])}, ${fmt(x.interval[1])}]</span>`;
+  const rows = Object.entries(m).map(([name, s]) => {
+    const cls = s.delta.interval[0] > 0 ? "w" : s.delta.interval[1] < 0 ? "l" : "t";
+    return `<tr><td>${escapeHtml(name)}</td><td>${cell(s.base)}</td><td>${cell(s.tuned)}</td><td class="${cls}">${cell(s.delta)}</td></tr>`;
+  }).join("");
+  return `<h3 class="small muted">Mean score per reward</h3><table class="cats"><thead><tr><th>reward</th><th>base</th><th>tuned</th><th>tuned − base</th></tr></thead><tbody>${rows}</tbody></table>
+<p class="muted small">Means over all samples in each reward's units; 95% percentile bootstrap over prompts (${data.summary.config.bootstrap} replicates, seeds of a prompt resampled together). Δ green: the interval lies above 0.</p>`;
+}
+
 function otherCards(data: EvalJson): string {
   const s = data.summary;
   const out: string[] = [];
@@ -291,7 +305,8 @@ export function renderReport(data: EvalJson, opts: ReportOptions): string {
 <div class="sub">tuned <b>${escapeHtml(c.tuned)}</b>${escapeHtml(lora)} vs base <b>${escapeHtml(c.base)}</b><br>
 ${c.promptCount} prompts from ${escapeHtml(c.prompts)} × ${c.seeds.length} seed${c.seeds.length === 1 ? "" : "s"} · ${escapeHtml(c.sampler)}, ${c.steps} steps, guidance ${fmt(c.guidance)} · tie margin ${fmt(c.tieMargin)} · ${escapeHtml(c.createdAt)}</div>
 <section><h2>Headline</h2><div class="cards">${cards}</div>
-<p class="muted small">Win rate = (wins + ½·ties) / n with a 95% percentile bootstrap over prompts (${c.bootstrap} replicates; seeds of a prompt are resampled together). The decisive rate wins / (wins + losses) has a Wilson 95% interval.</p></section>
+<p class="muted small">Win rate = (wins + ½·ties) / n with a 95% percentile bootstrap over prompts (${c.bootstrap} replicates; seeds of a prompt are resampled together). The decisive rate wins / (wins + losses) has a Wilson 95% interval.</p>
+${meanScoreTable(data)}</section>
 ${opts.human ? humanSection(opts.human, data) : ""}
 ${curves}
 ${categoryTable(data)}

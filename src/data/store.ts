@@ -209,15 +209,20 @@ export class PreferenceStore {
     } catch (e) {
       throw new Error(`${path}: cannot open the preference store (${(e as Error).message})`);
     }
-    this.db.pragma(`busy_timeout = ${opts.busyTimeoutMs ?? 10000}`);
-    if (!opts.readonly) {
-      this.db.pragma("journal_mode = WAL");
-      this.db.pragma("synchronous = NORMAL");
-    }
-    this.db.pragma("foreign_keys = ON");
-    if (!opts.readonly) this.migrate();
-    else if (this.version() !== STORE_SCHEMA_VERSION) {
-      throw new Error(`${path}: store schema version ${this.version()}, this code reads ${STORE_SCHEMA_VERSION}; open it once read-write to migrate`);
+    try {
+      this.db.pragma(`busy_timeout = ${opts.busyTimeoutMs ?? 10000}`);
+      if (!opts.readonly) {
+        this.db.pragma("journal_mode = WAL");
+        this.db.pragma("synchronous = NORMAL");
+      }
+      this.db.pragma("foreign_keys = ON");
+      if (!opts.readonly) this.migrate();
+      else if (this.version() !== STORE_SCHEMA_VERSION) {
+        throw new Error(`${path}: store schema version ${this.version()}, this code reads ${STORE_SCHEMA_VERSION}; open it once read-write to migrate`);
+      }
+    } catch (e) {
+      this.db.close();
+      throw damagedStore(path, e);
     }
   }
 
@@ -537,6 +542,19 @@ export interface StoreSourceOptions extends ResolveOptions, ReaderOptions {
  * first; ties are dropped (counted) unless `dropTies: false`; unlabelled pairs are counted as
  * filtered. Image bytes are read unit by unit.
  */
+/**
+ * SQLite's own errors ("database disk image is malformed", "file is not a database") name no file:
+ * this one names the store and says what to do. Errors that already name the path pass through.
+ */
+export function damagedStore(path: string, e: unknown): Error {
+  const message = e instanceof Error ? e.message : String(e);
+  if (message.includes(path)) return e instanceof Error ? e : new Error(message);
+  return new Error(
+    `${path}: the preference store cannot be read (${message}); it is damaged or not a diffusion-dpo store. ` +
+      "Restore it from a copy, or try `sqlite3 FILE .recover` to salvage its rows",
+  );
+}
+
 export class StoreSource implements PreferenceSource {
   readonly name: string;
   private ids: number[] | null = null;
@@ -554,7 +572,11 @@ export class StoreSource implements PreferenceSource {
 
   async units(): Promise<PairUnit[]> {
     // a snapshot of the pair ids, so the order stays fixed while others keep writing
-    this.ids ??= this.store.pairIds();
+    try {
+      this.ids ??= this.store.pairIds();
+    } catch (e) {
+      throw damagedStore(this.name, e);
+    }
     const size = this.opts.unitSize ?? 256;
     const out: PairUnit[] = [];
     for (let i = 0; i < this.ids.length; i += size) out.push({ key: `${this.name}#${i / size}`, rows: Math.min(size, this.ids.length - i) });
@@ -562,6 +584,14 @@ export class StoreSource implements PreferenceSource {
   }
 
   async readUnit(index: number): Promise<RowResult[]> {
+    try {
+      return await this.#readUnit(index);
+    } catch (e) {
+      throw damagedStore(this.name, e);
+    }
+  }
+
+  async #readUnit(index: number): Promise<RowResult[]> {
     const units = await this.units();
     if (index < 0 || index >= units.length) throw new Error(`${this.name}: unit ${index} out of range`);
     const size = this.opts.unitSize ?? 256;
@@ -584,9 +614,13 @@ export class StoreSource implements PreferenceSource {
         continue;
       }
       const [c, r] = res.winner === "b" ? [p.imageB, p.imageA] : [p.imageA, p.imageB];
-      const ci = this.store.image(c)!;
-      const ri = this.store.image(r)!;
+      const ci = this.store.image(c);
+      const ri = this.store.image(r);
       const field = (img: StoredImage) => `image ${img.id}`;
+      if (ci === null || ri === null) {
+        out.push(badRow("missing-file", this.name, id, `image ${ci === null ? c : r}`, "the pair names an image the store does not hold"));
+        continue;
+      }
       if (ci.data === null && ci.path === null) {
         out.push(badRow("missing-file", this.name, id, field(ci), "image has neither bytes nor a path"));
         continue;

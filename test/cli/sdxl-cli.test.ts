@@ -112,3 +112,28 @@ test("sdxl train --full: the final folder is an SDXL model folder that loads, wi
     disposeTextToImageModel(base);
   }
 });
+
+test("sdxl cache → train --data CACHE: trains without the encoders, resumes to the uninterrupted losses, refuses another model", async () => {
+  const cacheDir = join(dir, "cache");
+  const c = await cli(["cache", "--model", modelDir, "--data", pairs, "--out", cacheDir, "--batch", "3", "--json"]);
+  assert.equal(c.code, 0, c.stderr);
+  const m = c.json();
+  assert.deepEqual([m.pairs, m.prompts, m.sdxl, m.resolution], [4, 5, true, 64]); // 4 prompts + ""
+  const fromCache = (out: string) => common(out).map((x) => (x === pairs ? cacheDir : x));
+  const straight = join(dir, "cached");
+  const a = await cli([...fromCache(straight), "--steps", "3", "--lora", "--lora-rank", "2", "--checkpoint-every", "0"]);
+  assert.equal(a.code, 0, a.stderr);
+  const losses = lossesOf(straight);
+  assert.equal(losses.length, 3);
+  assert.ok(Math.abs(losses[0]! - Math.LN2) < 1e-6 && losses.every(Number.isFinite));
+  // the step-equality of cached and live data is checked in test/train/cache.test.ts
+  const split = join(dir, "cached-split");
+  const b = await cli([...fromCache(split), "--steps", "2", "--lora", "--lora-rank", "2", "--checkpoint-every", "1"]);
+  assert.equal(b.code, 0, b.stderr);
+  const resumed = await train({ out: split, resume: true, steps: "3", nproc: "1" });
+  assert.equal(resumed?.step, 3);
+  assert.deepEqual(lossesOf(split), losses);
+  const other = await cli([...fromCache(join(dir, "bad")).map((x) => (x === modelDir ? join(dir, "full", "final") : x)), "--steps", "1"]);
+  assert.equal(other.code, 1);
+  assert.match(other.stderr, /was encoded with the model .* not --model/);
+});

@@ -10,6 +10,7 @@ export const commands: SubCommandsDef = {
   demo: lazy(() => import("./demo.js")),
   eval: lazy(() => import("./eval.js")),
   train: lazy(() => import("./train.js")),
+  cache: lazy(() => import("./cache.js")),
   serve: lazy(() => import("./serve.js")),
   reward: lazy(() => import("./reward.js")),
   pairs: lazy(() => import("./pairs.js")),

@@ -215,25 +215,45 @@ export async function train(args: TrainArgs): Promise<TrainSummary | null> {
   if (cfg.data.path === undefined) throw new UsageError("--data is required: preference pairs (parquet, a w/ + l/ folder, .jsonl or a SQLite store)");
   const dataPath = cfg.data.path;
 
-  // the data before the model: a wrong path fails fast
+  // the data before the model: a wrong path fails fast. A training cache (`diffusion-dpo cache`)
+  // holds latents and prompt encodings in place of images: the VAE and text encoders never run.
   const { openPreferenceData } = await import("../../data/open.js");
-  let data: PreferenceData;
-  try {
-    data = openPreferenceData(dataPath, { format: cfg.data.format, skipBad: cfg.data.skipBad, dropTies: cfg.data.dropTies });
-  } catch (err) {
-    throw new UsageError(`--data ${dataPath}: ${(err as Error).message}`);
-  }
-  try {
-    await checkEnoughPairs(data, dataPath, cfg.batchSize * nproc);
-  } catch (err) {
-    await data.close();
-    throw err;
+  const { isTrainingCache, TrainingCache } = await import("../../train/cache.js");
+  let data: PreferenceData | null = null;
+  let cache: InstanceType<typeof TrainingCache> | null = null;
+  if (isTrainingCache(dataPath)) {
+    try {
+      cache = new TrainingCache(dataPath);
+    } catch (err) {
+      throw new UsageError(`--data ${dataPath}: ${(err as Error).message}`);
+    }
+    const m = cache.manifest;
+    const problem = resolve(m.model) !== modelDir ? `was encoded with the model ${m.model}, not --model ${cfg.model}; train that model or write a new cache`
+      : cfg.data.resolution !== undefined && cfg.data.resolution !== m.resolution ? `holds ${m.resolution}-pixel latents; --resolution ${cfg.data.resolution} needs a new cache`
+      : nproc > 1 ? "is a training cache, which trains in one process (leave --nproc out)"
+      : m.pairs < cfg.batchSize ? `holds ${m.pairs} pairs, fewer than one batch of ${cfg.batchSize}` : null;
+    if (problem !== null) {
+      cache.close();
+      throw new UsageError(`--data ${dataPath}: ${problem}`);
+    }
+  } else {
+    try {
+      data = openPreferenceData(dataPath, { format: cfg.data.format, skipBad: cfg.data.skipBad, dropTies: cfg.data.dropTies });
+    } catch (err) {
+      throw new UsageError(`--data ${dataPath}: ${(err as Error).message}`);
+    }
+    try {
+      await checkEnoughPairs(data, dataPath, cfg.batchSize * nproc);
+    } catch (err) {
+      await data.close();
+      throw err;
+    }
   }
 
   // --nproc N: the settings, model folder and data are checked once here, then this same command
   // runs as N workers (each with RANK set, so it does not relaunch)
   if (nproc > 1 && process.env.RANK === undefined) {
-    await data.close();
+    await data?.close();
     const { launchLocal, WorkerFailedError } = await import("../../distributed/launch.js");
     const { getNumThreads } = await import("../../tensor/index.js");
     try {
@@ -266,7 +286,8 @@ export async function train(args: TrainArgs): Promise<TrainSummary | null> {
   try {
     model = loadModelFolder(modelDir, { device, onWarning: (m) => process.stderr.write(`warning: ${m}\n`) });
   } catch (err) {
-    await data.close();
+    await data?.close();
+    cache?.close();
     throw new UsageError(`--model ${cfg.model}: ${(err as Error).message}`);
   }
   const schedule = new NoiseSchedule(model.scheduler);
@@ -287,15 +308,22 @@ export async function train(args: TrainArgs): Promise<TrainSummary | null> {
   const { setInitSeed } = await import("../../nn/init.js");
   const { defaultImageSize } = await import("../../sample/generate.js");
 
-  const cleanup: (() => void | Promise<void>)[] = [() => data.close(), () => disposeTextToImageModel(model)];
+  const { CachedPairSource } = await import("../../train/cache.js");
+  const cleanup: (() => void | Promise<void>)[] = [() => data?.close(), () => cache?.close(), () => disposeTextToImageModel(model)];
   try {
-    const resolution = cfg.data.resolution ?? defaultImageSize(model);
-    const loader = data.loader({
-      batchSize: cfg.batchSize, augment: { resolution, crop: cfg.data.crop, flip: cfg.data.flip },
-      seed: cfg.seed, workers: cfg.data.workers, rank, worldSize: world,
-    });
-    const source = new LoaderBatchSource(loader, cfg.batchSize, device);
-    cleanup.unshift(() => source.close());
+    const resolution = cache?.manifest.resolution ?? cfg.data.resolution ?? defaultImageSize(model);
+    let source: InstanceType<typeof LoaderBatchSource> | InstanceType<typeof CachedPairSource>;
+    if (cache !== null) {
+      source = new CachedPairSource(cache, cfg.batchSize, cfg.seed, device);
+    } else {
+      const loader = data!.loader({
+        batchSize: cfg.batchSize, augment: { resolution, crop: cfg.data.crop, flip: cfg.data.flip },
+        seed: cfg.seed, workers: cfg.data.workers, rank, worldSize: world,
+      });
+      const live = new LoaderBatchSource(loader, cfg.batchSize, device);
+      cleanup.unshift(() => live.close());
+      source = live;
+    }
 
     // frozen text encoder (and VAE); the UNet is the policy
     model.textEncoder.requiresGrad(false).eval();
@@ -316,6 +344,8 @@ export async function train(args: TrainArgs): Promise<TrainSummary | null> {
     const vae = model.vae;
     // SDXL: time ids from each pair's augmentation (original size, crop), else the training size
     const encode = (prompts: string[], micro?: PairMicroConditioning[]) => encodePrompts(model, prompts, { micro, size: resolution });
+    // with a cache the step reads the cached encodings (validation prompts still use the encoders)
+    const encodeForStep = cache === null ? encode : (prompts: string[], micro?: PairMicroConditioning[]) => cache!.encodePrompts(prompts, micro, device);
     const factor = vae ? 2 ** (vae.config.blockOutChannels.length - 1) : 1;
     const latent = resolution / factor;
 
@@ -331,8 +361,8 @@ export async function train(args: TrainArgs): Promise<TrainSummary | null> {
       config: cfg,
       model: unet,
       adapters,
-      encodePrompts: encode,
-      encodeImages: vae ? (px, noise) => vae.encodeLatents(px, noise) : undefined,
+      encodePrompts: encodeForStep,
+      encodeImages: vae && cache === null ? (px, noise) => vae.encodeLatents(px, noise) : undefined,
       schedule,
       data: source,
       processGroup: pg ?? undefined,

@@ -24,8 +24,16 @@ import { randomBytes } from "node:crypto";
 import { SafetensorsFile, writeSafetensorsSync, type RawTensor, type SafetensorsDtype } from "../../io/safetensors.js";
 import { fromBytes, toBytes, type DType } from "../../tensor/index.js";
 import { tidy } from "../../tensor/tensor.js";
-import { componentWeightFiles } from "../pipeline.js";
-import { currentVaeWeightName } from "../vae/autoencoder-kl.js";
+import { componentWeightFiles, DIFFUSERS_VERSION } from "../pipeline.js";
+import { AutoencoderKL, autoencoderKLConfigToJson, currentVaeWeightName, SD_AUTOENCODER_KL_CONFIG } from "../vae/autoencoder-kl.js";
+import { ClipTextModel, clipTextConfigToJson, DEFAULT_CLIP_TEXT_CONFIG, type ClipTextConfig } from "../clip/text-model.js";
+import { ClipTokenizer } from "../clip/tokenizer.js";
+import { describeParameters } from "../unet/unet.js";
+import { SD15_UNET_CONFIG, toDiffusersConfig } from "../unet/config.js";
+import { SD15_SCHEDULE, scheduleConfigToDiffusers } from "../../diffusion/schedule.js";
+import { getInitGenerator } from "../../nn/init.js";
+import type { Module } from "../../nn/module.js";
+import { getDefaultDevice, setDefaultDevice } from "../../tensor/index.js";
 import { unetLayoutFromConfig, unetNameTable } from "./unet-names.js";
 import { clipToOpenClip, isVaeConvAttention, openClipToClip, rawReshape, vaeToDiffusers, vaeToOriginal, vaeUpBlockCount } from "./component-names.js";
 
@@ -212,9 +220,61 @@ function skippedReason(key: string): string | null {
 }
 
 export interface ImportCheckpointOptions {
-  /** A diffusers folder of the same architecture: configs, tokenizers and scheduler are copied from it. */
-  configFrom: string;
+  /**
+   * A diffusers folder of the same architecture: configs, tokenizers and scheduler are copied from
+   * it. Absent: SD1.5's public configs (sd1 files only; see writeSd15Configs).
+   */
+  configFrom?: string;
   family?: SdFamily;
+}
+
+/** SD1.x's text encoder: CLIP ViT-L/14's text tower, as runwayml/stable-diffusion-v1-5's text_encoder/config.json. */
+export const SD15_TEXT_ENCODER_CONFIG: ClipTextConfig = {
+  ...DEFAULT_CLIP_TEXT_CONFIG, hiddenSize: 768, intermediateSize: 3072, numHiddenLayers: 12, numAttentionHeads: 12,
+  projectionDim: 768, bosTokenId: 0, eosTokenId: 2, padTokenId: 1,
+};
+
+function metaShapes(build: () => Module): Map<string, number[]> {
+  const previous = getDefaultDevice();
+  const rng = getInitGenerator().getState();
+  setDefaultDevice("meta");
+  try {
+    const m = build();
+    const out = new Map([...m.stateDict()].filter(([k]) => !k.endsWith(".position_ids")).map(([k, t]) => [k, [...t.shape]] as [string, number[]]));
+    m.dispose();
+    return out;
+  } finally {
+    setDefaultDevice(previous);
+    getInitGenerator().setState(rng);
+  }
+}
+
+/**
+ * Writes SD1.5's configs (UNet, CLIP ViT-L text encoder, VAE, PNDM scheduler with SD's
+ * scaled-linear betas, model_index.json) and the bundled CLIP tokenizer into `dir`, and returns
+ * every component's weight names and shapes (from the meta device: nothing is allocated).
+ */
+export function writeSd15Configs(dir: string): Record<string, Map<string, number[]>> {
+  const write = (rel: string, v: unknown) => {
+    mkdirSync(dirname(join(dir, rel)), { recursive: true });
+    writeFileSync(join(dir, rel), `${JSON.stringify(v, null, 2)}\n`);
+  };
+  write("unet/config.json", { _class_name: "UNet2DConditionModel", _diffusers_version: DIFFUSERS_VERSION, ...toDiffusersConfig(SD15_UNET_CONFIG) });
+  write("text_encoder/config.json", clipTextConfigToJson(SD15_TEXT_ENCODER_CONFIG, false));
+  write("vae/config.json", autoencoderKLConfigToJson(SD_AUTOENCODER_KL_CONFIG, DIFFUSERS_VERSION));
+  write("scheduler/scheduler_config.json", { _class_name: "PNDMScheduler", _diffusers_version: DIFFUSERS_VERSION, ...scheduleConfigToDiffusers(SD15_SCHEDULE), skip_prk_steps: true });
+  ClipTokenizer.fromFile().saveFolder(join(dir, "tokenizer"));
+  write("model_index.json", {
+    _class_name: "StableDiffusionPipeline", _diffusers_version: DIFFUSERS_VERSION, feature_extractor: [null, null],
+    requires_safety_checker: false, safety_checker: [null, null], scheduler: ["diffusers", "PNDMScheduler"],
+    text_encoder: ["transformers", "CLIPTextModel"], tokenizer: ["transformers", "CLIPTokenizer"],
+    unet: ["diffusers", "UNet2DConditionModel"], vae: ["diffusers", "AutoencoderKL"],
+  });
+  return {
+    unet: new Map(describeParameters(SD15_UNET_CONFIG).map((p) => [p.name, p.shape])),
+    vae: metaShapes(() => new AutoencoderKL(SD_AUTOENCODER_KL_CONFIG)),
+    text_encoder: metaShapes(() => new ClipTextModel(SD15_TEXT_ENCODER_CONFIG)),
+  };
 }
 
 export interface ImportCheckpointResult {
@@ -261,26 +321,42 @@ function sameUpTo1x1(a: number[], b: number[]): boolean {
  * and scheduler of `configFrom` (see the file comment). A `v_pred` marker sets the copied
  * scheduler's prediction_type to v_prediction, `ztsnr` its rescale_betas_zero_snr.
  */
-export function importSingleFileCheckpoint(file: string, out: string, opts: ImportCheckpointOptions): ImportCheckpointResult {
-  const refRoot = resolve(opts.configFrom);
-  if (!existsSync(join(refRoot, "model_index.json"))) {
-    throw new CheckpointError(`--config-from ${opts.configFrom}: not a diffusers model folder (no model_index.json)`);
-  }
+export function importSingleFileCheckpoint(file: string, out: string, opts: ImportCheckpointOptions = {}): ImportCheckpointResult {
   const f = SafetensorsFile.open(file);
+  let defaultsDir: string | null = null;
   try {
     const keys = f.keys();
     const fromKeys = detectFileFamily(keys);
+    if (!keys.some((k) => k.startsWith(UNET_PREFIX))) throw new CheckpointError(`${file} holds no "${UNET_PREFIX}…" keys; is it a Stable Diffusion checkpoint (and not a LoRA or a bare UNet)?`);
+    let refRoot: string;
+    let refName: string;
+    let defaults: Record<string, Map<string, number[]>> | null = null;
+    if (opts.configFrom !== undefined) {
+      refRoot = resolve(opts.configFrom);
+      refName = `--config-from ${opts.configFrom}`;
+      if (!existsSync(join(refRoot, "model_index.json"))) throw new CheckpointError(`${refName}: not a diffusers model folder (no model_index.json)`);
+    } else {
+      const family = opts.family ?? fromKeys;
+      if (family !== "sd1") {
+        throw new CheckpointError(`${file} is a ${family ?? "unknown-family"} checkpoint; only SD1.x has built-in configs. Give --config-from FOLDER, a diffusers folder of the same architecture (e.g. the base model)`);
+      }
+      defaultsDir = join(dirname(resolve(out)), `.${basename(resolve(out))}.defaults-${process.pid}.${randomBytes(4).toString("hex")}`);
+      defaults = writeSd15Configs(defaultsDir);
+      refRoot = defaultsDir;
+      refName = "SD1.5's built-in configs (give --config-from for other sizes)";
+    }
     const refFamily = detectFolderFamily(refRoot);
     const family = opts.family ?? fromKeys ?? refFamily;
     if (fromKeys !== null && fromKeys !== family) throw new CheckpointError(`${file} holds a ${fromKeys} checkpoint (by its key prefixes), not ${family}`);
-    if (refFamily !== family) throw new CheckpointError(`${file} is a ${family} checkpoint but --config-from ${opts.configFrom} is a ${refFamily} folder; give a reference folder of the same family`);
-    if (!keys.some((k) => k.startsWith(UNET_PREFIX))) throw new CheckpointError(`${file} holds no "${UNET_PREFIX}…" keys; is it a Stable Diffusion checkpoint (and not a LoRA or a bare UNet)?`);
+    if (refFamily !== family) throw new CheckpointError(`${file} is a ${family} checkpoint but ${refName} is a ${refFamily} folder; give a reference folder of the same family`);
 
+    const fromRef = (component: string, base: string): Expected =>
+      defaults ? { dir: component, fileName: `${base}.safetensors`, shapes: defaults[component]! } : expectedComponent(refRoot, component, base);
     const expected: Record<string, Expected> = {
-      unet: expectedComponent(refRoot, "unet", "diffusion_pytorch_model"),
-      vae: expectedComponent(refRoot, "vae", "diffusion_pytorch_model"),
+      unet: fromRef("unet", "diffusion_pytorch_model"),
+      vae: fromRef("vae", "diffusion_pytorch_model"),
     };
-    for (const slot of TEXT_SLOTS[family]) expected[slot.component] = expectedComponent(refRoot, slot.component, "model");
+    for (const slot of TEXT_SLOTS[family]) expected[slot.component] = fromRef(slot.component, "model");
     const layout = unetLayoutFromConfig(readJson(join(refRoot, "unet", "config.json")), join(refRoot, "unet", "config.json"));
     const unetTable = unetNameTable(layout, expected.unet!.shapes.keys(), `${refRoot}/unet`);
     const vaeUps = vaeUpBlockCount(expected.vae!.shapes.keys());
@@ -336,7 +412,7 @@ export function importSingleFileCheckpoint(file: string, out: string, opts: Impo
       }
     }
     const show = (l: string[]) => l.slice(0, 15).join(", ") + (l.length > 15 ? `, … (${l.length} in all)` : "");
-    if (unknown.length > 0) throw new CheckpointError(`${file}: keys with no place in a ${family} diffusers folder: ${show(unknown)}`);
+    if (unknown.length > 0) throw new CheckpointError(`${file}: keys with no place in a ${family} folder laid out as ${refName}: ${show(unknown)}`);
 
     // names and shapes against the reference folder
     const problems: string[] = [];
@@ -355,7 +431,7 @@ export function importSingleFileCheckpoint(file: string, out: string, opts: Impo
       }
     }
     if (problems.length > 0) {
-      throw new CheckpointError(`${file} does not fit --config-from ${opts.configFrom}: ${problems.slice(0, 6).join("; ")}. Give a reference folder of the same architecture and size.`);
+      throw new CheckpointError(`${file} does not fit ${refName}: ${problems.slice(0, 6).join("; ")}. Give --config-from, a reference folder of the same architecture and size.`);
     }
 
     // assemble beside the target, then rename into place
@@ -394,5 +470,6 @@ export function importSingleFileCheckpoint(file: string, out: string, opts: Impo
     }
   } finally {
     f.close();
+    if (defaultsDir !== null) rmSync(defaultsDir, { recursive: true, force: true });
   }
 }

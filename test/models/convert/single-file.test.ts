@@ -9,7 +9,12 @@ import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { SafetensorsFile, writeSafetensorsSync, type RawTensor } from "../../../src/io/safetensors.js";
 import { disposeTextToImageModel, loadModelFolder } from "../../../src/models/pipeline.js";
-import { CheckpointError, exportSingleFileCheckpoint, importSingleFileCheckpoint } from "../../../src/models/convert/single-file.js";
+import { CheckpointError, exportSingleFileCheckpoint, importSingleFileCheckpoint, writeSd15Configs } from "../../../src/models/convert/single-file.js";
+import { parseUNetConfig } from "../../../src/models/unet/index.js";
+import { clipTextConfigFromJson } from "../../../src/models/clip/text-model.js";
+import { autoencoderKLConfigFromJson } from "../../../src/models/vae/autoencoder-kl.js";
+import { ClipTokenizer } from "../../../src/models/clip/tokenizer.js";
+import { scheduleConfigFromDiffusers } from "../../../src/diffusion/schedule.js";
 import { rawTranspose2d } from "../../../src/models/convert/component-names.js";
 import { noGrad, tidy } from "../../../src/tensor/index.js";
 import { assertClose, referenceCase } from "../../_reference.js";
@@ -179,4 +184,24 @@ test("import: EMA and schedule buffers are skipped and reported; unknown keys an
 
 test("export: a pixel-space model (no VAE) is refused with the reason", () => {
   assert.throws(() => exportSingleFileCheckpoint("models/emoji-base", join(tmp, "emoji.safetensors")), /no VAE \(a pixel-space model\)/);
+});
+
+test("SD1.5 built-in configs (import without --config-from): they parse, and list SD1.5's tensor counts", () => {
+  const d = join(tmp, "sd15-defaults");
+  const shapes = writeSd15Configs(d);
+  // closed-form counts: UNet 686 (describeParameters); CLIP-L text 12 layers × 16 + 4 = 196; VAE
+  // encoder 106 + decoder 138 + quant convs 4 = 248 (SD's 4-level VAE, 2 resnets per level)
+  assert.equal(shapes.unet!.size, 686);
+  assert.equal(shapes.text_encoder!.size, 196);
+  assert.equal(shapes.vae!.size, 248);
+  assert.deepEqual(shapes.vae!.get("encoder.mid_block.attentions.0.to_q.weight"), [512, 512]);
+  assert.deepEqual(shapes.text_encoder!.get("text_model.embeddings.token_embedding.weight"), [49408, 768]);
+  const json = (r: string) => JSON.parse(readFileSync(join(d, r), "utf8"));
+  assert.equal(parseUNetConfig(json("unet/config.json")).config.crossAttentionDim, 768);
+  assert.equal(clipTextConfigFromJson(json("text_encoder/config.json")).hiddenSize, 768);
+  assert.equal(autoencoderKLConfigFromJson(json("vae/config.json")).scalingFactor, 0.18215);
+  assert.equal(scheduleConfigFromDiffusers(json("scheduler/scheduler_config.json")).betaSchedule, "scaled_linear");
+  assert.equal(ClipTokenizer.fromFolder(join(d, "tokenizer")).encode("a red apple on a table").join(" "), "49406 320 736 3055 525 320 2175 49407");
+  // an SDXL file has no built-in configs
+  assert.throws(() => importSingleFileCheckpoint(join(tmp, "sdxl.safetensors"), join(tmp, "sdxl-nodefaults")), /only SD1\.x has built-in configs.*--config-from/);
 });

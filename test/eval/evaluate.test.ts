@@ -63,7 +63,7 @@ test("evaluate: win rates with ties, diversity, best-of-n, implicit accuracy, an
 
   const json = JSON.parse(readFileSync(join(out, "eval.json"), "utf8")) as EvalJson;
   assert.deepEqual(Object.keys(json), ["summary", "samples"]);
-  assert.deepEqual(Object.keys(json.summary).sort(), ["bestOfN", "config", "diversity", "implicitAccuracy", "ties", "winRate"]);
+  assert.deepEqual(Object.keys(json.summary).sort(), ["bestOfN", "config", "diversity", "implicitAccuracy", "meanScores", "ties", "winRate"]);
   assert.equal(json.samples.length, 6);
   json.samples.forEach((s, i) => {
     assert.equal(s.base, `images/base/${i}.png`);

@@ -45,7 +45,7 @@ function int(v: string, flag: string, min: number): number {
 export default defineCommand({
   meta: { name: "sample", description: "Generate images from prompts: PNG files, a labelled grid and samples.json." },
   args: {
-    model: { type: "string", description: "Model folder (diffusers layout: the shipped emoji model or a Stable Diffusion folder)", default: "models/emoji-base" },
+    model: { type: "string", description: "Model folder (diffusers layout: the shipped emoji model, a Stable Diffusion, SD3 or Flux folder)", default: "models/emoji-base" },
     prompt: { type: "string", description: "A prompt (repeat the flag for several)" },
     prompts: { type: "string", description: "Text file with one prompt per line (# comments)" },
     num: { type: "string", description: "Images per prompt", default: "1" },
@@ -58,6 +58,7 @@ export default defineCommand({
     initImage: { type: "string", description: "Image-to-image: start from this image (resized to the model's size)" },
     strength: { type: "string", description: "Image-to-image: fraction of the chain to run from the noised input (0 keeps it, 1 ignores it)", default: "0.6" },
     size: { type: "string", description: "Output side length in pixels (default: the model's)" },
+    maxSequenceLength: { type: "string", description: "SD3 / Flux: T5 tokens per prompt (default: diffusers' 256 for SD3, 512 for Flux)" },
     batch: { type: "string", description: "Images per forward pass", default: "16" },
     out: { type: "string", description: "Output folder for the PNGs, grid.png and samples.json", default: "samples" },
     json: { type: "boolean", description: "Print one JSON object (files, grid, prompts, seeds) on stdout", default: false },
@@ -82,6 +83,22 @@ export default defineCommand({
     if (!(strength >= 0 && strength <= 1)) throw new UsageError(`--strength must be in [0, 1], got "${args.strength}"`);
     if (!existsSync(args.model)) throw new UsageError(`--model ${args.model}: no such folder`);
     if (args.initImage !== undefined && !existsSync(args.initImage)) throw new UsageError(`--init-image ${args.initImage}: no such file`);
+
+    // SD3 / Flux folders run the flow-matching pipelines (src/models/flow-generate.ts)
+    const { flowFamilyOf } = await import("../../models/flow-generate.js");
+    if (flowFamilyOf(args.model) !== null) {
+      if (args.initImage !== undefined || requested !== undefined) throw new UsageError("--init-image and --sampler are not supported for SD3 / Flux folders (they sample with FlowMatch Euler)");
+      const all = prompts.flatMap((p) => Array.from({ length: num }, () => p));
+      const { runFlowSample } = await import("../flow-sample.js");
+      const result = await runFlowSample({
+        model: args.model, prompts: all, seeds: all.map((_, i) => seed + i), steps, guidance, negativePrompt: args.negativePrompt,
+        size: args.size === undefined ? undefined : int(args.size, "--size", 1), out: args.out,
+        maxSequenceLength: args.maxSequenceLength === undefined ? undefined : int(args.maxSequenceLength, "--max-sequence-length", 1),
+      });
+      if (args.json) process.stdout.write(`${JSON.stringify(result)}\n`);
+      else process.stdout.write(`wrote ${all.length} image${all.length === 1 ? "" : "s"} and ${String(result.grid)} (${String(result.seconds)} s)\n`);
+      return;
+    }
 
     const { loadModelFolder, disposeTextToImageModel } = await import("../../models/pipeline.js");
     const { defaultImageSize, generate } = await import("../../sample/generate.js");

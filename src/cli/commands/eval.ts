@@ -56,7 +56,7 @@ export default defineCommand({
     sampler: { type: "string", description: "Sampler: ddim | ddpm | euler | euler_ancestral | dpmpp_2m", default: "ddim" },
     steps: { type: "string", description: "Sampling steps", default: "25" },
     guidance: { type: "string", description: "Classifier-free guidance scale (≤ 1: off)", default: "3" },
-    reward: { type: "string", description: "Judging reward(s), comma-separated: alignment | appeal | category | a reward folder", default: "alignment" },
+    reward: { type: "string", description: "Judging reward(s), comma-separated: alignment | appeal | category | a reward folder | clip=PATH | pickscore=PATH | hpsv2=PATH | aesthetic=PATH | a weighted mix 0.7*pickscore=PATH+0.3*aesthetic=PATH", default: "alignment" },
     tieMargin: { type: "string", description: "A comparison is a tie when |score(tuned) − score(base)| ≤ this", default: "0" },
     bootstrap: { type: "string", description: "Bootstrap replicates for the win-rate interval (resampling prompts)", default: "2000" },
     bestOfN: { type: "string", description: "Best-of-n baseline up to this n (1, 2, 4, …; extra base samples per prompt); 0: off", default: "0" },

@@ -8,7 +8,7 @@ export default defineCommand({
   meta: { name: "label", description: "Label the store's pairs with a reward (AI feedback); pairs within the margin become ties that training skips." },
   args: {
     db: { type: "string", description: "Preference store (SQLite file) holding the pairs", default: "runs/pairs.sqlite" },
-    reward: { type: "string", description: "Reward: alignment, appeal, category, or a folder from `reward train`", default: "alignment" },
+    reward: { type: "string", description: "Reward: alignment, appeal, category, a folder from `reward train`, NAME=PATH for clip, pickscore, hpsv2, aesthetic (weights on disk), or a weighted mix 0.7*pickscore=PATH+0.3*aesthetic=PATH", default: "alignment" },
     margin: { type: "string", description: "|score_a − score_b| ≤ margin → tie (in the reward's units)", default: "0" },
     batch: { type: "string", description: "Pairs scored per batch", default: "64" },
     relabel: { type: "boolean", description: "Score pairs this reward labelled before too", default: false },

@@ -65,7 +65,7 @@ const train = defineCommand({
 const score = defineCommand({
   meta: { name: "score", description: "Score image files against a prompt with a reward." },
   args: {
-    reward: { type: "string", description: "Reward: alignment, appeal, category, or a folder from `reward train`", default: "alignment" },
+    reward: { type: "string", description: "Reward: alignment, appeal, category, a folder from `reward train`, NAME=PATH for clip, pickscore, hpsv2, aesthetic (weights on disk), or a weighted mix 0.7*pickscore=PATH+0.3*aesthetic=PATH", default: "alignment" },
     prompt: { type: "string", description: "The prompt the images are scored for", required: true },
     json: { type: "boolean", description: "Print one JSON object", default: false },
   },

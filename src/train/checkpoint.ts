@@ -113,11 +113,12 @@ export function saveCheckpoint(input: SaveCheckpointInput): string {
     if (existsSync(final)) rmSync(final, { recursive: true, force: true });
     renameSync(tmp, final);
     fsyncDir(root);
+    input.afterFile?.("renamed");
   } catch (err) {
     rmSync(tmp, { recursive: true, force: true });
     throw err;
   }
-  if (input.keep > 0) pruneCheckpoints(input.outputDir, input.keep);
+  if (input.keep > 0) pruneCheckpoints(input.outputDir, input.keep, input.afterFile);
   return final;
 }
 
@@ -141,13 +142,22 @@ export function latestCheckpoint(outputDir: string): string | null {
   return all.length === 0 ? null : all[all.length - 1]![1];
 }
 
-export function pruneCheckpoints(outputDir: string, keep: number): string[] {
+/**
+ * Removes all but the newest `keep` checkpoints. Each goes out of the checkpoint namespace by an
+ * atomic rename to a temporary name first, so a process killed while deleting never leaves a
+ * half-deleted folder that still looks like a checkpoint (cleanTemporaryCheckpoints removes it).
+ */
+export function pruneCheckpoints(outputDir: string, keep: number, afterStep?: (name: string) => void): string[] {
   const all = listCheckpoints(outputDir);
   const removed: string[] = [];
-  for (const [, path] of all.slice(0, Math.max(0, all.length - keep))) {
-    rmSync(path, { recursive: true, force: true });
+  for (const [step, path] of all.slice(0, Math.max(0, all.length - keep))) {
+    const doomed = join(outputDir, CHECKPOINT_DIR, `.${stepDirName(step)}.tmp-prune-${process.pid}-${randomBytes(4).toString("hex")}`);
+    renameSync(path, doomed);
+    afterStep?.("prune-renamed");
+    rmSync(doomed, { recursive: true, force: true });
     removed.push(path);
   }
+  afterStep?.("pruned");
   return removed;
 }
 

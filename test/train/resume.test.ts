@@ -90,3 +90,63 @@ test("SIGKILL during a checkpoint write leaves the previous checkpoint loadable,
   assert.deepEqual(r.history.map((h) => h.step), [3, 4, 5, 6]);
   assert.deepEqual(r.history.map((h) => h.metrics.loss), full.slice(2), "steps 3–6 after resuming from step 2");
 });
+
+/** Runs kill-at.ts until `marker` appears on its stdout (then waits `delayMs` more, if given), then SIGKILLs it. */
+async function killChildAt(out: string, step: number, point: string, opts: { marker?: string; delayMs?: number }): Promise<string> {
+  const child = spawn(process.execPath, ["--import", "tsx", join("test", "train", "fixtures", "kill-at.ts"), out, String(step), point], { stdio: ["ignore", "pipe", "pipe"] });
+  let stdout = "";
+  let stderr = "";
+  child.stderr.on("data", (d: Buffer) => { stderr += d.toString(); });
+  const exited = new Promise<NodeJS.Signals | number | null>((resolve) => child.on("exit", (code, signal) => resolve(signal ?? code)));
+  await new Promise<void>((resolve, reject) => {
+    let armed = false;
+    child.stdout.on("data", (d: Buffer) => {
+      stdout += d.toString();
+      if (!armed && opts.marker !== undefined && stdout.includes(opts.marker)) {
+        armed = true;
+        if (opts.delayMs === undefined) resolve();
+        else setTimeout(resolve, opts.delayMs);
+      }
+    });
+    child.on("exit", () => (opts.delayMs !== undefined ? resolve() : reject(new Error(`child exited before ${opts.marker}: ${stdout} ${stderr}`))));
+  });
+  child.kill("SIGKILL");
+  await exited;
+  return stdout;
+}
+
+test("SIGKILL at every point of a checkpoint write and of pruning: resume loads the last complete checkpoint and reproduces the losses", async () => {
+  const full = await uninterrupted();
+  // every hook of the step-4 write (keep 1: step 2 is pruned after it), the first checkpoint's
+  // write (nothing to fall back on: the run starts over), and kills at arbitrary times
+  const cases: { step: number; point: string; delayMs?: number }[] = [
+    ...["model.safetensors", "optimizer.safetensors", "config.json", "trainer_state.json", "renamed", "prune-renamed", "pruned"].map((point) => ({ step: 4, point })),
+    { step: 2, point: "optimizer.safetensors" },
+    // arbitrary moments: 0–120 ms after step 1 (the run's 6 steps and 3 checkpoints take ~150 ms)
+    ...[0, 15, 30, 50, 80, 120].map((delayMs) => ({ step: 0, point: "none", delayMs })),
+  ];
+  const seen: string[] = [];
+  for (const c of cases) {
+    const out = tmp();
+    const stdout = await killChildAt(out, c.step, c.point, c.delayMs !== undefined ? { marker: "step-1\n", delayMs: c.delayMs } : { marker: `at-${c.point}` });
+    const complete = listCheckpoints(out).map(([s]) => s);
+    const last = complete.length === 0 ? 0 : complete[complete.length - 1]!;
+    // every folder that looks like a checkpoint is whole
+    for (const [, path] of listCheckpoints(out)) {
+      const ck = loadCheckpoint(path);
+      for (const t of ck.weights.values()) t.dispose();
+      for (const t of ck.optimizer.tensors.values()) t.dispose();
+    }
+    const resumed = makeTrainer(out, {}, { keepCheckpoints: 1 });
+    const r = await resumed.trainer.run();
+    resumed.dispose();
+    const label = c.delayMs !== undefined ? `killed ${c.delayMs} ms after step 1 (last said: ${stdout.trim().split("\n").pop()})` : `killed at step ${c.step} ${c.point}`;
+    seen.push(`${label} → resumed from step ${last}`);
+    if (c.point === "renamed" || c.point === "prune-renamed" || c.point === "pruned") assert.equal(last, 4, `${label}: the step-4 checkpoint was complete`);
+    else if (c.delayMs === undefined) assert.equal(last, c.step - 2, `${label}: the previous checkpoint is the last complete one`);
+    assert.deepEqual(r.history.map((h) => h.step), Array.from({ length: MAX_STEPS - last }, (_, i) => last + i + 1), label);
+    assert.deepEqual(r.history.map((h) => h.metrics.loss), full.slice(last), `${label}: losses after resume`);
+    assert.equal(readdirSync(join(out, CHECKPOINT_DIR)).filter((n) => n.startsWith(".")).length, 0, `${label}: temporary folders cleaned`);
+  }
+  process.stderr.write(`# SIGKILL matrix: ${seen.join("; ")}\n`);
+});

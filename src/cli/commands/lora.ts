@@ -33,10 +33,14 @@ const convert = defineCommand({
       }
     };
     const unetLayout = layoutOf();
+    const { detectFolderFamily } = await import("../../models/convert/index.js");
+    // kohya text-encoder prefixes (lora_te_ vs lora_te1_/lora_te2_) follow the base model's family
+    const twoTextEncoders = args.model === "" ? undefined
+      : args.model === "sdxl" || (!["sd1", "sd2"].includes(args.model) && detectFolderFamily(args.model) === "sdxl");
     try {
       const file = readLoraFile(args.in, { unetLayout, alpha });
       assertAllMatched(file);
-      const written = writeLoraFile(file.weights, to, args.out, { unetLayout });
+      const written = writeLoraFile(file.weights, to, args.out, { unetLayout, twoTextEncoders });
       const layers = Object.fromEntries([...file.weights].map(([c, m]) => [c, m.size]));
       if (args.json) process.stdout.write(`${JSON.stringify({ in: file.path, from: file.format, to, files: written, layers })}\n`);
       else process.stdout.write(`${file.format} → ${to}: ${Object.entries(layers).map(([c, n]) => `${n} ${c} layers`).join(", ")}; wrote ${written.join(", ")}\n`);

@@ -264,9 +264,10 @@ export function readLoraFile(path: string, opts: ReadLoraOptions = {}): LoraFile
         // rslora scales by alpha / √r; as alpha / r that is alpha·√r
         if (a !== undefined) alpha = peftConfig.use_rslora ? a * Math.sqrt(rank) : a;
       }
-      if (alpha === undefined && format === "diffusers") {
-        const pattern = meta[`${component}.alpha_pattern`] as Record<string, number> | undefined;
-        const a = patternValue(pattern, modulePath) ?? meta[`${component}.lora_alpha`];
+      if (alpha === undefined && format !== "kohya") {
+        // diffusers' per-component blob, or a bare peft-style one (a peft file without its adapter_config.json)
+        const pattern = (meta[`${component}.alpha_pattern`] ?? meta.alpha_pattern) as Record<string, number> | undefined;
+        const a = patternValue(pattern, modulePath) ?? meta[`${component}.lora_alpha`] ?? meta.lora_alpha;
         if (typeof a === "number") alpha = meta[`${component}.use_rslora`] === true ? a * Math.sqrt(rank) : a;
       }
       alpha ??= opts.alpha ?? rank;
@@ -316,6 +317,12 @@ export interface WriteLoraOptions {
   unetLayout?: UNetBlockLayout;
   /** Extra safetensors metadata (e.g. the training method). */
   metadata?: Record<string, string>;
+  /**
+   * kohya text-encoder prefixes: true → lora_te1_ / lora_te2_ (SDXL), false → lora_te_. Default:
+   * true when the adapters include text_encoder_2 or the UNet layout is SDXL's (3 levels, no
+   * attention in the first).
+   */
+  twoTextEncoders?: boolean;
 }
 
 /**
@@ -353,11 +360,14 @@ export function writeLoraFile(weights: LoraWeights, format: LoraFormat, out: str
     }
     const dir = resolve(out);
     mkdirSync(dir, { recursive: true });
+    const fields = peftFields(layers);
     const config = {
-      ...peftFields(layers), base_model_name_or_path: null, task_type: null, inference_mode: true, fan_in_fan_out: false,
+      ...fields, base_model_name_or_path: null, task_type: null, inference_mode: true, fan_in_fan_out: false,
       modules_to_save: null, layers_to_transform: null, layers_pattern: null, revision: null,
     };
-    writeSafetensorsSync(join(dir, PEFT_WEIGHTS_FILE), tensors, metadata);
+    // the scale also in the weights file, for readers that never see adapter_config.json
+    const withScale = { ...metadata, [LORA_ADAPTER_METADATA_KEY]: JSON.stringify({ r: fields.r, lora_alpha: fields.lora_alpha, alpha_pattern: fields.alpha_pattern }) };
+    writeSafetensorsSync(join(dir, PEFT_WEIGHTS_FILE), tensors, withScale);
     writeFileSync(join(dir, PEFT_CONFIG_FILE), `${JSON.stringify(config, null, 2)}\n`);
     return [join(dir, PEFT_WEIGHTS_FILE), join(dir, PEFT_CONFIG_FILE)];
   }
@@ -366,7 +376,7 @@ export function writeLoraFile(weights: LoraWeights, format: LoraFormat, out: str
   if (components.includes("unet") && mapper === null) {
     throw new LoraFormatError("kohya UNet names use the original-SD block numbering; give the base model (--model FOLDER, or sd1 / sd2 / sdxl)");
   }
-  const twoEncoders = components.includes("text_encoder_2") || (mapper?.layout.up.length === 3 && mapper.layout.down[0]!.attention === false);
+  const twoEncoders = opts.twoTextEncoders ?? (components.includes("text_encoder_2") || (mapper?.layout.up.length === 3 && mapper.layout.down[0]!.attention === false));
   const dims = new Set<number>();
   const alphas = new Set<number>();
   for (const c of components) {

@@ -4,7 +4,7 @@
 // nothing are listed, and a merged model computes what the LoRA-enabled model computed.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { SafetensorsFile, writeSafetensorsSync, type RawTensor } from "../../../src/io/safetensors.js";
@@ -99,6 +99,23 @@ test("file layouts: diffusers keys + metadata, peft folder + adapter_config.json
   }
   assert.equal(dotsFromUnderscores("output_blocks_2_1_transformer_blocks_0_ff_net_0_proj"), "output_blocks.2.1.transformer_blocks.0.ff.net.0.proj");
   assert.equal(dotsFromUnderscores("text_model_encoder_layers_11_self_attn_out_proj"), "text_model.encoder.layers.11.self_attn.out_proj");
+});
+
+test("a peft weights file without its adapter_config.json still carries the scale; kohya text-encoder prefixes follow the family", () => {
+  const lone = join(tmp, "lone-adapter_model.safetensors");
+  copyFileSync(join(tmp, "peft", "adapter_model.safetensors"), lone);
+  const back = readLoraFile(lone);
+  assert.equal(back.format, "peft");
+  sameLayers(original.get("unet")!, back.weights.get("unet")!, "peft without config");
+  const te: LoraWeights = new Map([["text_encoder", new Map([["text_model.encoder.layers.0.self_attn.q_proj", original.get("unet")!.values().next().value!]])]]);
+  for (const [two, prefix] of [[true, "lora_te1_"], [false, "lora_te_"]] as const) {
+    const out = join(tmp, `te-${two}.safetensors`);
+    writeLoraFile(te, "kohya", out, { twoTextEncoders: two });
+    const f = SafetensorsFile.open(out);
+    assert.ok(f.has(`${prefix}text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight`), prefix);
+    f.close();
+    assert.deepEqual([...readLoraFile(out).weights.get("text_encoder")!.keys()], ["text_model.encoder.layers.0.self_attn.q_proj"]);
+  }
 });
 
 test("loading: every format into a fresh model gives the adapters back (applyLoraWeights and the existing loadLoraStateDict)", () => {

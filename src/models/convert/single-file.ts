@@ -404,11 +404,16 @@ export function importSingleFileCheckpoint(file: string, out: string, opts: Impo
       const { tensors, unmapped } = openClipToClip(names, (n) => f.readRaw(slot.prefix + n));
       unknown.push(...unmapped.map((n) => slot.prefix + n));
       const want = expected[slot.component]!.shapes;
+      const extraLayers = new Set<string>();
       for (const [n, t] of tensors) {
-        // SD2 / SDXL files keep open_clip's last layer, which diffusers' text encoders leave out
-        if (!want.has(n) && /^text_model\.encoder\.layers\.\d+\./.test(n)) skipped.push({ key: slot.prefix + n, reason: "text-encoder layer beyond the reference config's num_hidden_layers" });
+        // SD2 files keep open_clip's last layer, which diffusers' SD2 text encoder leaves out
+        const layer = /^text_model\.encoder\.layers\.(\d+)\./.exec(n);
+        if (!want.has(n) && layer) extraLayers.add(layer[1]!);
         else if (n === "text_projection.weight" && !want.has(n)) skipped.push({ key: `${slot.prefix}text_projection`, reason: "the reference text encoder has no projection" });
         else got[slot.component]!.set(n, t);
+      }
+      for (const l of extraLayers) {
+        skipped.push({ key: `${slot.prefix}transformer.resblocks.${l}.*`, reason: "text-encoder layer beyond the reference config's num_hidden_layers (diffusers' SD2 text encoder stops one layer short)" });
       }
     }
     const show = (l: string[]) => l.slice(0, 15).join(", ") + (l.length > 15 ? `, … (${l.length} in all)` : "");

@@ -205,3 +205,37 @@ test("SD1.5 built-in configs (import without --config-from): they parse, and lis
   // an SDXL file has no built-in configs
   assert.throws(() => importSingleFileCheckpoint(join(tmp, "sdxl.safetensors"), join(tmp, "sdxl-nodefaults")), /only SD1\.x has built-in configs.*--config-from/);
 });
+
+test("sd2 (an OpenCLIP, gelu text encoder): cond_stage_model.model open_clip names, round trip bit-identical", () => {
+  const d = join(tmp, "sd2-like");
+  cpSync(sd15Dir, d, { recursive: true });
+  const tc = join(d, "text_encoder", "config.json");
+  writeFileSync(tc, JSON.stringify({ ...JSON.parse(readFileSync(tc, "utf8")), hidden_act: "gelu" }));
+  const first = join(tmp, "sd2.safetensors");
+  const r = exportSingleFileCheckpoint(d, first);
+  assert.equal(r.family, "sd2");
+  const f = SafetensorsFile.open(first);
+  try {
+    assert.deepEqual(f.info("cond_stage_model.model.transformer.resblocks.2.attn.in_proj_bias").shape, [72]);
+    assert.ok(f.has("cond_stage_model.model.transformer.resblocks.0.mlp.c_fc.weight") && f.has("cond_stage_model.model.ln_final.bias"));
+    assert.equal(f.keys().some((k) => k.startsWith("cond_stage_model.transformer.")), false);
+  } finally {
+    f.close();
+  }
+  // an extra open_clip layer (SD2 files keep the 24th layer diffusers leaves out) and logit_scale are skipped
+  const withExtra = readAllRaw(first);
+  for (const [k, t] of [...withExtra]) {
+    if (k.startsWith("cond_stage_model.model.transformer.resblocks.2.")) withExtra.set(k.replace("resblocks.2.", "resblocks.3."), t);
+  }
+  withExtra.set("cond_stage_model.model.logit_scale", { dtype: "F32", shape: [], bytes: new Uint8Array(4) });
+  writeSafetensorsSync(join(tmp, "sd2-extra.safetensors"), withExtra);
+  const back = join(tmp, "sd2-back");
+  const imp = importSingleFileCheckpoint(join(tmp, "sd2-extra.safetensors"), back, { configFrom: d });
+  assert.equal(imp.family, "sd2");
+  assert.ok(imp.skipped.some((s) => s.key === "cond_stage_model.model.logit_scale"));
+  assert.deepEqual(imp.skipped.filter((s) => s.key.includes("resblocks")).map((s) => s.key), ["cond_stage_model.model.transformer.resblocks.3.*"]);
+  assertSameFolder(d, back);
+  const second = join(tmp, "sd2-again.safetensors");
+  exportSingleFileCheckpoint(back, second);
+  assert.ok(readFileSync(first).equals(readFileSync(second)));
+});

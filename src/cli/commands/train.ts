@@ -280,6 +280,17 @@ export async function train(args: TrainArgs): Promise<TrainSummary | null> {
   const device = pg ? pg.trainingDevice(requestedDevice) : requestedDevice;
   if (device.startsWith("cuda") && !tensorLib.cudaAvailable()) throw new UsageError(`--device ${device}: CUDA is not available on this machine (run \`diffusion-dpo info\`)`);
 
+  // SD3 / Flux folders: Flow-DPO on the transformer (src/cli/flow-train.ts)
+  const { flowFamilyOf } = await import("../../models/flow-generate.js");
+  if (flowFamilyOf(modelDir) !== null) {
+    if (cache !== null || data === null || world > 1) {
+      cache?.close();
+      await data?.close();
+      throw new UsageError(`--model ${cfg.model}: SD3 / Flux folders train in one process from preference data (no training cache or --nproc yet)`);
+    }
+    const { runFlowTrain } = await import("../flow-train.js");
+    return runFlowTrain({ cfg, modelDir, data, device });
+  }
   const { loadModelFolder, encodePrompts, saveModelFolder, disposeTextToImageModel, isSdxlModel } = await import("../../models/pipeline.js");
   const { NoiseSchedule } = await import("../../diffusion/index.js");
   let model: TextToImageModel;

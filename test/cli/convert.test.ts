@@ -68,6 +68,13 @@ test("lora convert: diffusers → kohya → peft → diffusers keeps every tenso
   r = await cli(["lora", "convert", "--in", kohya, "--to", "diffusers", "--out", join(dir, "x.safetensors")]);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /original-SD way.*--model/);
+  // checked against --model's layers: 24 of the sd15 LoRA's 32 layers do not exist in the SDXL UNet (its mid block does)
+  const sdxlDir = referenceCase("sdxl-pipeline").pipelineFolder();
+  r = await cli(["lora", "convert", "--in", join(dir, "back.safetensors"), "--to", "peft", "--out", join(dir, "p3"), "--model", sdxlDir]);
+  rmSync(sdxlDir, { recursive: true, force: true });
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /24 adapted layer\(s\) match no layer of --model .*unet: down_blocks\.0\.attentions\.0\.transformer_blocks\.0\.attn1\.to_k/);
+  assert.equal(existsSync(join(dir, "p3")), false);
   r = await cli(["lora", "convert", "--in", loraFile, "--to", "a1111", "--out", join(dir, "x.safetensors")]);
   assert.match(r.stderr, /--to must be one of diffusers, peft, kohya/);
   // the sd1 preset numbers blocks like the real SD1.5, not like this tiny two-level UNet

@@ -17,7 +17,7 @@ const convert = defineCommand({
     json: { type: "boolean", description: "Print one JSON object with the summary", default: false },
   },
   async run({ args }) {
-    const { LORA_FORMATS, assertAllMatched, readLoraFile, unetLayoutFor, writeLoraFile } = await import("../../models/convert/index.js");
+    const { LORA_FORMATS, assertAllMatched, layersMissingFromFolder, readLoraFile, unetLayoutFor, writeLoraFile } = await import("../../models/convert/index.js");
     const to = args.to as (typeof LORA_FORMATS)[number];
     if (!LORA_FORMATS.includes(to)) throw new UsageError(`--to must be one of ${LORA_FORMATS.join(", ")}, got "${args.to}"`);
     let alpha: number | undefined;
@@ -40,6 +40,10 @@ const convert = defineCommand({
     try {
       const file = readLoraFile(args.in, { unetLayout, alpha });
       assertAllMatched(file);
+      if (args.model !== "" && !["sd1", "sd2", "sdxl"].includes(args.model)) {
+        const missing = layersMissingFromFolder(file.weights, args.model);
+        if (missing.length > 0) throw new UsageError(`${file.path}: ${missing.length} adapted layer(s) match no layer of --model ${args.model}: ${missing.join(", ")}`);
+      }
       const written = writeLoraFile(file.weights, to, args.out, { unetLayout, twoTextEncoders });
       const layers = Object.fromEntries([...file.weights].map(([c, m]) => [c, m.size]));
       if (args.json) process.stdout.write(`${JSON.stringify({ in: file.path, from: file.format, to, files: written, layers })}\n`);

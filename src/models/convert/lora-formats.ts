@@ -26,6 +26,7 @@ import type { Module } from "../../nn/module.js";
 import { Linear } from "../../nn/layers.js";
 import { LORA_ADAPTER_METADATA_KEY, LoraLinear, loadLoraStateDict, loraLayers } from "../../nn/lora.js";
 import { UNetNameMapper, type UNetBlockLayout } from "./unet-names.js";
+import { componentWeightFiles } from "../pipeline.js";
 
 export type LoraFormat = "diffusers" | "peft" | "kohya";
 export const LORA_FORMATS: readonly LoraFormat[] = ["diffusers", "peft", "kohya"];
@@ -456,6 +457,32 @@ export function applyLoraWeights(module: Module, layers: Map<string, LoraLayerWe
   }
   const byPath = new Map(loraLayers(module));
   for (const [p, l] of layers) byPath.get(p)!.alpha = l.alpha;
+}
+
+/**
+ * The adapted layers that name no weight-bearing module of a model folder's components (read
+ * from the weight files' headers only: nothing is loaded), as "component: path".
+ */
+export function layersMissingFromFolder(weights: LoraWeights, folder: string): string[] {
+  const missing: string[] = [];
+  for (const [component, layers] of weights) {
+    const dir = join(folder, component);
+    if (!existsSync(dir)) {
+      missing.push(...[...layers.keys()].map((p) => `${component}: ${p} (the model has no ${component})`));
+      continue;
+    }
+    const modules = new Set<string>();
+    for (const file of componentWeightFiles(dir, component === "unet" ? "diffusion_pytorch_model" : "model")) {
+      const f = SafetensorsFile.open(file);
+      try {
+        for (const k of f.keys()) if (k.endsWith(".weight")) modules.add(k.slice(0, -".weight".length));
+      } finally {
+        f.close();
+      }
+    }
+    for (const p of layers.keys()) if (!modules.has(p)) missing.push(`${component}: ${p}`);
+  }
+  return missing;
 }
 
 /** Throws listing every key of the file that matched no adapter layer. */

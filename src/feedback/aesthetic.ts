@@ -6,16 +6,17 @@
 //                                                          indices 1, 3, 5 are Dropout (identity
 //                                                          here), no activations
 // Keys layers.{0,2,4,6,7}.{weight,bias} (768 → 1024 → 128 → 64 → 16 → 1 for ViT-L/14; sizes are
-// read from the file). The public weights (sac+logos+ava1-l14-linearMSE.pth) are a PyTorch pickle:
-// save its state dict as safetensors once.
+// read from the file). The public weights (sac+logos+ava1-l14-linearMSE.pth, a torch.save file)
+// load as they are, or as safetensors.
 //
 // On disk (`--reward aesthetic=PATH`): PATH is a folder holding the MLP (aesthetic_mlp.safetensors,
-// or its only .safetensors that is not model.safetensors) and the CLIP backbone — a `clip/`
+// or its only .safetensors other than model.safetensors, or .pth) and the CLIP backbone — a `clip/`
 // sub-folder, or PATH itself when it is a CLIPModel folder; or PATH is the MLP file, with the CLIP
 // backbone in the `clip/` folder beside it.
 import { existsSync, readdirSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { readSafetensorsSync } from "../io/safetensors.js";
+import { readTorchCheckpoint } from "../models/clip/torch-checkpoint.js";
 import { Linear, Module } from "../nn/index.js";
 import type { RgbImage } from "../sample/generate.js";
 import { noGrad, tidy, type Tensor } from "../tensor/index.js";
@@ -57,8 +58,8 @@ export class AestheticMlp extends Module {
 
 /** Loads the predictor's weights; wrong or missing keys are an error naming the file and the expected keys. */
 export function loadAestheticMlp(path: string): AestheticMlp {
-  if (!existsSync(path)) throw new Error(`${path}: not found (the aesthetic predictor's weights as safetensors, keys ${AESTHETIC_EXPECTED_KEYS.join(", ")})`);
-  const { tensors } = readSafetensorsSync(path);
+  if (!existsSync(path)) throw new Error(`${path}: not found (the aesthetic predictor's weights as .safetensors or .pth, keys ${AESTHETIC_EXPECTED_KEYS.join(", ")})`);
+  const tensors = /\.(pt|pth|ckpt|bin)$/.test(path) ? readTorchCheckpoint(path).tensors : readSafetensorsSync(path).tensors;
   try {
     const missing = AESTHETIC_EXPECTED_KEYS.filter((k) => !tensors.has(k));
     const extra = [...tensors.keys()].filter((k) => !AESTHETIC_EXPECTED_KEYS.includes(k));
@@ -122,7 +123,7 @@ export function resolveAestheticPaths(path: string): { mlp: string; clip: string
     if (!existsSync(clip)) throw new Error(`${path}: the aesthetic MLP needs its CLIP backbone; put the CLIP ViT-L/14 folder at ${clip}`);
     return { mlp: path, clip };
   }
-  const files = readdirSync(path).filter((f) => f.endsWith(".safetensors") && f !== "model.safetensors");
+  const files = readdirSync(path).filter((f) => (f.endsWith(".safetensors") && f !== "model.safetensors") || /\.(pth|pt)$/.test(f));
   const mlpFile = files.includes("aesthetic_mlp.safetensors") ? "aesthetic_mlp.safetensors" : files.length === 1 ? files[0]! : null;
   if (mlpFile === null) {
     throw new Error(`${path}: expected the aesthetic MLP as aesthetic_mlp.safetensors (keys ${AESTHETIC_EXPECTED_KEYS.join(", ")}); found ${files.length ? files.join(", ") : "no .safetensors besides model.safetensors"}`);

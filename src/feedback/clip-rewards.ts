@@ -1,7 +1,7 @@
 // The paper's CLIP-based scorers behind the RewardModel contract, from weights on disk (nothing is
 // downloaded). Each takes a CLIP backbone: a transformers CLIPModel folder (config.json +
-// model.safetensors, optional preprocessor_config.json and tokenizer files) or an open_clip
-// checkpoint saved as safetensors (converted on load: src/models/clip/open-clip.ts).
+// model.safetensors or pytorch_model.bin, optional preprocessor_config.json and tokenizer files) or
+// an open_clip checkpoint, .safetensors or torch.save (converted on load: src/models/clip/open-clip.ts).
 //
 //   clip       CLIP score = 100 · cos(image, prompt), torchmetrics' CLIPScore per sample (torchmetrics
 //              clamps only its batch mean at 0; a per-sample clamp would turn every negative into a

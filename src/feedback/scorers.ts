@@ -1,8 +1,8 @@
 // The paper's scorers by name, each from weights the user gives (`--reward NAME=PATH`):
 //   clip       a transformers CLIPModel folder (e.g. openai/clip-vit-large-patch14), or open_clip safetensors
 //   pickscore  the PickScore_v1 CLIPModel folder (its processor files inside, else CLIP's defaults)
-//   hpsv2      HPS v2's open_clip ViT-H-14 checkpoint saved as .safetensors (file or folder)
-//   aesthetic  a folder with the LAION aesthetic MLP (.safetensors) and its CLIP ViT-L/14 in clip/
+//   hpsv2      HPS v2's open_clip ViT-H-14 checkpoint: HPS_v2_compressed.pt or .safetensors (file or folder)
+//   aesthetic  a folder with the LAION aesthetic MLP (.safetensors or .pth) and its CLIP ViT-L/14 in clip/
 import { loadAestheticReward } from "./aesthetic.js";
 import { loadClipReward } from "./clip-rewards.js";
 import type { RewardModel } from "./reward.js";
@@ -13,8 +13,8 @@ export type ScorerReward = (typeof SCORER_REWARDS)[number];
 const WHAT: Record<ScorerReward, string> = {
   clip: "a transformers CLIPModel folder (config.json + model.safetensors) or an open_clip .safetensors",
   pickscore: "the PickScore_v1 folder (config.json + model.safetensors; preprocessor_config.json and tokenizer files optional)",
-  hpsv2: "HPS v2's open_clip ViT-H-14 state dict as .safetensors (HPS_v2_compressed.pt's state_dict, converted once)",
-  aesthetic: "a folder with aesthetic_mlp.safetensors (keys layers.{0,2,4,6,7}.{weight,bias}) and the CLIP ViT-L/14 folder in clip/",
+  hpsv2: "HPS v2's open_clip ViT-H-14 checkpoint (HPS_v2_compressed.pt, or its state dict as .safetensors)",
+  aesthetic: "a folder with the MLP (aesthetic_mlp.safetensors or .pth, keys layers.{0,2,4,6,7}.{weight,bias}) and the CLIP ViT-L/14 folder in clip/",
 };
 
 export function isScorerReward(name: string): name is ScorerReward {

@@ -12,7 +12,7 @@ import sharp from "sharp";
 import { readSafetensorsSync, writeSafetensorsSync } from "../../src/io/safetensors.js";
 import { convertToRgb } from "../../src/models/clip/image-processor.js";
 import { openClipToClip } from "../../src/models/clip/open-clip.js";
-import { aestheticInput, loadReward, parseRewardSpec, rewardSpecName, type RewardProgress } from "../../src/feedback/index.js";
+import { aestheticInput, loadAestheticMlp, loadReward, parseRewardSpec, rewardSpecName, type RewardProgress } from "../../src/feedback/index.js";
 import { loadClipReward } from "../../src/feedback/clip-rewards.js";
 import type { RgbImage } from "../../src/sample/generate.js";
 import { cat, noGrad, tensor, type Tensor } from "../../src/tensor/index.js";
@@ -119,6 +119,8 @@ test("aesthetic: wrong or missing weights are errors naming the file and the exp
       return true;
     });
     assert.throws(() => loadReward(`aesthetic=${join(dir, "nothing")}`), /nothing: not found/);
+    const goldenPt = new URL("../golden/models/torch-checkpoint/checkpoint.pt", import.meta.url).pathname;
+    assert.throws(() => loadAestheticMlp(goldenPt), /checkpoint\.pt: not the LAION aesthetic predictor \(missing layers\.0\.weight/);
     assert.throws(() => loadReward("aesthetic"), /the aesthetic reward needs its weights on disk \(nothing is downloaded\): --reward aesthetic=PATH/);
     // a folder without config.json is read as open_clip: its one .safetensors is named, with the keys expected
     assert.throws(() => loadReward(`pickscore=${dir}`), /pickscore=.*aesthetic_mlp\.safetensors: no "visual\.conv1\.weight"; this is not an open_clip CLIP state dict \(expected keys/);
@@ -225,7 +227,10 @@ test("open_clip converter: shapes give the sizes, the config the heads; foreign 
     assert.throws(() => openClipToClip(tensors, { quickGelu: true, visionHeadWidth: 8, textHeads: 4 }, file), /no "visual\.proj"; this is not an open_clip CLIP state dict \(expected keys visual\.conv1\.weight/);
     assert.throws(() => loadReward(`hpsv2=${join(dir, "HPS_v2_compressed.pt")}`), /not found/);
     writeFileSync(join(dir, "HPS_v2_compressed.pt"), "");
-    assert.throws(() => loadReward(`hpsv2=${join(dir, "HPS_v2_compressed.pt")}`), /a PyTorch pickle; save its state dict as safetensors first/);
+    assert.throws(() => loadReward(`hpsv2=${join(dir, "HPS_v2_compressed.pt")}`), /HPS_v2_compressed\.pt: not a zip-format PyTorch checkpoint/);
+    // a real torch.save file is read (readTorchCheckpoint) and its state_dict handed to the converter
+    const golden = new URL("../golden/models/torch-checkpoint/checkpoint.pt", import.meta.url).pathname;
+    assert.throws(() => loadReward(`hpsv2=${golden}`), /checkpoint\.pt: no "visual\.conv1\.weight"; this is not an open_clip CLIP state dict/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -13,6 +13,7 @@ import { z } from "zod";
 import { Module } from "../../nn/module.js";
 import type { Linear } from "../../nn/layers.js";
 import { readSafetensorsSync } from "../../io/safetensors.js";
+import { readTorchCheckpoint } from "./torch-checkpoint.js";
 import { scalar, type Tensor } from "../../tensor/index.js";
 import { ClipTextModel, clipTextConfigFromJson, type ClipTextConfig } from "./text-model.js";
 import { ClipVisionModel, clipVisionConfigFromJson, type ClipVisionConfig } from "./vision-model.js";
@@ -106,16 +107,18 @@ export class ClipModel extends Module {
 }
 
 /**
- * Loads a transformers CLIPModel folder (config.json + model.safetensors). Missing or mismatched
+ * Loads a transformers CLIPModel folder (config.json + model.safetensors, or pytorch_model.bin as
+ * torch.save writes it). Missing or mismatched
  * weights are an error naming the file and the keys.
  */
 export function loadClipModel(dir: string): ClipModel {
   const configPath = join(dir, "config.json");
   const weightsPath = join(dir, "model.safetensors");
   if (!existsSync(configPath)) throw new Error(`${dir}: no config.json (a transformers CLIPModel folder holds config.json and model.safetensors)`);
-  if (!existsSync(weightsPath)) {
-    const bin = existsSync(join(dir, "pytorch_model.bin")) ? " (it holds pytorch_model.bin: convert it to safetensors, e.g. with transformers' save_pretrained(safe_serialization=True))" : "";
-    throw new Error(`${dir}: no model.safetensors${bin}; expected the CLIPModel weights text_model.*, vision_model.*, text_projection.weight, visual_projection.weight, logit_scale`);
+  const binPath = join(dir, "pytorch_model.bin");
+  const useBin = !existsSync(weightsPath) && existsSync(binPath);
+  if (!existsSync(weightsPath) && !useBin) {
+    throw new Error(`${dir}: no model.safetensors (or pytorch_model.bin); expected the CLIPModel weights text_model.*, vision_model.*, text_projection.weight, visual_projection.weight, logit_scale`);
   }
   let json: unknown;
   try {
@@ -124,9 +127,10 @@ export function loadClipModel(dir: string): ClipModel {
     throw new Error(`${configPath}: not valid JSON (${(err as Error).message})`);
   }
   const model = new ClipModel(clipConfigFromJson(json, configPath));
-  const { tensors } = readSafetensorsSync(weightsPath);
+  const source = useBin ? binPath : weightsPath;
+  const tensors = useBin ? readTorchCheckpoint(binPath).tensors : readSafetensorsSync(weightsPath).tensors;
   try {
-    model.loadStateDict(tensors, { source: weightsPath });
+    model.loadStateDict(tensors, { source });
   } catch (err) {
     model.dispose();
     throw err;

@@ -30,6 +30,11 @@ import { ClipModel, type ClipConfig } from "./clip-model.js";
 import { DEFAULT_CLIP_TEXT_CONFIG } from "./text-model.js";
 import { DEFAULT_CLIP_VISION_CONFIG } from "./vision-model.js";
 import { squareProcessorConfig, type ClipImageProcessorConfig } from "./image-processor.js";
+import { readTorchCheckpoint } from "./torch-checkpoint.js";
+
+/** torch.save files (zip format) read by readTorchCheckpoint. */
+export const TORCH_CHECKPOINT_EXTENSIONS = [".pt", ".pth", ".bin", ".ckpt"];
+const isTorchFile = (f: string) => TORCH_CHECKPOINT_EXTENSIONS.some((e) => f.endsWith(e));
 
 /** The part of open_clip's model config the conversion needs (open_clip's names). */
 export interface OpenClipModelConfig {
@@ -237,26 +242,27 @@ export interface LoadedOpenClip {
 }
 
 /**
- * Loads an open_clip checkpoint saved as safetensors: a file, or a folder holding one
- * (open_clip_model.safetensors, or the only *.safetensors). Head counts come from
+ * Loads an open_clip checkpoint: a .safetensors or torch.save file (HPS_v2_compressed.pt: its
+ * `state_dict` is used), or a folder holding one (open_clip_model.safetensors, or the only one). Head counts come from
  * open_clip_config.json beside it when present, else from `architecture` (default ViT-H-14).
  */
 export function loadOpenClipModel(path: string, opts: { architecture?: string } = {}): LoadedOpenClip {
   if (!existsSync(path)) throw new Error(`${path}: not found (an open_clip checkpoint as .safetensors, or a folder holding one)`);
   let file = path;
   if (statSync(path).isDirectory()) {
-    const candidates = readdirSync(path).filter((f) => f.endsWith(".safetensors"));
-    const preferred = ["open_clip_model.safetensors", "open_clip_pytorch_model.safetensors"].find((f) => candidates.includes(f));
+    const files = readdirSync(path);
+    const candidates = files.filter((f) => f.endsWith(".safetensors"));
+    const torchFiles = files.filter(isTorchFile);
+    const preferred = ["open_clip_model.safetensors", "open_clip_pytorch_model.safetensors", "open_clip_pytorch_model.bin"].find((f) => files.includes(f));
     if (preferred) file = join(path, preferred);
     else if (candidates.length === 1) file = join(path, candidates[0]!);
-    else throw new Error(`${path}: expected one open_clip .safetensors file (e.g. open_clip_model.safetensors), found ${candidates.length === 0 ? "none" : candidates.join(", ")}`);
-  } else if (path.endsWith(".pt") || path.endsWith(".pth") || path.endsWith(".bin")) {
-    throw new Error(`${path}: a PyTorch pickle; save its state dict as safetensors first, e.g. python -c "import torch, safetensors.torch as st; sd = torch.load('${path}', map_location='cpu'); st.save_file({k: v.contiguous() for k, v in sd.get('state_dict', sd).items()}, 'HPS_v2.safetensors')"`);
+    else if (candidates.length === 0 && torchFiles.length === 1) file = join(path, torchFiles[0]!);
+    else throw new Error(`${path}: expected one open_clip checkpoint (.safetensors, or a torch.save .pt / .pth / .bin), found ${candidates.length + torchFiles.length === 0 ? "none" : [...candidates, ...torchFiles].join(", ")}`);
   }
   const cfgPath = join(dirname(file), "open_clip_config.json");
   const fileCfg = existsSync(cfgPath) ? readOpenClipConfig(cfgPath) : null;
   const arch = fileCfg?.model ?? openClipArchitecture(opts.architecture ?? "ViT-H-14");
-  const { tensors } = readSafetensorsSync(file);
+  const tensors = isTorchFile(file) ? readTorchCheckpoint(file).tensors : readSafetensorsSync(file).tensors;
   let converted: Map<string, Tensor> | null = null;
   try {
     const r = openClipToClip(tensors, arch, file);

@@ -10,6 +10,16 @@ import { resolveBlocks, resolveUNetConfig, type UNetConfig, toDiffusersConfig } 
 import { DownBlock, MidBlock, UpBlock, type BlockOptions } from "./blocks.js";
 import { TimestepEmbedding, timestepEmbedding } from "./layers.js";
 import { unpackConditioning, type AddedConditioning } from "../sdxl/conditioning.js";
+import { checkpointedForward, type CheckpointedRun } from "./checkpoint.js";
+
+/** prepareInputs' result. */
+export interface UNetInputs {
+  hidden: Tensor;
+  added: AddedConditioning | undefined;
+  /** [N] timesteps. */
+  t: Tensor;
+  batch: number;
+}
 
 export class UNet2DConditionModel extends Module {
   readonly config: UNetConfig;
@@ -104,7 +114,11 @@ export class UNet2DConditionModel extends Module {
    *   (SDXL) either with `added` given, or packed with it (src/models/sdxl/conditioning.ts)
    * @param added SDXL's added conditioning (diffusers' added_cond_kwargs text_embeds / time_ids)
    */
-  forward(sample: Tensor, timestep: Tensor | number, encoderHiddenStates: Tensor, added?: AddedConditioning): Tensor {
+  /**
+   * The checked inputs of a forward: the text states (unpacked for SDXL), the added conditioning,
+   * one timestep per sample.
+   */
+  prepareInputs(sample: Tensor, timestep: Tensor | number, encoderHiddenStates: Tensor, added?: AddedConditioning): UNetInputs {
     const c = this.config;
     if (this.add_embedding !== null && added === undefined) {
       const unpacked = unpackConditioning(encoderHiddenStates);
@@ -129,11 +143,24 @@ export class UNet2DConditionModel extends Module {
     else if (timestep.size === 1) t = timestep.reshape([1]).expand([batch]);
     else if (timestep.ndim === 1 && timestep.shape[0] === batch) t = timestep;
     else throw new Error(`UNet timestep must be a number, a scalar or a [${batch}] tensor, got [${timestep.shape.join(", ")}]`);
+    return { hidden: encoderHiddenStates, added, t, batch };
+  }
 
-    let tEmb = timestepEmbedding(t, c.blockOutChannels[0]!, { flipSinToCos: c.flipSinToCos, freqShift: c.freqShift });
-    if (tEmb.dtype !== sample.dtype) tEmb = tEmb.to(sample.dtype);
+  /** The time embedding (plus SDXL's added embedding) every resnet receives. */
+  embedding(inputs: UNetInputs, dtype: Tensor["dtype"]): Tensor {
+    const c = this.config;
+    let tEmb = timestepEmbedding(inputs.t, c.blockOutChannels[0]!, { flipSinToCos: c.flipSinToCos, freqShift: c.freqShift });
+    if (tEmb.dtype !== dtype) tEmb = tEmb.to(dtype);
     let emb = this.time_embedding.forward(tEmb);
-    if (this.add_embedding !== null) emb = emb.add(this.addedEmbedding(added!, batch, emb.dtype));
+    if (this.add_embedding !== null) emb = emb.add(this.addedEmbedding(inputs.added!, inputs.batch, emb.dtype));
+    return emb;
+  }
+
+  forward(sample: Tensor, timestep: Tensor | number, encoderHiddenStates: Tensor, added?: AddedConditioning): Tensor {
+    const c = this.config;
+    const inputs = this.prepareInputs(sample, timestep, encoderHiddenStates, added);
+    encoderHiddenStates = inputs.hidden;
+    const emb = this.embedding(inputs, sample.dtype);
 
     let h = c.centerInputSample ? sample.mul(2).sub(1) : sample;
     h = this.conv_in.forward(h);
@@ -157,6 +184,14 @@ export class UNet2DConditionModel extends Module {
     }
     h = this.conv_norm_out.forward(h).silu();
     return this.conv_out.forward(h);
+  }
+
+  /**
+   * forward with per-block gradient checkpointing (src/models/unet/checkpoint.ts): the output
+   * without a graph, and a backward(gradOutput) that recomputes one block at a time.
+   */
+  forwardCheckpointed(sample: Tensor, timestep: Tensor | number, encoderHiddenStates: Tensor, added?: AddedConditioning): CheckpointedRun {
+    return checkpointedForward(this, sample, timestep, encoderHiddenStates, added);
   }
 
   /** diffusers' text_time branch: add_embedding(cat([text_embeds, add_time_proj(time_ids) per id])). */

@@ -35,6 +35,8 @@ export const FLOW_LORA_TARGETS = [
   "attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0",
   "attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj", "attn.to_add_out",
   "ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2",
+  // SD3.5-medium's second (image-only) attention in its dual-attention blocks
+  "attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0",
   // Flux single-stream blocks: the MLP input (their fused proj_out is left alone, as the top-level proj_out)
   "proj_mlp",
 ] as const;

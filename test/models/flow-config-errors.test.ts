@@ -17,7 +17,7 @@ import { readJsonObject } from "../../src/models/config-json.js";
 test("config errors name the file and the key", () => {
   assert.throws(() => t5EncoderConfigFromJson({ feed_forward_proj: "gated-swish" }, "te3/config.json"), /te3\/config\.json: feed_forward_proj "gated-swish" is not supported/);
   assert.throws(() => t5EncoderConfigFromJson({ d_model: -1 }, "te3/config.json"), /te3\/config\.json: not a valid T5Config \(d_model: /);
-  assert.throws(() => sd3TransformerConfigFromJson({ dual_attention_layers: [0, 1] }, "t/config.json"), /t\/config\.json: dual_attention_layers .* not supported/);
+  assert.throws(() => sd3TransformerConfigFromJson({ num_layers: 2, dual_attention_layers: [0, 2] }, "t/config.json"), /t\/config\.json: dual_attention_layers \[2\] are not block indices below num_layers 2/);
   assert.throws(() => sd3TransformerConfigFromJson({ caption_projection_dim: 100 }, "t/config.json"), /caption_projection_dim 100 must equal/);
   assert.throws(() => sd3TransformerConfigFromJson({ qk_norm: "layer_norm" }, "t/config.json"), /t\/config\.json: not a valid SD3Transformer2DModel config \(qk_norm: /);
   assert.throws(() => fluxTransformerConfigFromJson({ axes_dims_rope: [16, 56, 55] }, "f/config.json"), /f\/config\.json: axes_dims_rope \[16,56,55\] must be even and sum to attention_head_dim 128/);

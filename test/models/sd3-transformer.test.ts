@@ -75,3 +75,47 @@ test("sd3-transformer: the 4-step StableDiffusion3Pipeline run from given embedd
   console.log(`sd3 4-step run: final ${err.toExponential(2)}, worst step ${stepErr.toExponential(2)}`);
   model.dispose();
 });
+
+test("SD3.5-medium dual attention (MMDiT-X): diffusers' names; with attn2's modulation rows zero it equals the plain block", async () => {
+  const { readSafetensorsSync } = await import("../../src/io/safetensors.js");
+  const { randn, Generator, zeros, cat: catT } = await import("../../src/tensor/index.js");
+  const cfgPath = join(ref.dir, "transformer", "config.json");
+  const json = readJsonObject(cfgPath, "transformer");
+  const dual = new SD3Transformer2DModel(sd3TransformerConfigFromJson({ ...json, dual_attention_layers: [0], qk_norm: "rms_norm" }, cfgPath));
+  const names = new Map(dual.namedParameters().map(([n, p]) => [n, p.shape]));
+  const d = 32;
+  assert.deepEqual(names.get("transformer_blocks.0.norm1.linear.weight"), [9 * d, d]);
+  assert.deepEqual(names.get("transformer_blocks.1.norm1.linear.weight"), [6 * d, d]);
+  for (const n of ["to_q", "to_k", "to_v", "to_out.0"]) assert.deepEqual(names.get(`transformer_blocks.0.attn2.${n}.weight`), [d, d]);
+  assert.deepEqual(names.get("transformer_blocks.0.attn2.norm_q.weight"), [8]);
+  assert.equal(names.has("transformer_blocks.1.attn2.to_q.weight"), false);
+  dual.dispose();
+
+  // the v0.30 weights + attn2 (random) + 3 zero chunks of block 0's modulation: gate_msa2 = 0
+  const state = readSafetensorsSync(join(ref.dir, "transformer", "diffusion_pytorch_model.safetensors")).tensors;
+  const model = new SD3Transformer2DModel(sd3TransformerConfigFromJson({ ...json, dual_attention_layers: [0] }, cfgPath));
+  const full = new Map(state);
+  full.set("transformer_blocks.0.norm1.linear.weight", catT([state.get("transformer_blocks.0.norm1.linear.weight")!, zeros([3 * d, d])], 0));
+  full.set("transformer_blocks.0.norm1.linear.bias", catT([state.get("transformer_blocks.0.norm1.linear.bias")!, zeros([3 * d])], 0));
+  let k = 0;
+  for (const [name, p] of model.namedParameters()) if (name.includes(".attn2.")) full.set(name, randn(p.shape, new Generator(900 + k++)).mul(0.2));
+  model.loadStateDict(full);
+  noGrad(() => {
+    const out = model.forward({
+      hiddenStates: ref.tensor("hidden_states"), encoderHiddenStates: ref.tensor("encoder_hidden_states"),
+      pooledProjections: ref.tensor("pooled_projections"), timestep: ref.tensor("timestep"),
+    });
+    // measured 1.8e-7 (the same as the plain model: the zero gate removes attn2 exactly)
+    assertClose(out, ref.tensor("transformer_out"), 1e-5, "dual attention with a zero gate");
+    // a non-zero gate_msa2 (the 9th chunk's bias) makes attn2 count
+    const bias = full.get("transformer_blocks.0.norm1.linear.bias")!;
+    model.loadStateDict(new Map([...full, ["transformer_blocks.0.norm1.linear.bias", catT([bias.slice(0, 0, 8 * d), zeros([d]).add(0.5)], 0)]]));
+    const gated = model.forward({
+      hiddenStates: ref.tensor("hidden_states"), encoderHiddenStates: ref.tensor("encoder_hidden_states"),
+      pooledProjections: ref.tensor("pooled_projections"), timestep: ref.tensor("timestep"),
+    });
+    const moved = relativeError(Array.from(gated.toFloat32Array()), ref.array("transformer_out"));
+    assert.ok(moved > 1e-2, `attn2 with gate 0.5 changes the output (relative ${moved})`);
+  });
+  model.dispose();
+});

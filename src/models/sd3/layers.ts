@@ -43,6 +43,29 @@ export class AdaLayerNormZero extends Module {
   }
 }
 
+/**
+ * SD35AdaLayerNormZeroX (SD3.5-medium's dual-attention blocks): 9 chunks, the six of
+ * AdaLayerNormZero then shift, scale, gate of the second (image-only) attention, whose input is
+ * the same normalised x modulated by its own shift and scale.
+ */
+export class AdaLayerNormZeroX extends Module {
+  readonly linear: Linear;
+  readonly norm: LayerNorm;
+  constructor(dim: number) {
+    super();
+    this.linear = this.child("linear", new Linear(dim, 9 * dim));
+    this.norm = this.child("norm", new LayerNorm(dim, 1e-6, false));
+  }
+  forward(x: Tensor, emb: Tensor): { x: Tensor; gateMsa: Tensor; shiftMlp: Tensor; scaleMlp: Tensor; gateMlp: Tensor; x2: Tensor; gateMsa2: Tensor } {
+    const [shiftMsa, scaleMsa, gateMsa, shiftMlp, scaleMlp, gateMlp, shiftMsa2, scaleMsa2, gateMsa2] = this.linear.forward(emb.silu()).chunk(9, 1) as Tensor[];
+    const normed = this.norm.forward(x);
+    return {
+      x: modulate(normed, shiftMsa!, scaleMsa!), gateMsa: gateMsa!, shiftMlp: shiftMlp!, scaleMlp: scaleMlp!, gateMlp: gateMlp!,
+      x2: modulate(normed, shiftMsa2!, scaleMsa2!), gateMsa2: gateMsa2!,
+    };
+  }
+}
+
 /** AdaLayerNormZeroSingle (Flux's single blocks): shift, scale, gate for one branch. */
 export class AdaLayerNormZeroSingle extends Module {
   readonly linear: Linear;

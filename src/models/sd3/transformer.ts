@@ -1,4 +1,5 @@
-// diffusers' SD3Transformer2DModel (MMDiT, v0.30 layout; qk_norm "rms_norm" as SD3.5 adds it):
+// diffusers' SD3Transformer2DModel (MMDiT, v0.30 layout; qk_norm "rms_norm" and SD3.5-medium's
+// dual_attention_layers as later diffusers add them — those two are not in the v0.30 reference case):
 //
 //   latents [N, C, H, W] → pos_embed (p×p patch conv + the stored sin-cos table cropped to the
 //   centre H/p × W/p of its pos_embed_max_size² grid) → tokens x [N, HW/p², D]
@@ -14,7 +15,7 @@ import { Conv2d, LayerNorm, Linear } from "../../nn/layers.js";
 import { attention, cat, tensor, tidy, type Tensor } from "../../tensor/index.js";
 import { parseConfig } from "../config-json.js";
 import {
-  AdaLayerNormContinuous, AdaLayerNormZero, CombinedTimestepTextEmbeddings, GeluFeedForward, RMSNorm, modulate,
+  AdaLayerNormContinuous, AdaLayerNormZero, AdaLayerNormZeroX, CombinedTimestepTextEmbeddings, GeluFeedForward, RMSNorm, modulate,
 } from "./layers.js";
 
 export interface SD3TransformerConfig {
@@ -30,6 +31,8 @@ export interface SD3TransformerConfig {
   pooledProjectionDim: number;
   posEmbedMaxSize: number;
   qkNorm: "rms_norm" | null;
+  /** SD3.5-medium (MMDiT-X): the blocks with a second, image-only self-attention (attn2). */
+  dualAttentionLayers?: number[];
 }
 
 const sd3Json = z.looseObject({
@@ -51,9 +54,8 @@ const sd3Json = z.looseObject({
 /** Reads transformer/config.json of an SD3 folder (missing fields take diffusers' defaults). */
 export function sd3TransformerConfigFromJson(json: unknown, source = "transformer/config.json"): SD3TransformerConfig {
   const j = parseConfig(sd3Json, json, source, "SD3Transformer2DModel config");
-  if (j.dual_attention_layers.length > 0) {
-    throw new Error(`${source}: dual_attention_layers (SD3.5-medium's MMDiT-X second attention) is not supported yet; only SD3 / SD3.5-large layouts load`);
-  }
+  const bad = j.dual_attention_layers.filter((i) => i < 0 || i >= j.num_layers);
+  if (bad.length > 0) throw new Error(`${source}: dual_attention_layers ${JSON.stringify(bad)} are not block indices below num_layers ${j.num_layers}`);
   const config: SD3TransformerConfig = {
     sampleSize: j.sample_size,
     patchSize: j.patch_size,
@@ -67,6 +69,7 @@ export function sd3TransformerConfigFromJson(json: unknown, source = "transforme
     pooledProjectionDim: j.pooled_projection_dim,
     posEmbedMaxSize: j.pos_embed_max_size,
     qkNorm: j.qk_norm,
+    dualAttentionLayers: j.dual_attention_layers,
   };
   const inner = config.numAttentionHeads * config.attentionHeadDim;
   if (config.captionProjectionDim !== inner) {
@@ -83,6 +86,7 @@ export function sd3TransformerConfigToJson(c: SD3TransformerConfig): Record<stri
     joint_attention_dim: c.jointAttentionDim, num_attention_heads: c.numAttentionHeads, num_layers: c.numLayers,
     out_channels: c.outChannels, patch_size: c.patchSize, pooled_projection_dim: c.pooledProjectionDim,
     pos_embed_max_size: c.posEmbedMaxSize, sample_size: c.sampleSize, ...(c.qkNorm ? { qk_norm: c.qkNorm } : {}),
+    ...(c.dualAttentionLayers && c.dualAttentionLayers.length > 0 ? { dual_attention_layers: c.dualAttentionLayers } : {}),
   };
 }
 
@@ -187,24 +191,55 @@ export class JointAttention extends Module {
   }
 }
 
-/** JointTransformerBlock. */
+/** The image-only self-attention of SD3.5-medium's dual-attention blocks (attn2). */
+export class SelfAttention extends Module {
+  readonly norm_q: RMSNorm | null;
+  readonly norm_k: RMSNorm | null;
+  readonly to_q: Linear;
+  readonly to_k: Linear;
+  readonly to_v: Linear;
+  readonly to_out: ModuleList<Linear>;
+  constructor(dim: number, readonly heads: number, readonly headDim: number, qkNorm: boolean) {
+    super();
+    const inner = heads * headDim;
+    this.norm_q = qkNorm ? this.child("norm_q", new RMSNorm(headDim)) : null;
+    this.norm_k = qkNorm ? this.child("norm_k", new RMSNorm(headDim)) : null;
+    this.to_q = this.child("to_q", new Linear(dim, inner));
+    this.to_k = this.child("to_k", new Linear(dim, inner));
+    this.to_v = this.child("to_v", new Linear(dim, inner));
+    this.to_out = this.child("to_out", new ModuleList([new Linear(inner, dim)]));
+  }
+  forward(x: Tensor): Tensor {
+    const [n, l] = x.shape as [number, number];
+    const split = (t: Tensor) => t.reshape([n, l, this.heads, this.headDim]).transpose(1, 2);
+    const norm = (m: RMSNorm | null, t: Tensor) => (m ? m.forward(t) : t);
+    const q = norm(this.norm_q, split(this.to_q.forward(x)));
+    const k = norm(this.norm_k, split(this.to_k.forward(x)));
+    const out = attention(q, k, split(this.to_v.forward(x))).transpose(1, 2).reshape([n, l, this.heads * this.headDim]);
+    return this.to_out.at(0).forward(out);
+  }
+}
+
+/** JointTransformerBlock (with `useDualAttention`, SD3.5-medium's MMDiT-X block). */
 export class JointTransformerBlock extends Module {
-  readonly norm1: AdaLayerNormZero;
+  readonly norm1: AdaLayerNormZero | AdaLayerNormZeroX;
   readonly norm1_context: AdaLayerNormZero | AdaLayerNormContinuous;
   readonly attn: JointAttention;
   readonly norm2: LayerNorm;
   readonly ff: GeluFeedForward;
   readonly norm2_context: LayerNorm | null;
   readonly ff_context: GeluFeedForward | null;
-  constructor(dim: number, heads: number, headDim: number, readonly contextPreOnly: boolean, qkNorm: boolean) {
+  readonly attn2: SelfAttention | null;
+  constructor(dim: number, heads: number, headDim: number, readonly contextPreOnly: boolean, qkNorm: boolean, useDualAttention = false) {
     super();
-    this.norm1 = this.child("norm1", new AdaLayerNormZero(dim));
+    this.norm1 = this.child("norm1", useDualAttention ? new AdaLayerNormZeroX(dim) : new AdaLayerNormZero(dim));
     this.norm1_context = this.child("norm1_context", contextPreOnly ? new AdaLayerNormContinuous(dim, dim) : new AdaLayerNormZero(dim));
     this.attn = this.child("attn", new JointAttention(dim, heads, headDim, contextPreOnly, qkNorm));
     this.norm2 = this.child("norm2", new LayerNorm(dim, 1e-6, false));
     this.ff = this.child("ff", new GeluFeedForward(dim));
     this.norm2_context = contextPreOnly ? null : this.child("norm2_context", new LayerNorm(dim, 1e-6, false));
     this.ff_context = contextPreOnly ? null : this.child("ff_context", new GeluFeedForward(dim));
+    this.attn2 = useDualAttention ? this.child("attn2", new SelfAttention(dim, heads, headDim, qkNorm)) : null;
   }
   forward(x: Tensor, c: Tensor, temb: Tensor): { x: Tensor; c: Tensor | null } {
     return tidy(() => {
@@ -213,6 +248,10 @@ export class JointTransformerBlock extends Module {
       const nc = ctx ? ctx.x : (this.norm1_context as AdaLayerNormContinuous).forward(c, temb);
       const a = this.attn.forward(nx.x, nc);
       let h = x.add(nx.gateMsa.unsqueeze(1).mul(a.x));
+      if (this.attn2 && this.norm1 instanceof AdaLayerNormZeroX) {
+        const dual = nx as ReturnType<AdaLayerNormZeroX["forward"]>;
+        h = h.add(dual.gateMsa2.unsqueeze(1).mul(this.attn2.forward(dual.x2)));
+      }
       h = h.add(nx.gateMlp.unsqueeze(1).mul(this.ff.forward(modulate(this.norm2.forward(h), nx.shiftMlp, nx.scaleMlp))));
       if (ctx === null || a.c === null) return { x: h, c: null };
       let hc = c.add(ctx.gateMsa.unsqueeze(1).mul(a.c));
@@ -251,7 +290,8 @@ export class SD3Transformer2DModel extends Module {
     this.time_text_embed = this.child("time_text_embed", new CombinedTimestepTextEmbeddings(dim, c.pooledProjectionDim));
     this.context_embedder = this.child("context_embedder", new Linear(c.jointAttentionDim, c.captionProjectionDim));
     this.transformer_blocks = this.child("transformer_blocks", new ModuleList(Array.from({ length: c.numLayers },
-      (_, i) => new JointTransformerBlock(dim, c.numAttentionHeads, c.attentionHeadDim, i === c.numLayers - 1, c.qkNorm !== null))));
+      (_, i) => new JointTransformerBlock(dim, c.numAttentionHeads, c.attentionHeadDim, i === c.numLayers - 1, c.qkNorm !== null,
+        c.dualAttentionLayers?.includes(i) ?? false))));
     this.norm_out = this.child("norm_out", new AdaLayerNormContinuous(dim, dim));
     this.proj_out = this.child("proj_out", new Linear(dim, c.patchSize * c.patchSize * c.outChannels));
   }

@@ -43,8 +43,16 @@ export type TrainPredictionType = "epsilon" | "v_prediction";
 /** A denoiser call: noisy input [B, C, H, W], integer timesteps [B], conditioning [B, L, D] → prediction. */
 export type DenoisingModel = (x: Tensor, t: Tensor, cond: Tensor) => Tensor;
 
+/**
+ * A policy with gradient checkpointing (UNet2DConditionModel.forwardCheckpointed): the prediction
+ * computed without an autograd graph, and the backward of a given output gradient.
+ */
+export type CheckpointedDenoisingModel = (x: Tensor, t: Tensor, cond: Tensor) => { output: Tensor; backward(gradOutput: Tensor): void };
+
 /** A Module with the UNet's forward signature (UNet2DConditionModel, or a tiny stand-in). */
 export interface DenoiserModule extends Module {
+  /** Per-block gradient checkpointing, when the module has it (see CheckpointedDenoisingModel). */
+  forwardCheckpointed?(sample: Tensor, timestep: Tensor, encoderHiddenStates: Tensor): { output: Tensor; backward(gradOutput: Tensor): void };
   /** The module's diffusers config.json, for a final save that loads as a model (optional). */
   diffusersConfig?(): Record<string, unknown>;
   forward(sample: Tensor, timestep: Tensor, encoderHiddenStates: Tensor): Tensor;
@@ -72,6 +80,12 @@ export function adaptersOffReference(policy: DenoisingModel, setEnabled: (on: bo
 
 export interface StepModels {
   policy: DenoisingModel;
+  /**
+   * The policy with gradient checkpointing, used instead of `policy` when given: its forward keeps
+   * no graph (the reference forward then runs beside block inputs only), and after the loss's
+   * backward it backpropagates the prediction's gradient block by block.
+   */
+  policyCheckpointed?: CheckpointedDenoisingModel;
   /** Run under noGrad. Needed by dpo/hinge/ipo; optional (metrics only) for sft/mapo. */
   reference?: DenoisingModel;
   /**
@@ -196,7 +210,13 @@ export function dpoStep(models: StepModels, batch: PairBatch, gen: Generator, op
     const target = noising ? noising.target(x0, noise, t) : trainingTarget(opts.predictionType, schedule!, x0, noise, t);
 
     // 3. policy (with autograd) and reference (without)
-    const pred = withAutocast(device, opts.mixedPrecision, () => models.policy(noisy, tTensor, cond));
+    const checkpointed = models.policyCheckpointed === undefined
+      ? undefined
+      : withAutocast(device, opts.mixedPrecision, () => models.policyCheckpointed!(noisy, tTensor, cond));
+    // with checkpointing the prediction is a leaf: the loss's backward stops at it
+    const pred = checkpointed !== undefined
+      ? checkpointed.output.detach().setRequiresGrad(true)
+      : withAutocast(device, opts.mixedPrecision, () => models.policy(noisy, tTensor, cond));
     const policy = perSampleErrors(pred, target);
     let reference: { rw: Tensor; rl: Tensor } | undefined;
     if (models.reference !== undefined) {
@@ -210,7 +230,11 @@ export function dpoStep(models: StepModels, batch: PairBatch, gen: Generator, op
     const r = preferenceLoss(opts.method, { policy, reference, beta: opts.beta, mapo });
     const loss = r.loss.item();
     const finite = Number.isFinite(loss);
-    if (finite) r.loss.mul(opts.lossScale).backward();
+    if (finite) {
+      r.loss.mul(opts.lossScale).backward();
+      const gradPred = checkpointed !== undefined ? pred.grad : null;
+      if (gradPred !== null) withAutocast(device, opts.mixedPrecision, () => checkpointed!.backward(gradPred));
+    }
     const num = (x: Tensor | undefined): number => (x === undefined ? Number.NaN : x.item());
     return {
       loss,

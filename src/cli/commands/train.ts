@@ -90,6 +90,7 @@ export default defineCommand({
     referenceMetrics: { type: "boolean", description: "sft/mapo full fine-tunes: keep a frozen reference copy only to log reference metrics (default: false)" },
     maxGradNorm: { type: "string", description: "Gradient clipping norm, 0 = off (default: 1.0)" },
     bf16: { type: "boolean", description: "bf16 autocast for the forward passes; weights stay f32 (default: false)" },
+    gradientCheckpointing: { type: "boolean", description: "Recompute each UNet block in the backward pass instead of keeping its activations: less memory, ~1 more forward per step (default: false)" },
     onNonFinite: { type: "string", description: "stop | skip on a NaN/inf loss or gradient (default: stop)" },
     checkpointEvery: { type: "string", description: "Checkpoint every N steps, 0 = only at the end (default: 500)" },
     keep: { type: "string", description: "Keep the newest N checkpoints, 0 = all (default: 3)" },
@@ -115,7 +116,7 @@ export default defineCommand({
 
 type TrainArgs = Partial<Record<keyof typeof FLAG_KEYS | "config", string>> & {
   lora?: boolean; full?: boolean; bf16?: boolean; resume?: boolean; skipBad?: boolean; scaleLr?: boolean; referenceMetrics?: boolean;
-  nproc?: string; device?: string; json?: boolean;
+  nproc?: string; device?: string; json?: boolean; gradientCheckpointing?: boolean;
 };
 
 function fmt(v: number | undefined): string {
@@ -373,6 +374,7 @@ export async function train(args: TrainArgs): Promise<TrainSummary | null> {
       model: unet,
       adapters,
       encodePrompts: encodeForStep,
+      gradientCheckpointing: args.gradientCheckpointing === true,
       encodeImages: vae && cache === null ? (px, noise) => vae.encodeLatents(px, noise) : undefined,
       schedule,
       data: source,

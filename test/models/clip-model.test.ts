@@ -5,12 +5,12 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import sharp from "sharp";
-import { clipConfigFromJson, loadClipModel } from "../../src/models/clip/clip-model.js";
+import { ClipModel, clipConfigFromJson, loadClipModel } from "../../src/models/clip/clip-model.js";
 import {
   convertToRgb, preprocessImages, readClipImageProcessorConfig, resizeAndCrop, type Uint8Image,
 } from "../../src/models/clip/image-processor.js";
 import { ClipTokenizer } from "../../src/models/clip/tokenizer.js";
-import { noGrad, tensor, tidy } from "../../src/tensor/index.js";
+import { getDefaultDevice, noGrad, setDefaultDevice, tensor, tidy } from "../../src/tensor/index.js";
 import { assertClose, referenceCase } from "../_reference.js";
 
 const ref = referenceCase("clip-reward");
@@ -112,4 +112,28 @@ test("CLIPModel: pooled outputs, image / text features and PickScore-style score
 test("loadClipModel: a folder without weights is an error naming the file and the expected keys", () => {
   assert.throws(() => loadClipModel(join(ref.dir, "aesthetic")), /config\.json/);
   assert.throws(() => loadClipModel(ref.dir), /no config\.json|model\.safetensors/);
+});
+
+test("CLIPModel at real sizes (meta device): parameter counts of openai/clip-vit-base-patch32 and -large-patch14", () => {
+  const previous = getDefaultDevice();
+  setDefaultDevice("meta"); // names and shapes only, no weight memory
+  try {
+    // transformers' defaults are ViT-B/32: 151,277,313 parameters (its model card / num_parameters())
+    const b32 = new ClipModel(clipConfigFromJson({}));
+    assert.equal(b32.numParameters(), 151_277_313);
+    b32.dispose();
+    const l14 = new ClipModel(clipConfigFromJson({
+      projection_dim: 768,
+      text_config: { hidden_size: 768, intermediate_size: 3072, num_attention_heads: 12, num_hidden_layers: 12 },
+      vision_config: { hidden_size: 1024, intermediate_size: 4096, num_attention_heads: 16, num_hidden_layers: 24, patch_size: 14 },
+    }));
+    assert.equal(l14.numParameters(), 427_616_513);
+    const names = [...l14.stateDict().keys()];
+    assert.ok(names.includes("vision_model.pre_layrnorm.weight") && names.includes("logit_scale") && names.includes("visual_projection.weight"));
+    // text 2 + 12·16 + 2 = 196; vision 3 + 2 + 24·16 + 2 = 391; two projections and logit_scale
+    assert.equal(names.length, 196 + 391 + 3);
+    l14.dispose();
+  } finally {
+    setDefaultDevice(previous);
+  }
 });

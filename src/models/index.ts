@@ -4,3 +4,5 @@ export * from "./vae/autoencoder-kl.js";
 export * from "./clip/tokenizer.js";
 export * from "./unet/index.js";
 export * from "./pipeline.js";
+export * from "./sdxl/conditioning.js";
+export * from "./sdxl/prompt.js";

@@ -6,3 +6,4 @@ export * from "./checkpoint.js";
 export * from "./data.js";
 export * from "./events.js";
 export * from "./validation.js";
+export * from "./cache.js";

@@ -76,4 +76,11 @@ test("eval --reward pickscore=…,aesthetic=… reports win rates and mean score
   const html = readFileSync(join(out, "report.html"), "utf8");
   assert.match(html, /Mean score per reward/);
   assert.match(html, /<td>pickscore<\/td>/);
+  // the human summary prints the means too
+  const text = await cli([
+    "eval", "--base", folders.base, "--tuned", folders.full, "--prompts", prompts, "--steps", "2", "--guidance", "1",
+    "--reward", `clip=${clipDir}`, "--bootstrap", "50", "--out", join(dir, "eval-text"),
+  ]);
+  assert.equal(text.code, 0, text.stderr);
+  assert.match(text.stdout, /mean score \(clip\)  base -?\d[\d.e+-]* \[.*\]  tuned .*  Δ /);
 });

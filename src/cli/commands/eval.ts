@@ -162,6 +162,8 @@ export default defineCommand({
       for (const w of Object.values(s.winRate)) {
         lines.push(`win rate (${w.reward})  ${pct(w.rate)} [${pct(w.interval[0])}, ${pct(w.interval[1])}]  ${w.wins} W / ${w.ties} T / ${w.losses} L of ${w.n}`);
       }
+      const num = (m: { mean: number; interval: [number, number] }) => `${m.mean.toPrecision(4)} [${m.interval[0].toPrecision(4)}, ${m.interval[1].toPrecision(4)}]`;
+      for (const [name, m] of Object.entries(s.meanScores ?? {})) lines.push(`mean score (${name})  base ${num(m.base)}  tuned ${num(m.tuned)}  Δ ${num(m.delta)}`);
       if (s.implicitAccuracy) {
         const a = s.implicitAccuracy;
         lines.push(`implicit accuracy    ${pct(a.accuracy)} [${pct(a.interval[0])}, ${pct(a.interval[1])}]  ${a.pairs} pairs × ${a.draws} timesteps`);

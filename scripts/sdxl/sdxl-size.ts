@@ -4,6 +4,30 @@
 // SDXL table comes from it.   npx tsx scripts/sdxl/sdxl-size.ts
 import { describeParameters, parseUNetConfig } from "../../src/models/unet/index.js";
 import { DEFAULT_LORA_TARGETS } from "../../src/nn/lora.js";
+import { ClipTextModel, DEFAULT_CLIP_TEXT_CONFIG } from "../../src/models/clip/text-model.js";
+import { AutoencoderKL, SD_AUTOENCODER_KL_CONFIG } from "../../src/models/vae/autoencoder-kl.js";
+import { getDefaultDevice, setDefaultDevice } from "../../src/tensor/index.js";
+import { getInitGenerator } from "../../src/nn/init.js";
+
+/** SDXL base's text_encoder (CLIP ViT-L/14) and text_encoder_2 (OpenCLIP ViT-bigG/14 with projection) configs. */
+const SDXL_TEXT_ENCODER = { ...DEFAULT_CLIP_TEXT_CONFIG, hiddenSize: 768, intermediateSize: 3072, numHiddenLayers: 12, numAttentionHeads: 12, projectionDim: 768 };
+const SDXL_TEXT_ENCODER_2 = { ...DEFAULT_CLIP_TEXT_CONFIG, hiddenSize: 1280, intermediateSize: 5120, numHiddenLayers: 32, numAttentionHeads: 20, hiddenAct: "gelu" as const, projectionDim: 1280 };
+
+/** Parameter count of a module built on the meta device (no values allocated). */
+function metaCount(build: () => { parameters(): { size: number }[]; dispose(): void }): number {
+  const previous = getDefaultDevice();
+  const rng = getInitGenerator().getState();
+  setDefaultDevice("meta");
+  try {
+    const m = build();
+    const n = m.parameters().reduce((a, p) => a + p.size, 0);
+    m.dispose();
+    return n;
+  } finally {
+    setDefaultDevice(previous);
+    getInitGenerator().setState(rng);
+  }
+}
 
 /** stabilityai/stable-diffusion-xl-base-1.0 unet/config.json (the fields that differ from diffusers' defaults). */
 export const SDXL_BASE_UNET_JSON = {
@@ -38,9 +62,13 @@ const adafactorState = params.reduce((n, p) => n + (p.shape.length >= 2 ? p.shap
 const GiB = 2 ** 30;
 const f32 = 4;
 const bf16 = 2;
+const textEncoder = metaCount(() => new ClipTextModel(SDXL_TEXT_ENCODER));
+const textEncoder2 = metaCount(() => new ClipTextModel(SDXL_TEXT_ENCODER_2, { withProjection: true }));
+const vae = metaCount(() => new AutoencoderKL(SD_AUTOENCODER_KL_CONFIG));
 const out = {
   tensors: params.length,
   parameters: total,
+  frozenEncoders: { textEncoder, textEncoder2, vae, gibF32: ((textEncoder + textEncoder2 + vae) * 4) / 2 ** 30 },
   loraAdaptedLinears: adapted.length,
   loraParameters: { r8: loraParams(8), r64: loraParams(64) },
   adafactorStateValues: adafactorState,

@@ -9,7 +9,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { REFERENCE_MODELS_DIR } from "../_reference.js";
 import { describeParameters, parseUNetConfig } from "../../src/models/unet/index.js";
-import { SDXL_BASE_UNET_JSON } from "../../scripts/sdxl/sdxl-size.js";
+import { SDXL_BASE_UNET_JSON, sdxlSize } from "../../scripts/sdxl/sdxl-size.js";
 
 const count = (list: { shape: number[] }[]) => list.reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
 
@@ -28,4 +28,9 @@ test("SDXL base's UNet: 1,680 tensors, 2,567,463,684 parameters; add_embedding t
   const shapes = new Map(params.map((p) => [p.name, p.shape]));
   assert.deepEqual(shapes.get("add_embedding.linear_1.weight"), [1280, 2816]);
   assert.deepEqual(shapes.get("down_blocks.2.attentions.1.transformer_blocks.9.attn2.to_k.weight"), [1280, 2048]);
+});
+
+test("SDXL base's frozen encoders: CLIP ViT-L 123,060,480, OpenCLIP bigG with projection 694,659,840, VAE 83,653,863", () => {
+  const s = sdxlSize() as { frozenEncoders: { textEncoder: number; textEncoder2: number; vae: number } };
+  assert.deepEqual([s.frozenEncoders.textEncoder, s.frozenEncoders.textEncoder2, s.frozenEncoders.vae], [123_060_480, 694_659_840, 83_653_863]);
 });

@@ -12,7 +12,7 @@
 //
 // sharp (libvips) does not do this: its cubic kernel is a different fixed-point implementation and
 // shrinks large factors with a box prefilter first, so on a 64 → 32 downscale it lands up to several
-// 8-bit levels away from Pillow (test/models/clip-image-processor.test.ts measures it). Hence our
+// 8-bit levels away from Pillow (test/models/clip-model.test.ts measures 6). Hence our
 // own resampler. Everything here is plain JS on Uint8Arrays (HWC); the result is NCHW float32.
 import { existsSync, readFileSync } from "node:fs";
 import { z } from "zod";
@@ -22,8 +22,9 @@ export const OPENAI_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073] as const;
 export const OPENAI_CLIP_STD = [0.26862954, 0.26130258, 0.27577711] as const;
 
 /** Pillow's resampling filters by their enum value (Image.Resampling). */
-export type PilResample = "nearest" | "lanczos" | "bilinear" | "bicubic";
-const RESAMPLE_BY_ID: Record<number, PilResample> = { 0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic" };
+// (Pillow's nearest, 0, goes through another code path and is not reimplemented.)
+export type PilResample = "lanczos" | "bilinear" | "bicubic";
+const RESAMPLE_BY_ID: Record<number, PilResample> = { 1: "lanczos", 2: "bilinear", 3: "bicubic" };
 
 export interface ClipImageProcessorConfig {
   doConvertRgb: boolean;
@@ -111,7 +112,7 @@ export function clipImageProcessorConfigFromJson(json: unknown, source = "prepro
   let resample = d.resample;
   if (j.resample !== undefined) {
     const r = RESAMPLE_BY_ID[j.resample];
-    if (r === undefined) throw new Error(`${source}: resample ${j.resample} is not supported (0 nearest, 1 lanczos, 2 bilinear, 3 bicubic)`);
+    if (r === undefined) throw new Error(`${source}: resample ${j.resample} is not supported (1 lanczos, 2 bilinear, 3 bicubic)`);
     resample = r;
   }
   const three = (v: number | number[] | undefined, fallback: [number, number, number]): [number, number, number] =>
@@ -199,8 +200,10 @@ export function convertToRgb(img: Uint8Image, mode: AlphaMode = "drop"): Uint8Im
 }
 
 // ---- Pillow's resampling (libImaging/Resample.c) --------------------------------------------------
+// Bicubic is checked against Pillow's output (the clip-reward case); bilinear and lanczos share the
+// same coefficient and pass code with Pillow's filter functions but have no Pillow-made reference.
 
-const FILTERS: Record<Exclude<PilResample, "nearest">, { support: number; f: (x: number) => number }> = {
+const FILTERS: Record<PilResample, { support: number; f: (x: number) => number }> = {
   bilinear: { support: 1, f: (x) => { x = Math.abs(x); return x < 1 ? 1 - x : 0; } },
   bicubic: {
     support: 2,
@@ -270,18 +273,6 @@ export function pilResize(img: Uint8Image, width: number, height: number, resamp
   if (!(Number.isInteger(width) && Number.isInteger(height) && width > 0 && height > 0)) throw new Error(`pilResize: target ${width}×${height} must be positive integers`);
   if (width === img.width && height === img.height) return { ...img, data: img.data.slice() };
   const ch = img.channels;
-  if (resample === "nearest") {
-    // Pillow's nearest: source coordinate ⌊(x + 0.5) · in / out⌋
-    const out = new Uint8Array(width * height * ch);
-    for (let y = 0; y < height; y++) {
-      const sy = Math.min(img.height - 1, Math.floor(((y + 0.5) * img.height) / height));
-      for (let x = 0; x < width; x++) {
-        const sx = Math.min(img.width - 1, Math.floor(((x + 0.5) * img.width) / width));
-        for (let c = 0; c < ch; c++) out[(y * width + x) * ch + c] = img.data[(sy * img.width + sx) * ch + c]!;
-      }
-    }
-    return { width, height, channels: ch, data: out };
-  }
   const filter = FILTERS[resample];
   let cur = img;
   if (width !== img.width) {

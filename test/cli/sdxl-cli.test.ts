@@ -52,6 +52,16 @@ test("sdxl sample: euler, guidance 5 → 64×64 PNGs", async () => {
   assert.deepEqual([meta.width, meta.height], [64, 64]);
   const [a, b] = await Promise.all(j.files.map((f: string) => sharp(f).raw().toBuffer()));
   assert.notDeepEqual(a, b, "two seeds, two images");
+  // micro-conditioning flags reach the UNet's time ids: another original size, another image
+  const out2 = join(dir, "samples-micro");
+  const r2 = await cli(["sample", "--model", modelDir, "--prompt", "a red apple on a table", "--sampler", "euler", "--guidance", "5",
+    "--steps", "3", "--num", "1", "--original-size", "512,384", "--crop-top-left", "16,0", "--out", out2, "--json"]);
+  assert.equal(r2.code, 0, r2.stderr);
+  const c = await sharp(r2.json().files[0]).raw().toBuffer();
+  assert.notDeepEqual(c, a, "other time ids, other image (same seed)");
+  const bad = await cli(["sample", "--model", modelDir, "--prompt", "x", "--original-size", "512", "--out", out2]);
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr, /--original-size must be two integers/);
 });
 
 test("sdxl train --lora: finite losses from ln 2, a diffusers LoRA file with unet. keys that loads beside the base", async () => {

@@ -42,6 +42,16 @@ function int(v: string, flag: string, min: number): number {
   return n;
 }
 
+/** "A,B" (or "AxB") → two integers ≥ min. */
+function intPair(v: string, flag: string, min = 1): [number, number] {
+  const parts = v.split(/[,x×]/).map((p) => p.trim());
+  const n = parts.map(Number);
+  if (parts.length !== 2 || n.some((x, i) => parts[i] === "" || !Number.isInteger(x) || x < min)) {
+    throw new UsageError(`${flag} must be two integers ≥ ${min} as A,B (e.g. 1024,1024), got "${v}"`);
+  }
+  return [n[0]!, n[1]!];
+}
+
 export default defineCommand({
   meta: { name: "sample", description: "Generate images from prompts: PNG files, a labelled grid and samples.json." },
   args: {
@@ -53,7 +63,10 @@ export default defineCommand({
     sampler: { type: "string", description: "Sampler: ddim, ddpm, euler, euler_ancestral, dpmpp_2m (default: the one the model folder's scheduler class names, e.g. EulerDiscreteScheduler → euler; DDIM for classes without one)" },
     steps: { type: "string", description: "Sampling steps", default: "50" },
     guidance: { type: "string", description: "Classifier-free guidance scale (≤ 1 turns it off)", default: "3" },
-    negativePrompt: { type: "string", description: "The unconditional branch's prompt", default: "" },
+    negativePrompt: { type: "string", description: "The unconditional branch's prompt (default: none — the empty prompt; SDXL folders with force_zeros_for_empty_prompt use zero embeddings, as diffusers)" },
+    originalSize: { type: "string", description: "SDXL micro-conditioning original_size as HEIGHT,WIDTH (default: the output size)" },
+    cropTopLeft: { type: "string", description: "SDXL micro-conditioning crops_coords_top_left as TOP,LEFT (default: 0,0)" },
+    targetSize: { type: "string", description: "SDXL micro-conditioning target_size as HEIGHT,WIDTH (default: the output size)" },
     eta: { type: "string", description: "DDIM η (0 = deterministic)", default: "0" },
     initImage: { type: "string", description: "Image-to-image: start from this image (resized to the model's size)" },
     strength: { type: "string", description: "Image-to-image: fraction of the chain to run from the noised input (0 keeps it, 1 ignores it)", default: "0.6" },
@@ -91,7 +104,7 @@ export default defineCommand({
       const all = prompts.flatMap((p) => Array.from({ length: num }, () => p));
       const { runFlowSample } = await import("../flow-sample.js");
       const result = await runFlowSample({
-        model: args.model, prompts: all, seeds: all.map((_, i) => seed + i), steps, guidance, negativePrompt: args.negativePrompt,
+        model: args.model, prompts: all, seeds: all.map((_, i) => seed + i), steps, guidance, negativePrompt: args.negativePrompt ?? "",
         size: args.size === undefined ? undefined : int(args.size, "--size", 1), out: args.out,
         maxSequenceLength: args.maxSequenceLength === undefined ? undefined : int(args.maxSequenceLength, "--max-sequence-length", 1),
       });
@@ -117,8 +130,13 @@ export default defineCommand({
       const bar = new ProgressBar("sample");
       const total = Math.ceil(all.length / batchSize);
       const started = performance.now();
+      const micro = {
+        ...(args.originalSize !== undefined ? { originalSize: intPair(args.originalSize, "--original-size") } : {}),
+        ...(args.cropTopLeft !== undefined ? { cropTopLeft: intPair(args.cropTopLeft, "--crop-top-left", 0) } : {}),
+        ...(args.targetSize !== undefined ? { targetSize: intPair(args.targetSize, "--target-size") } : {}),
+      };
       const images = generate({
-        model, prompts: all, seeds, sampler, steps, guidance, eta, negativePrompt: args.negativePrompt, size, batchSize,
+        model, prompts: all, seeds, sampler, steps, guidance, eta, negativePrompt: args.negativePrompt, size, batchSize, micro,
         initImages, strength: initImages ? strength : undefined,
         onEvent: (e) => { if (e.type === "step") bar.update(e.batch * e.total + e.done, total * e.total, `batch ${e.batch + 1}/${e.batches}`); },
       });

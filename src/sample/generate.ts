@@ -154,11 +154,15 @@ export function generate(opts: GenerateOptions): RgbImage[] {
             const px = imagesToTensor(imgs);
             init = { x0: model.vae ? model.vae.encodeLatents(px) : px, strength };
           }
-          const x0 = sample({
-            sampler, model: denoise, schedule, steps, noise, gen, eta: opts.eta, init,
-            onStep: (e) => opts.onEvent?.({ type: "step", batch: b, batches, done: e.done, total: e.total }),
-          });
-          return tensorToImages(model.vae ? model.vae.decodeLatents(x0) : x0);
+          try {
+            const x0 = sample({
+              sampler, model: denoise, schedule, steps, noise, gen, eta: opts.eta, init,
+              onStep: (e) => opts.onEvent?.({ type: "step", batch: b, batches, done: e.done, total: e.total }),
+            });
+            return tensorToImages(model.vae ? model.vae.decodeLatents(x0) : x0);
+          } finally {
+            for (const g of gen) g.dispose(); // one native generator per image: free them with the batch
+          }
         });
         images.forEach((im, j) => {
           out.push(im);

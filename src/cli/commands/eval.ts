@@ -53,7 +53,7 @@ export default defineCommand({
     limit: { type: "string", description: "Use at most N prompts, spread over categories (0: all)", default: "0" },
     seeds: { type: "string", description: "Seeds per prompt (seed-start … seed-start+N−1), the same for base and tuned", default: "1" },
     seedStart: { type: "string", description: "First seed", default: "0" },
-    sampler: { type: "string", description: "Sampler: ddim | ddpm | euler | euler_ancestral | dpmpp_2m", default: "ddim" },
+    sampler: { type: "string", description: "Sampler: ddim | ddpm | euler | euler_ancestral | dpmpp_2m (default: the base folder's scheduler class, as in diffusers)" },
     steps: { type: "string", description: "Sampling steps", default: "25" },
     guidance: { type: "string", description: "Classifier-free guidance scale (≤ 1: off)", default: "3" },
     reward: { type: "string", description: "Judging reward(s), comma-separated: alignment | appeal | category | a reward folder | clip=PATH | pickscore=PATH | hpsv2=PATH | aesthetic=PATH | a weighted mix 0.7*pickscore=PATH+0.3*aesthetic=PATH", default: "alignment" },
@@ -86,8 +86,8 @@ export default defineCommand({
     if (!existsSync(args.tuned)) throw new UsageError(`--tuned ${args.tuned}: no such file or folder`);
     if (!existsSync(args.prompts)) throw new UsageError(`--prompts ${args.prompts}: no such file`);
     if (args.pairs !== undefined && !existsSync(args.pairs) && !args.pairs.includes("*")) throw new UsageError(`--pairs ${args.pairs}: no such file or folder`);
-    const { isSamplerName, SAMPLER_NAMES } = await import("../../diffusion/index.js");
-    if (!isSamplerName(args.sampler)) throw new UsageError(`--sampler ${args.sampler}: use one of ${SAMPLER_NAMES.join(", ")}`);
+    const { isSamplerName, SAMPLER_NAMES, samplerForScheduler } = await import("../../diffusion/index.js");
+    if (args.sampler !== undefined && !isSamplerName(args.sampler)) throw new UsageError(`--sampler ${args.sampler}: use one of ${SAMPLER_NAMES.join(", ")}`);
     const limit = int(args.limit, "--limit", 0);
     const nSeeds = int(args.seeds, "--seeds", 1);
     const seedStart = int(args.seedStart, "--seed-start", 0);
@@ -135,7 +135,7 @@ export default defineCommand({
     try {
       const result = await evaluate({
         models, prompts, promptSource: args.prompts, seeds: Array.from({ length: nSeeds }, (_, i) => seedStart + i),
-        sampler: args.sampler, steps, guidance, rewards, tieMargin, bootstrap, bestOfN,
+        sampler: args.sampler !== undefined && isSamplerName(args.sampler) ? args.sampler : models.use("base", (m) => samplerForScheduler(m.schedulerClass)), steps, guidance, rewards, tieMargin, bootstrap, bestOfN,
         pairs: args.pairs === undefined ? undefined : {
           spec: args.pairs, limit: pairsLimit === 0 ? undefined : pairsLimit, batchSize,
           open: args.pairsFormat === undefined ? undefined : { format: args.pairsFormat as Format },

@@ -10,7 +10,8 @@
 //   * LoRA: diffusers' attention + feed-forward targets when --lora-targets is left at the UNet
 //     default; the final file is pytorch_lora_weights.safetensors keyed transformer.*;
 //   * full fine-tuning writes final/transformer/ (config.json + weights).
-// Not yet: validation grids, a training cache, --nproc.
+//   * validation grids: FlowMatch Euler from each seed's latents (flowValidationSampler).
+// Not yet: a training cache, --nproc.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { TrainConfig } from "../config/train.js";
@@ -30,7 +31,7 @@ const UNET_DEFAULT_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"];
 export async function runFlowTrain(o: FlowTrainInput) {
   const { cfg, device } = o;
   const { loadFlowPipeline, disposeFlowPipeline } = await import("../models/flow-generate.js");
-  const { SD3Denoiser, FluxDenoiser, FLOW_LORA_TARGETS, injectFlowLora, packFlowConditioning } = await import("../models/flow-dpo.js");
+  const { SD3Denoiser, FluxDenoiser, FLOW_LORA_TARGETS, flowValidationSampler, injectFlowLora, packFlowConditioning } = await import("../models/flow-dpo.js");
   const { encodeSD3Prompt } = await import("../models/sd3/pipeline.js");
   const { encodeFluxPrompt } = await import("../models/flux/pipeline.js");
   const { sd3TransformerConfigToJson } = await import("../models/sd3/transformer.js");
@@ -96,6 +97,10 @@ export async function runFlowTrain(o: FlowTrainInput) {
     const trainer = new DpoTrainer({
       config: cfg, model: denoiser, adapters, encodePrompts, noising, data: source,
       encodeImages: (px, noise) => vae.encodeLatents(px, noise),
+      sampleValidation: flowValidationSampler({
+        family: flow.family, encodePrompts, scheduler: flow.pipe.scheduler, steps: cfg.validation.steps, guidanceScale: cfg.validation.guidanceScale,
+        shape: [vae.config.latentChannels, resolution / factor, resolution / factor], decode: (x) => vae.decodeLatents(x), device,
+      }),
       saveFinal: cfg.finetune === "full" ? (dir) => {
         const out = join(dir, "transformer");
         mkdirSync(out, { recursive: true });

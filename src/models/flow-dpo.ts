@@ -11,7 +11,9 @@
 //     files name them: `transformer.transformer_blocks.0.attn.to_q.lora_A.weight`.
 import { Module } from "../nn/module.js";
 import { injectLora, loraMetadata, loraStateDict, setLoraEnabled } from "../nn/lora.js";
-import { cat, full, noGrad, randn, tidy, zeros, type Generator, type Tensor } from "../tensor/index.js";
+import { Generator as GeneratorClass, cat, full, noGrad, randn, tidy, zeros, type Generator, type Tensor } from "../tensor/index.js";
+import { calculateShift, flowSetTimesteps, linspace64, type FlowMatchSchedulerConfig } from "../diffusion/flow/scheduler.js";
+import { flowSample } from "../diffusion/flow/sample.js";
 import { perSampleErrors } from "../losses/preference.js";
 import type { TrainingNoising } from "../diffusion/flow/training.js";
 import type { SD3Transformer2DModel } from "./sd3/transformer.js";
@@ -132,4 +134,42 @@ export function flowImplicitAccuracy(o: {
     }));
   }
   return right / (n * draws);
+}
+
+export interface FlowValidationOptions {
+  family: "sd3" | "flux";
+  /** Prompts → packed conditioning (as the training step gets it). */
+  encodePrompts: (prompts: string[]) => Tensor;
+  scheduler: FlowMatchSchedulerConfig;
+  /** [C, h, w] of the unpacked latents. */
+  shape: [number, number, number];
+  steps: number;
+  /** SD3: classifier-free guidance against "" (≤ 1: off). Flux: unused (its guidance is the denoiser's embedding input). */
+  guidanceScale: number;
+  /** Latents → pixels [1, 3, H, W] in [−1, 1] (the VAE's decodeLatents). */
+  decode: (x: Tensor) => Tensor;
+  device?: string;
+}
+
+/**
+ * The trainer's `sampleValidation` for SD3 / Flux denoisers: the seed's latents (torch.randn of a
+ * CPU generator seeded `seed`, as the pipelines draw them), FlowMatch Euler over the pipeline's
+ * schedule (Flux: μ from the token count, σ = linspace(1, 1/n, n)), decoded to [3, H, W].
+ */
+export function flowValidationSampler(o: FlowValidationOptions): (denoiser: (x: Tensor, t: Tensor, c: Tensor) => Tensor, prompt: string, seed: number) => Tensor {
+  return (denoiser, prompt, seed) => tidy(() => noGrad(() => {
+    const [c, h, w] = o.shape;
+    const latents = randn([1, c, h, w], new GeneratorClass(seed)).toDevice(o.device ?? "cpu");
+    const cfg = o.family === "sd3" && o.guidanceScale > 1;
+    const cond = cfg ? cat([o.encodePrompts([""]), o.encodePrompts([prompt])], 0) : o.encodePrompts([prompt]);
+    const schedule = o.family === "sd3"
+      ? flowSetTimesteps(o.scheduler, o.steps)
+      : flowSetTimesteps(o.scheduler, o.steps, { mu: calculateShift((h / 2) * (w / 2), o.scheduler), sigmas: linspace64(1, 1 / o.steps, o.steps) });
+    const x0 = flowSample({
+      latents, schedule, guidanceScale: cfg ? o.guidanceScale : 1,
+      velocity: (x, t) => denoiser(x, full([x.shape[0]!], t, { device: x.device }), cond),
+    });
+    const img = o.decode(x0);
+    return img.float().clamp(-1, 1).reshape([3, img.shape[2]!, img.shape[3]!]);
+  }));
 }

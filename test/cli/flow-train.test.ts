@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import sharp from "sharp";
 import { cliRunner } from "./_capture.js";
 import trainCommand from "../../src/cli/commands/train.js";
 import { brightJsonl } from "./train-fixture.js";
@@ -21,7 +22,7 @@ for (const caseName of ["sd3-pipeline", "flux-pipeline"]) {
     try {
       const data = await brightJsonl(join(dir, "data"), 4, 64);
       const r = await cli(["train", "--model", folder, "--data", data, "--lora", "--lora-rank", "2", "--steps", "3", "--batch", "2",
-        "--resolution", "64", "--out", join(dir, "run"), "--checkpoint-every", "0", "--seed", "1", "--json"]);
+        "--resolution", "64", "--out", join(dir, "run"), "--checkpoint-every", "0", "--seed", "1", "--validate-every", "3", "--json"]);
       assert.equal(r.code, 0, r.stderr);
       const j = r.json() as { step: number; finalPath: string; last: { loss: number } };
       assert.equal(j.step, 3);
@@ -32,6 +33,9 @@ for (const caseName of ["sd3-pipeline", "flux-pipeline"]) {
       const keys = [...readSafetensorsSync(join(j.finalPath, "pytorch_lora_weights.safetensors")).tensors.keys()];
       assert.ok(keys.length > 0 && keys.every((k) => k.startsWith("transformer.")), keys[0]);
       assert.ok(keys.some((k) => k.includes(".ff.net.0.proj.lora_A")) && keys.some((k) => k.includes(".attn.add_k_proj.lora_B")));
+      // the validation grid at step 3: 4 default prompts × (1 seed × base | current) of 64×64
+      const grid = await sharp(join(dir, "run", "validation", "step-000003.png")).metadata();
+      assert.deepEqual([grid.width, grid.height], [2 * 64 + 3 * 2, 4 * 64 + 5 * 2]);
     } finally {
       rmSync(dir, { recursive: true, force: true });
       rmSync(folder, { recursive: true, force: true });

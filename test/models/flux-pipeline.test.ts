@@ -67,3 +67,18 @@ test("flux-pipeline: step-0 transformer call and the 4-step run from the prompt 
     console.log(`flux-pipeline: step0 ${e0.toExponential(2)}, steps ${stepErr.toExponential(2)}, final ${e1.toExponential(2)}, unpacked ${e2.toExponential(2)}, decoded ${e3.toExponential(2)}, image ${e4.toExponential(2)}`);
   });
 });
+
+test("flowValidationSampler through FluxDenoiser (unpacked latents, packing inside) reproduces the pipeline's decoded image", async () => {
+  const { FluxDenoiser, flowValidationSampler, packFlowConditioning } = await import("../../src/models/flow-dpo.js");
+  const denoiser = new FluxDenoiser(pipe.transformer);
+  const sampler = flowValidationSampler({
+    family: "flux", scheduler: pipe.scheduler, steps: values.num_inference_steps, guidanceScale: values.guidance_scale, shape: [16, 16, 16],
+    encodePrompts: (p) => { const e = encodeFluxPrompt(pipe, p, L); return packFlowConditioning(e.promptEmbeds, e.pooledPromptEmbeds); },
+    decode: (x) => pipe.vae.decodeLatents(x),
+  });
+  const img = sampler((x, t, c) => denoiser.forward(x, t, c), values.prompt, 20);
+  const want = ref.tensor("vae_decoded").clamp(-1, 1).reshape([3, values.height, values.width]);
+  // measured 1.9e-6
+  const err = assertClose(img, want, 1e-4, "validation image");
+  console.log(`flux validation sampler vs diffusers decode: ${err.toExponential(2)}`);
+});

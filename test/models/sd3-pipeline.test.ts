@@ -74,3 +74,19 @@ test("sd3-pipeline: step-0 transformer call and the 4-step run from the prompt s
     console.log(`sd3-pipeline: step0 ${e0.toExponential(2)}, steps ${stepErr.toExponential(2)}, final ${e1.toExponential(2)}, decoded ${e2.toExponential(2)}, image ${e3.toExponential(2)}`);
   });
 });
+
+test("flowValidationSampler (the trainer's validation images) through SD3Denoiser reproduces the pipeline's decoded image", async () => {
+  const { SD3Denoiser, flowValidationSampler, packFlowConditioning } = await import("../../src/models/flow-dpo.js");
+  const denoiser = new SD3Denoiser(pipe.transformer);
+  const sampler = flowValidationSampler({
+    family: "sd3", scheduler: pipe.scheduler, steps: values.num_inference_steps, guidanceScale: values.guidance_scale, shape: [16, 16, 16],
+    encodePrompts: (p) => { const e = encodeSD3Prompt(pipe, p, L); return packFlowConditioning(e.promptEmbeds, e.pooledPromptEmbeds); },
+    decode: (x) => pipe.vae.decodeLatents(x),
+  });
+  // seed 20 draws the case's latents_init (torch.randn on a CPU generator)
+  const img = sampler((x, t, c) => denoiser.forward(x, t, c), values.prompt, 20);
+  const want = ref.tensor("vae_decoded").clamp(-1, 1).reshape([3, values.height, values.width]);
+  // measured 6.0e-6
+  const err = assertClose(img, want, 1e-4, "validation image");
+  console.log(`sd3 validation sampler vs diffusers decode: ${err.toExponential(2)}`);
+});

@@ -11,6 +11,7 @@
 //     default; the final file is pytorch_lora_weights.safetensors keyed transformer.*;
 //   * full fine-tuning writes final/transformer/ (config.json + weights).
 //   * validation grids: FlowMatch Euler from each seed's latents (flowValidationSampler).
+//   * --gradient-checkpointing: block by block (src/models/flow-checkpoint.ts).
 // Not yet: a training cache, --nproc.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
@@ -24,6 +25,8 @@ export interface FlowTrainInput {
   modelDir: string;
   data: PreferenceData;
   device: string;
+  /** Per-block gradient checkpointing of the transformer (src/models/flow-checkpoint.ts). */
+  gradientCheckpointing?: boolean;
 }
 
 const UNET_DEFAULT_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"];
@@ -95,7 +98,7 @@ export async function runFlowTrain(o: FlowTrainInput) {
     const bar = new ProgressBar("train");
     let startStep = 0, resumedFrom: string | null = null, last: Record<string, number> | null = null, pairsPerSecSum = 0, stepsSeen = 0;
     const trainer = new DpoTrainer({
-      config: cfg, model: denoiser, adapters, encodePrompts, noising, data: source,
+      config: cfg, model: denoiser, adapters, encodePrompts, noising, data: source, gradientCheckpointing: o.gradientCheckpointing === true,
       encodeImages: (px, noise) => vae.encodeLatents(px, noise),
       sampleValidation: flowValidationSampler({
         family: flow.family, encodePrompts, scheduler: flow.pipe.scheduler, steps: cfg.validation.steps, guidanceScale: cfg.validation.guidanceScale,

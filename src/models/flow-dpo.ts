@@ -14,6 +14,7 @@ import { injectLora, loraMetadata, loraStateDict, setLoraEnabled } from "../nn/l
 import { Generator as GeneratorClass, cat, full, noGrad, randn, tidy, zeros, type Generator, type Tensor } from "../tensor/index.js";
 import { calculateShift, flowSetTimesteps, linspace64, type FlowMatchSchedulerConfig } from "../diffusion/flow/scheduler.js";
 import { flowSample } from "../diffusion/flow/sample.js";
+import { fluxCheckpointed, sd3Checkpointed, type CheckpointedRun } from "./flow-checkpoint.js";
 import { perSampleErrors } from "../losses/preference.js";
 import type { TrainingNoising } from "../diffusion/flow/training.js";
 import type { SD3Transformer2DModel } from "./sd3/transformer.js";
@@ -56,6 +57,11 @@ export class SD3Denoiser extends Module {
       return this.transformer.forward({ hiddenStates: sample, encoderHiddenStates: states, pooledProjections: pooled, timestep: timestep.to("f32") });
     });
   }
+  /** Per-block gradient checkpointing (train --gradient-checkpointing): see src/models/flow-checkpoint.ts. */
+  forwardCheckpointed(sample: Tensor, timestep: Tensor, cond: Tensor): CheckpointedRun {
+    const { states, pooled } = unpackFlowConditioning(cond, this.transformer.config.pooledProjectionDim);
+    return sd3Checkpointed(this.transformer, sample, timestep.to("f32"), states, pooled);
+  }
 }
 
 /** The Flux transformer on unpacked latents [N, C, H, W]; timesteps σ·1000 as the flow step gives them. */
@@ -80,6 +86,13 @@ export class FluxDenoiser extends Module {
       });
       return unpackLatents(v, h, w);
     });
+  }
+  /** Per-block gradient checkpointing (train --gradient-checkpointing): see src/models/flow-checkpoint.ts. */
+  forwardCheckpointed(sample: Tensor, timestep: Tensor, cond: Tensor): CheckpointedRun {
+    const n = sample.shape[0]!;
+    const { states, pooled } = unpackFlowConditioning(cond, this.transformer.config.pooledProjectionDim);
+    const guidance = this.transformer.config.guidanceEmbeds ? full([n], this.guidance, { device: sample.device }) : null;
+    return fluxCheckpointed(this.transformer, sample, timestep.to("f32").div(1000), states, pooled, guidance);
   }
 }
 

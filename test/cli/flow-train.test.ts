@@ -15,14 +15,14 @@ import { referenceCase } from "../_reference.js";
 
 const cli = cliRunner({ train: trainCommand });
 
-for (const caseName of ["sd3-pipeline", "flux-pipeline"]) {
-  test(`train --model <${caseName} folder> --lora: Flow-DPO steps, ln 2 at the start, a transformer.* LoRA file`, async () => {
+for (const [caseName, extra] of [["sd3-pipeline", []], ["flux-pipeline", ["--gradient-checkpointing"]]] as const) {
+  test(`train --model <${caseName} folder> --lora ${extra.join(" ")}: Flow-DPO steps, ln 2 at the start, a transformer.* LoRA file`, async () => {
     const folder = referenceCase(caseName).pipelineFolder();
     const dir = mkdtempSync(join(tmpdir(), "flow-train-"));
     try {
       const data = await brightJsonl(join(dir, "data"), 4, 64);
       const r = await cli(["train", "--model", folder, "--data", data, "--lora", "--lora-rank", "2", "--steps", "3", "--batch", "2",
-        "--resolution", "64", "--out", join(dir, "run"), "--checkpoint-every", "0", "--seed", "1", "--validate-every", "3", "--json"]);
+        "--resolution", "64", "--out", join(dir, "run"), "--checkpoint-every", "0", "--seed", "1", "--validate-every", "3", ...extra, "--json"]);
       assert.equal(r.code, 0, r.stderr);
       const j = r.json() as { step: number; finalPath: string; last: { loss: number } };
       assert.equal(j.step, 3);

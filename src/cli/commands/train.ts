@@ -284,13 +284,13 @@ export async function train(args: TrainArgs): Promise<TrainSummary | null> {
   // SD3 / Flux folders: Flow-DPO on the transformer (src/cli/flow-train.ts)
   const { flowFamilyOf } = await import("../../models/flow-generate.js");
   if (flowFamilyOf(modelDir) !== null) {
-    if (cache !== null || data === null || world > 1 || args.gradientCheckpointing === true) {
+    if (cache !== null || data === null || world > 1) {
       cache?.close();
       await data?.close();
-      throw new UsageError(`--model ${cfg.model}: SD3 / Flux folders train in one process from preference data (no training cache, --nproc or --gradient-checkpointing yet)`);
+      throw new UsageError(`--model ${cfg.model}: SD3 / Flux folders train in one process from preference data (no training cache or --nproc yet)`);
     }
     const { runFlowTrain } = await import("../flow-train.js");
-    return runFlowTrain({ cfg, modelDir, data, device });
+    return runFlowTrain({ cfg, modelDir, data, device, gradientCheckpointing: args.gradientCheckpointing === true });
   }
   const { loadModelFolder, encodePrompts, saveModelFolder, disposeTextToImageModel, isSdxlModel } = await import("../../models/pipeline.js");
   const { NoiseSchedule } = await import("../../diffusion/index.js");

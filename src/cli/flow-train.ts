@@ -12,13 +12,15 @@
 //   * full fine-tuning writes final/transformer/ (config.json + weights).
 //   * validation grids: FlowMatch Euler from each seed's latents (flowValidationSampler).
 //   * --gradient-checkpointing: block by block (src/models/flow-checkpoint.ts).
-// Not yet: a training cache, --nproc.
+//   * --nproc: the trainer's data-parallel path (rank-sharded loader, averaged gradients, rank 0 writes).
+// Not yet: a training cache.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { TrainConfig } from "../config/train.js";
 import type { PreferenceData } from "../data/open.js";
 import { UsageError } from "./errors.js";
 import { ProgressBar } from "./progress.js";
+import type { ProcessGroup } from "../distributed/process-group.js";
 
 export interface FlowTrainInput {
   cfg: TrainConfig;
@@ -27,12 +29,16 @@ export interface FlowTrainInput {
   device: string;
   /** Per-block gradient checkpointing of the transformer (src/models/flow-checkpoint.ts). */
   gradientCheckpointing?: boolean;
+  /** Data-parallel workers (train --nproc): this rank's group; only rank 0 logs, writes and returns a summary. */
+  processGroup?: ProcessGroup;
 }
 
 const UNET_DEFAULT_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"];
 
 export async function runFlowTrain(o: FlowTrainInput) {
   const { cfg, device } = o;
+  const pg = o.processGroup;
+  const rank = pg?.rank ?? 0, world = pg?.worldSize ?? 1, isMain = rank === 0;
   const { loadFlowPipeline, disposeFlowPipeline } = await import("../models/flow-generate.js");
   const { SD3Denoiser, FluxDenoiser, FLOW_LORA_TARGETS, flowValidationSampler, injectFlowLora, packFlowConditioning } = await import("../models/flow-dpo.js");
   const { encodeSD3Prompt } = await import("../models/sd3/pipeline.js");
@@ -54,6 +60,7 @@ export async function runFlowTrain(o: FlowTrainInput) {
     pipe = loadFlowPipeline(o.modelDir);
   } catch (err) {
     await o.data.close();
+    pg?.destroy();
     throw new UsageError(`--model ${cfg.model}: ${(err as Error).message}`);
   } finally {
     setDefaultDevice(previous);
@@ -89,16 +96,17 @@ export async function runFlowTrain(o: FlowTrainInput) {
     const noising = flowMatchingNoising(flow.pipe.scheduler, isSd3 ? { scheme: "logit_normal", logitMean: 0, logitStd: 1 } : { scheme: "uniform" });
     const factor = 2 ** (vae.config.blockOutChannels.length - 1);
     const resolution = cfg.data.resolution ?? (isSd3 ? flow.pipe.transformer.config.sampleSize * factor : 1024);
-    const loader = o.data.loader({ batchSize: cfg.batchSize, augment: { resolution, crop: cfg.data.crop, flip: cfg.data.flip }, seed: cfg.seed, workers: cfg.data.workers });
+    const loader = o.data.loader({ batchSize: cfg.batchSize, augment: { resolution, crop: cfg.data.crop, flip: cfg.data.flip }, seed: cfg.seed, workers: cfg.data.workers, rank, worldSize: world });
     const source = new LoaderBatchSource(loader, cfg.batchSize, device);
     cleanup.unshift(() => source.close());
 
     const metricsLog = join(cfg.outputDir, "metrics.jsonl");
-    const log = jsonlMetricsLog(metricsLog);
-    const bar = new ProgressBar("train");
+    const log = isMain ? jsonlMetricsLog(metricsLog) : () => {};
+    const bar = isMain ? new ProgressBar("train") : null;
     let startStep = 0, resumedFrom: string | null = null, last: Record<string, number> | null = null, pairsPerSecSum = 0, stepsSeen = 0;
     const trainer = new DpoTrainer({
       config: cfg, model: denoiser, adapters, encodePrompts, noising, data: source, gradientCheckpointing: o.gradientCheckpointing === true,
+      processGroup: pg,
       encodeImages: (px, noise) => vae.encodeLatents(px, noise),
       sampleValidation: flowValidationSampler({
         family: flow.family, encodePrompts, scheduler: flow.pipe.scheduler, steps: cfg.validation.steps, guidanceScale: cfg.validation.guidanceScale,
@@ -118,27 +126,29 @@ export async function runFlowTrain(o: FlowTrainInput) {
           resumedFrom = e.resumedFrom;
           process.stderr.write(
             `train (${flow.family}, Flow-DPO): ${cfg.method} β=${cfg.beta} ${cfg.finetune}${cfg.finetune === "lora" ? ` r=${cfg.lora.rank}` : ""}, ` +
-              `${e.trainableParameters.toLocaleString("en-US")} trainable parameters, effective batch ${e.effectiveBatch}, lr ${e.lr}. The loss starts at ln 2 ≈ 0.693.\n`,
+              `${e.trainableParameters.toLocaleString("en-US")} trainable parameters, effective batch ${e.effectiveBatch}, lr ${e.lr}` +
+              `${world > 1 ? `, ${world} processes` : ""}. The loss starts at ln 2 ≈ 0.693.\n`,
           );
         } else if (e.type === "step") {
           last = { ...e.metrics };
           pairsPerSecSum += e.metrics.pairsPerSec;
           stepsSeen++;
-          bar.update(e.step - startStep, e.maxSteps - startStep, `loss ${e.metrics.loss.toFixed(4)} acc ${e.metrics.implicitAcc.toFixed(4)}`);
+          bar?.update(e.step - startStep, e.maxSteps - startStep, `loss ${e.metrics.loss.toFixed(4)} acc ${e.metrics.implicitAcc.toFixed(4)}`);
         } else if (e.type === "warning") process.stderr.write(`\nwarning: ${e.message}\n`);
       },
     });
     cleanup.unshift(() => trainer.dispose());
     const started = performance.now();
     const result = await trainer.run();
-    bar.done();
+    bar?.done();
+    if (!isMain) return null;
     return {
       step: result.step, maxSteps: cfg.maxSteps, outputDir: resolve(cfg.outputDir),
       finalPath: result.finalPath === null ? null : resolve(result.finalPath),
       lastCheckpoint: result.lastCheckpoint === null ? null : resolve(result.lastCheckpoint),
       resumedFrom, skippedSteps: result.skippedSteps, elapsedSec: (performance.now() - started) / 1000,
       pairsPerSec: stepsSeen > 0 ? pairsPerSecSum / stepsSeen : 0, last, metricsLog: resolve(metricsLog),
-      config: result.lastCheckpoint === null ? "" : resolve(join(result.lastCheckpoint, "config.json")), processes: 1,
+      config: result.lastCheckpoint === null ? "" : resolve(join(result.lastCheckpoint, "config.json")), processes: world,
     };
   } catch (err) {
     const { NonFiniteError } = await import("../train/trainer.js");
@@ -146,5 +156,6 @@ export async function runFlowTrain(o: FlowTrainInput) {
     throw err;
   } finally {
     for (const f of cleanup) await f();
+    pg?.destroy();
   }
 }

@@ -20,4 +20,7 @@ export {
 } from "./flux/pipeline.js";
 export {
   SD3Denoiser, FluxDenoiser, FLOW_LORA_TARGETS, injectFlowLora, packFlowConditioning, unpackFlowConditioning, flowImplicitAccuracy,
+  flowValidationSampler, type FlowValidationOptions,
 } from "./flow-dpo.js";
+export { sd3Checkpointed, fluxCheckpointed } from "./flow-checkpoint.js";
+export { flowFamilyOf, loadFlowPipeline, disposeFlowPipeline, generateFlowImages, type FlowFamily, type FlowPipeline, type FlowGenerateOptions } from "./flow-generate.js";

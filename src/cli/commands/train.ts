@@ -284,13 +284,14 @@ export async function train(args: TrainArgs): Promise<TrainSummary | null> {
   // SD3 / Flux folders: Flow-DPO on the transformer (src/cli/flow-train.ts)
   const { flowFamilyOf } = await import("../../models/flow-generate.js");
   if (flowFamilyOf(modelDir) !== null) {
-    if (cache !== null || data === null || world > 1) {
+    if (cache !== null || data === null) {
       cache?.close();
       await data?.close();
-      throw new UsageError(`--model ${cfg.model}: SD3 / Flux folders train in one process from preference data (no training cache or --nproc yet)`);
+      pg?.destroy();
+      throw new UsageError(`--model ${cfg.model}: SD3 / Flux folders train from preference data (no training cache yet)`);
     }
     const { runFlowTrain } = await import("../flow-train.js");
-    return runFlowTrain({ cfg, modelDir, data, device, gradientCheckpointing: args.gradientCheckpointing === true });
+    return runFlowTrain({ cfg, modelDir, data, device, gradientCheckpointing: args.gradientCheckpointing === true, processGroup: pg ?? undefined });
   }
   const { loadModelFolder, encodePrompts, saveModelFolder, disposeTextToImageModel, isSdxlModel } = await import("../../models/pipeline.js");
   const { NoiseSchedule } = await import("../../diffusion/index.js");

@@ -14,7 +14,7 @@ test("--nproc 2 on an SD3 folder: two Flow-DPO workers, rank 0's summary and met
   try {
     const pairs = await brightJsonl(join(dir, "data"), 4, 64);
     const out = join(dir, "run");
-    const env = { ...process.env, DDPO_THREADS: "1" };
+    const env: NodeJS.ProcessEnv = { ...process.env, DDPO_THREADS: "1" };
     delete env.RANK;
     delete env.WORLD_SIZE;
     const r = spawnSync(

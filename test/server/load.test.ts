@@ -47,7 +47,8 @@ test(`${RATERS} concurrent raters × ${PAIRS} pairs: votes acknowledged = votes 
       headers: { "content-type": "application/json", origin },
       requests: [{
         method: "POST",
-        setupRequest: (req, context: Record<string, unknown>) => {
+        setupRequest: (req, ctx: object) => {
+          const context = ctx as Record<string, unknown>;
           context.rater ??= `rater-${Math.random().toString(36).slice(2, 10)}`;
           const k = ((context.k as number | undefined) ?? 0);
           context.k = k + 1;

@@ -377,20 +377,24 @@ export function headlineText(s: EvalStageSummary, labelReward: string): string {
   return parts.join(" · ");
 }
 
-/** The issue's target figures against a run's measurements. */
+/**
+ * The demo's targets (issue 21) against a run's measurements: the labelling reward's win rate
+ * ≥ 75% and every other reward's ≥ 65%, each with its lower 95% bound above 50%; held-out
+ * implicit accuracy ≥ 70%; diversity within 20% of the base model's.
+ */
 export function targetsOf(s: EvalStageSummary, labelReward: string, otherRewards: string[]): Target[] {
   const out: Target[] = [];
-  const lab = s.winRate[labelReward];
-  out.push({ what: `win rate under the labelling reward (${labelReward})`, target: "≥ 70%", value: lab?.rate ?? null, met: (lab?.rate ?? 0) >= 0.7 });
-  const other = otherRewards[0];
-  if (other !== undefined) {
-    const w = s.winRate[other];
-    out.push({ what: `win rate under a reward that did not label (${other})`, target: "≥ 60%", value: w?.rate ?? null, met: (w?.rate ?? 0) >= 0.6 });
-  }
+  const winTarget = (reward: string, what: string, min: number) => {
+    const w = s.winRate[reward];
+    const met = w !== undefined && w.rate >= min && w.interval[0] > 0.5;
+    out.push({ what, target: `≥ ${Math.round(min * 100)}%, lower bound > 50%`, value: w?.rate ?? null, met });
+  };
+  winTarget(labelReward, `win rate under the labelling reward (${labelReward})`, 0.75);
+  for (const other of otherRewards) winTarget(other, `win rate under a reward that did not label (${other})`, 0.65);
   const acc = s.implicitAccuracy?.accuracy ?? null;
-  out.push({ what: "implicit-reward accuracy on held-out pairs", target: "≥ 65%", value: acc, met: acc !== null && acc >= 0.65 });
+  out.push({ what: "implicit-reward accuracy on held-out pairs", target: "≥ 70%", value: acc, met: acc !== null && acc >= 0.7 });
   const d = s.diversity?.change ?? null;
-  out.push({ what: "diversity change vs the base model", target: "≥ −20%", value: d, met: d !== null && d >= -0.2 });
+  out.push({ what: "diversity change vs the base model", target: "within ±20%", value: d, met: d !== null && Math.abs(d) <= 0.2 });
   return out;
 }
 

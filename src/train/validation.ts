@@ -42,6 +42,11 @@ export async function writeImageGrid(path: string, rows: Tensor[][], pad = 2): P
 export interface ValidationSamplerOptions {
   /** Frozen text encoder: prompts → conditioning [N, L, D]. */
   encodePrompts: (prompts: string[]) => Tensor;
+  /**
+   * The guidance's unconditional branch for one image (default: the empty prompt's encoding;
+   * SDXL pipelines use zero embeddings: src/models/pipeline's unconditionalConditioning).
+   */
+  unconditional?: () => Tensor;
   schedule: NoiseSchedule;
   /** [C, h, w] of the denoiser's input (latents for a model with a VAE). */
   shape: [number, number, number];
@@ -63,7 +68,7 @@ export function validationSampler(o: ValidationSamplerOptions): (denoiser: Denoi
   return (denoiser, prompt, seed) =>
     tidy(() => {
       const cond = o.encodePrompts([prompt]);
-      const uncond = o.encodePrompts([""]);
+      const uncond = o.unconditional ? o.unconditional() : o.encodePrompts([""]);
       const model = (x: Tensor, t: number, c: Tensor): Tensor => denoiser(x, full([x.shape[0]!], t, { dtype: "i64", device: x.device }), c);
       const denoise = classifierFreeGuidance(model, cond, uncond, o.guidanceScale);
       const { gen, noise } = seededInputs([seed], o.shape, { device: o.device ?? "cpu" });

@@ -115,9 +115,10 @@ test("sdxl train: a run resumed at step 2 reproduces the uninterrupted run's los
 
 test("sdxl train --full: the final folder is an SDXL model folder that loads, with a changed UNet", async () => {
   const out = join(dir, "full");
-  const r = await cli([...common(out), "--steps", "2", "--full", "--checkpoint-every", "0"]);
+  const r = await cli([...common(out), "--steps", "2", "--full", "--checkpoint-every", "0", "--validate-every", "2"]);
   assert.equal(r.code, 0, r.stderr);
   assert.ok(lossesOf(out).every(Number.isFinite));
+  assert.ok(existsSync(join(out, "validation", "step-000002.png")), "the SDXL validation grid (zero-embedding negatives)");
   // SDXL full fine-tuning defaults to the official recipe's Adafactor (and 200 warmup steps; --warmup 0 wins here)
   const saved = JSON.parse(readFileSync(join(out, "final", "training_config.json"), "utf8"));
   assert.deepEqual([saved.optimizer.kind, saved.warmupSteps], ["adafactor", 0]);

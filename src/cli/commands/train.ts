@@ -293,7 +293,7 @@ export async function train(args: TrainArgs): Promise<TrainSummary | null> {
     const { runFlowTrain } = await import("../flow-train.js");
     return runFlowTrain({ cfg, modelDir, data, device, gradientCheckpointing: args.gradientCheckpointing === true, processGroup: pg ?? undefined });
   }
-  const { loadModelFolder, encodePrompts, saveModelFolder, disposeTextToImageModel, isSdxlModel } = await import("../../models/pipeline.js");
+  const { loadModelFolder, encodePrompts, saveModelFolder, disposeTextToImageModel, isSdxlModel, unconditionalConditioning } = await import("../../models/pipeline.js");
   const { NoiseSchedule } = await import("../../diffusion/index.js");
   let model: TextToImageModel;
   try {
@@ -381,7 +381,8 @@ export async function train(args: TrainArgs): Promise<TrainSummary | null> {
       data: source,
       processGroup: pg ?? undefined,
       sampleValidation: validationSampler({
-        encodePrompts: encode, schedule, shape: [unet.config.inChannels, latent, latent], steps: cfg.validation.steps,
+        encodePrompts: encode, unconditional: () => unconditionalConditioning(model, 1, { size: resolution }),
+        schedule, shape: [unet.config.inChannels, latent, latent], steps: cfg.validation.steps,
         guidanceScale: cfg.validation.guidanceScale, decode: vae ? (x) => vae.decodeLatents(x) : undefined, device,
       }),
       saveFinal: cfg.finetune === "full"

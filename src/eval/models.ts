@@ -101,6 +101,27 @@ function loraAlpha(file: string, metadata: Record<string, string>): number | und
   return undefined;
 }
 
+/**
+ * The base model folder a training run was started from: `model` in its final training_config.json
+ * or its latest checkpoint's config.json (relative paths as the run recorded them). Null when the
+ * folder is no training run.
+ */
+export function runBaseModel(runDir: string): string | null {
+  const candidates = [join(runDir, "final", "training_config.json"), join(runDir, "training_config.json")];
+  const ck = existsSync(join(runDir, "checkpoints")) ? latestCheckpoint(runDir) : null;
+  if (ck !== null) candidates.push(join(ck, "config.json"));
+  for (const file of candidates) {
+    if (!existsSync(file)) continue;
+    try {
+      const cfg = JSON.parse(readFileSync(file, "utf8")) as { model?: unknown };
+      if (typeof cfg.model === "string" && cfg.model !== "") return cfg.model;
+    } catch {
+      // not a training config: try the next one
+    }
+  }
+  return null;
+}
+
 /** Loads the base folder and the tuned model (see the file comment). */
 export function loadModelPair(baseDir: string, tunedSpec: string, opts: { device?: string } = {}): ModelPair {
   const tuned = resolveTuned(tunedSpec);

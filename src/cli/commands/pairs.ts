@@ -3,6 +3,7 @@
 import { defineCommand } from "citty";
 import { UsageError } from "../errors.js";
 import { ProgressBar } from "../progress.js";
+import type { TextToImageModel } from "../../models/pipeline.js";
 
 function int(v: string | undefined, flag: string, min: number): number {
   const n = Number(v);
@@ -13,7 +14,11 @@ function int(v: string | undefined, flag: string, min: number): number {
 export default defineCommand({
   meta: { name: "pairs", description: "Sample K images per prompt (recorded seeds) into a preference store and pair them, for AI or human labelling." },
   args: {
-    model: { type: "string", description: "Model folder (diffusers layout)", default: "models/emoji-base" },
+    model: {
+      type: "string", default: "models/emoji-base",
+      description: "Model folder (diffusers layout), or a training run (its final LoRA/UNet on its base model): sampling from the current policy for on-policy rounds",
+    },
+    base: { type: "string", description: "With --model RUN: the base model folder (default: the one the run's training config names)" },
     prompts: { type: "string", description: "Prompt file: one prompt per line, or a TSV with a Prompt column (PartiPrompts)", required: true },
     db: { type: "string", description: "Preference store (SQLite file; created when missing)", default: "runs/pairs.sqlite" },
     k: { type: "string", description: "Candidates per prompt (≥ 2)", default: "4" },
@@ -28,7 +33,7 @@ export default defineCommand({
   },
   async run({ args }) {
     const { existsSync } = await import("node:fs");
-    const { resolve } = await import("node:path");
+    const { join, resolve } = await import("node:path");
     const k = int(args.k, "--k", 2);
     const steps = int(args.steps, "--steps", 1);
     const seed = int(args.seed, "--seed", 0);
@@ -47,7 +52,25 @@ export default defineCommand({
     const { loadModelFolder, disposeTextToImageModel } = await import("../../models/pipeline.js");
     const { PreferenceStore } = await import("../../data/store.js");
     const { generatePairs } = await import("../../feedback/pairs.js");
-    const model = loadModelFolder(args.model, { onWarning: (m) => process.stderr.write(`warning: ${m}\n`) });
+    // a model folder, or a training run: its tuned weights on the base it was trained from
+    let model: TextToImageModel;
+    let release: () => void;
+    if (existsSync(join(args.model, "model_index.json"))) {
+      model = loadModelFolder(args.model, { onWarning: (m) => process.stderr.write(`warning: ${m}\n`) });
+      release = () => disposeTextToImageModel(model);
+    } else {
+      const { loadModelPair, runBaseModel } = await import("../../eval/models.js");
+      const base = args.base ?? runBaseModel(args.model);
+      if (base === null) throw new UsageError(`--model ${args.model}: neither a model folder (model_index.json) nor a training run with a config naming its base; pass --base FOLDER`);
+      let pair;
+      try {
+        pair = loadModelPair(base, args.model);
+      } catch (e) {
+        throw new UsageError(`--model ${args.model}: ${(e as Error).message}`);
+      }
+      model = pair.use("tuned", (m) => m); // LoRA: the adapters stay on after use("tuned")
+      release = () => pair.dispose();
+    }
     const store = new PreferenceStore(args.db);
     const bar = new ProgressBar("pairs");
     try {
@@ -65,7 +88,7 @@ export default defineCommand({
       else process.stdout.write(`${args.db}: ${summary.imagesGenerated} images sampled, ${summary.pairsAdded} pairs added (${summary.pairs} pairs over ${summary.prompts} prompts; ${summary.promptsSkipped} prompts were done already)\n`);
     } finally {
       store.close();
-      disposeTextToImageModel(model);
+      release();
     }
   },
 });

@@ -80,18 +80,23 @@ export interface CreateModelOptions {
   scheduler?: ScheduleConfig;
   schedulerClass?: string;
   tokenizer?: ClipTokenizer;
+  /** SDXL: the second text encoder (built with its projection; the UNet needs addition_embed_type "text_time"). */
+  textEncoder2?: ClipTextConfig;
+  /** SDXL: its tokenizer (default: CLIP's, padding with "!" as SDXL's tokenizer_2). */
+  tokenizer2?: ClipTokenizer;
 }
 
 /**
  * A freshly initialised model (default: the tiny pixel-space model — TINY_UNET_CONFIG,
- * TINY_CLIP_TEXT_CONFIG, no VAE, SD1.5's schedule, CLIP's tokenizer from assets/).
+ * TINY_CLIP_TEXT_CONFIG, no VAE, SD1.5's schedule, CLIP's tokenizer from assets/; with
+ * `textEncoder2` an SDXL-style model).
  */
 export function createTextToImageModel(opts: CreateModelOptions = {}): TextToImageModel {
   const unetConfig = resolveUNetConfig(opts.unet ?? TINY_UNET_CONFIG, "createTextToImageModel unet");
   const textConfig = opts.textEncoder ?? TINY_CLIP_TEXT_CONFIG;
   const tokenizer = opts.tokenizer ?? ClipTokenizer.fromFile();
-  checkComponentConfigs(unetConfig, textConfig, opts.vae ?? null, tokenizer.vocabSize, "createTextToImageModel");
-  return {
+  checkComponentConfigs(unetConfig, textConfig, opts.vae ?? null, tokenizer.vocabSize, "createTextToImageModel", opts.textEncoder2 ?? null);
+  const model: TextToImageModel = {
     unet: new UNet2DConditionModel(unetConfig),
     textEncoder: new ClipTextModel(textConfig),
     tokenizer,
@@ -99,6 +104,12 @@ export function createTextToImageModel(opts: CreateModelOptions = {}): TextToIma
     scheduler: opts.scheduler ?? { ...SD15_SCHEDULE },
     schedulerClass: opts.schedulerClass ?? "DDIMScheduler",
   };
+  if (opts.textEncoder2 !== undefined) {
+    model.textEncoder2 = new ClipTextModel(opts.textEncoder2, { withProjection: true });
+    model.tokenizer2 = opts.tokenizer2 ?? ClipTokenizer.fromFile(undefined, { padToken: "!" });
+    model.forceZerosForEmptyPrompt = true;
+  }
+  return model;
 }
 
 /**
@@ -110,13 +121,6 @@ export function checkComponentConfigs(
   unet: Pick<UNetConfig, "crossAttentionDim" | "inChannels" | "outChannels"> & Partial<UNetConfig>, text: ClipTextConfig,
   vae: AutoencoderKLConfig | null, tokenizerVocab: number | null, where: string, text2: ClipTextConfig | null = null,
 ): void {
-  const cross = unet.crossAttentionDim;
-  const dims = Array.isArray(cross) ? cross : [cross];
-  const width = text.hiddenSize + (text2?.hiddenSize ?? 0);
-  if (dims.some((x) => x !== width)) {
-    const what = text2 ? `the text encoders' hidden sizes ${text.hiddenSize} + ${text2.hiddenSize} = ${width}` : `the text encoder's hidden_size ${text.hiddenSize}`;
-    throw new Error(`${where}: ${what} does not match the UNet's cross_attention_dim ${JSON.stringify(cross)}`);
-  }
   const textTime = unet.additionEmbedType === "text_time";
   if (textTime !== (text2 !== null)) {
     throw new Error(
@@ -124,6 +128,13 @@ export function checkComponentConfigs(
         ? `${where}: the UNet has addition_embed_type "text_time" (SDXL) but there is no text_encoder_2 for its pooled text embedding`
         : `${where}: there is a text_encoder_2 but the UNet has no addition_embed_type "text_time" to take its pooled embedding`,
     );
+  }
+  const cross = unet.crossAttentionDim;
+  const dims = Array.isArray(cross) ? cross : [cross];
+  const width = text.hiddenSize + (text2?.hiddenSize ?? 0);
+  if (dims.some((x) => x !== width)) {
+    const what = text2 ? `the text encoders' hidden sizes ${text.hiddenSize} + ${text2.hiddenSize} = ${width}` : `the text encoder's hidden_size ${text.hiddenSize}`;
+    throw new Error(`${where}: ${what} does not match the UNet's cross_attention_dim ${JSON.stringify(cross)}`);
   }
   if (textTime && text2 !== null) {
     // SDXL base: 6 time ids (original size, crop top-left, target size)

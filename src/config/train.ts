@@ -112,6 +112,8 @@ const TrainConfigObject = z.strictObject({
   referenceMetrics: z.boolean().default(REFERENCE_METRICS_DEFAULT),
   /** Target of the denoiser: ε or the velocity v (the official script supports ε only). */
   predictionType: z.enum(["epsilon", "v_prediction"]).default("epsilon"),
+  /** Start from an earlier run's weights (LoRA adapters or UNet), fresh optimizer: an on-policy round. */
+  initFrom: z.string().min(1).optional(),
   /** VAE latents of the training images: a posterior sample (official: latent_dist.sample()) or its mean. */
   latentSampling: z.enum(["sample", "mean"]).default("sample"),
   /** Probability that a pair's caption is replaced by "" (official: 0.2), so CFG keeps working. */

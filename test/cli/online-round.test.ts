@@ -2,7 +2,7 @@
 // model (its LoRA on the base it names), not from the base.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { cliRunner } from "./_capture.js";
@@ -41,4 +41,30 @@ test("pairs --model RUN samples candidates from the run's tuned model", async ()
   const bad = await cli(["pairs", "--model", join(dir, "data"), "--prompts", prompts, "--db", join(dir, "x.sqlite")]);
   assert.notEqual(bad.code, 0);
   assert.match(bad.stderr, /neither a model folder .* nor a training run/);
+});
+
+test("train --init-from RUN starts the next round from the run's adapters (fresh optimizer), and refuses a mismatch", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "ddpo-round2-"));
+  const modelDir = tinyModelFolder(join(dir, "base"));
+  const data = await brightJsonl(join(dir, "data"));
+  const common = ["--model", modelDir, "--data", data, "--batch", "2", "--beta", "1000", "--workers", "0", "--lr", "0.05", "--json"];
+  const r1 = join(dir, "round1");
+  assert.equal((await cli(["train", ...common, "--out", r1, "--lora", "--steps", "3"])).code, 0);
+  const r2 = join(dir, "round2");
+  const t2 = await cli(["train", ...common, "--out", r2, "--lora", "--steps", "1", "--init-from", r1]);
+  assert.equal(t2.code, 0, t2.stderr);
+  const lossesOf = (run: string) => readFileSync(join(run, "metrics.jsonl"), "utf8").trim().split("\n").map((l) => JSON.parse(l) as { type: string; loss: number; implicitAcc: number }).filter((l) => l.type === "step");
+  const first = lossesOf(r2)[0]!;
+  // from the base, step 1 sits exactly at ln 2 (policy = reference); from round 1's adapters it does not
+  assert.ok(Math.abs(lossesOf(r1)[0]!.loss - Math.LN2) < 1e-6);
+  assert.ok(Math.abs(first.loss - Math.LN2) > 1e-4, `round 2 starts from round 1's adapters: loss ${first.loss}`);
+  // the saved config records where it started (a resume reproduces it)
+  const cfg = JSON.parse(readFileSync(join(r2, "final", "training_config.json"), "utf8")) as { initFrom?: string };
+  assert.equal(cfg.initFrom, r1);
+  const bad = await cli(["train", ...common, "--out", join(dir, "bad"), "--full", "--steps", "1", "--init-from", r1]);
+  assert.notEqual(bad.code, 0);
+  assert.match(bad.stderr, /--init-from .*holds LoRA adapters, but this run is full fine-tuning/);
+  const rank = await cli(["train", ...common, "--out", join(dir, "rank"), "--lora", "--lora-rank", "2", "--steps", "1", "--init-from", r1]);
+  assert.notEqual(rank.code, 0);
+  assert.match(rank.stderr, /--init-from .*has shape \[8, 64\] but the adapter expects \[2, 64\] \(different rank\?\)/);
 });

@@ -12,6 +12,7 @@ import { UsageError } from "../errors.js";
 import { ProgressBar } from "../progress.js";
 import type { PreferenceData } from "../../data/open.js";
 import type { TextToImageModel } from "../../models/pipeline.js";
+import type { Module } from "../../nn/module.js";
 import type { PairMicroConditioning } from "../../train/dpo-step.js";
 
 /** Flags that set one config key (dotted), by citty argument name. */
@@ -39,6 +40,7 @@ const FLAG_KEYS = {
   predictionType: "predictionType",
   promptDropout: "promptDropout",
   latents: "latentSampling",
+  initFrom: "initFrom",
   maxGradNorm: "maxGradNorm",
   onNonFinite: "onNonFinite",
   checkpointEvery: "checkpointEvery",
@@ -87,6 +89,10 @@ export default defineCommand({
     predictionType: { type: "string", description: "epsilon | v_prediction (default: the model's scheduler)" },
     promptDropout: { type: "string", description: "Probability of an empty caption per pair (default: 0.2)" },
     latents: { type: "string", description: "VAE latents of the training images: sample (the posterior, as the official script) | mean (default: sample)" },
+    initFrom: {
+      type: "string",
+      description: "Start from an earlier run's weights (a run folder, its final/, a checkpoint or a weights file) with a fresh optimizer: the next on-policy round. LoRA: its adapters (same rank and targets); full: its UNet, which also becomes the reference",
+    },
     referenceMetrics: { type: "boolean", description: "sft/mapo full fine-tunes: keep a frozen reference copy only to log reference metrics (default: false)" },
     maxGradNorm: { type: "string", description: "Gradient clipping norm, 0 = off (default: 1.0)" },
     bf16: { type: "boolean", description: "bf16 autocast for the forward passes; weights stay f32 (default: false)" },
@@ -354,6 +360,7 @@ export async function train(args: TrainArgs): Promise<TrainSummary | null> {
       }
       adapters = loraAdapters(unet);
     }
+    if (cfg.initFrom !== undefined) await initWeightsFrom(unet, cfg.initFrom, cfg.finetune);
     const vae = model.vae;
     // SDXL: time ids from each pair's augmentation (original size, crop), else the training size
     const encode = (prompts: string[], micro?: PairMicroConditioning[]) => encodePrompts(model, prompts, { micro, size: resolution });
@@ -472,5 +479,38 @@ async function checkEnoughPairs(data: { rowCount(): Promise<number>; pairs(): As
   if (usable === 0) throw new UsageError(`--data ${path}: holds no usable preference pairs${rows > 0 ? ` (${rows} rows, all ties or bad)` : ""}`);
   if (usable < need) {
     throw new UsageError(`--data ${path}: ${usable} usable pairs, fewer than one batch of ${need} (--batch × --nproc); lower --batch or add data`);
+  }
+}
+
+/**
+ * Loads an earlier run's trainable weights into the policy before training starts (on-policy
+ * rounds: `pairs --model RUN`, `label`, `train --init-from RUN`). LoRA: the adapters, which must
+ * have this run's rank and targets (the reference stays the base, adapters off). Full: the UNet
+ * weights, loaded before the trainer copies its reference, so the reference is the previous round.
+ */
+async function initWeightsFrom(unet: Module, spec: string, finetune: "full" | "lora"): Promise<void> {
+  const { resolveTuned } = await import("../../eval/models.js");
+  const { SafetensorsFile } = await import("../../io/safetensors.js");
+  const { loadLoraStateDict } = await import("../../nn/lora.js");
+  let found;
+  try {
+    found = resolveTuned(spec);
+  } catch (err) {
+    throw new UsageError(`--init-from ${spec}: ${(err as Error).message}`);
+  }
+  if ((found.kind === "lora") !== (finetune === "lora")) {
+    throw new UsageError(`--init-from ${spec}: holds ${found.kind === "lora" ? "LoRA adapters" : "full UNet weights"}, but this run is ${finetune === "lora" ? "LoRA" : "full fine-tuning"}`);
+  }
+  const file = found.kind === "full" ? join(found.path, "unet", "diffusion_pytorch_model.safetensors") : found.path;
+  const f = SafetensorsFile.open(file);
+  const weights = f.readAll();
+  try {
+    if (finetune === "lora") loadLoraStateDict(unet, weights, { source: file });
+    else unet.loadStateDict(weights, { source: file });
+  } catch (err) {
+    throw new UsageError(`--init-from ${spec}: ${(err as Error).message}`);
+  } finally {
+    f.close();
+    for (const t of weights.values()) t.dispose();
   }
 }

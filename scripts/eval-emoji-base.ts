@@ -15,7 +15,7 @@ import { parseArgs } from "node:util";
 import { emojiImage, loadEmojiDataset, selectSplit } from "../src/datasets/emoji.js";
 import {
   classifyImages, evaluateClassifier, loadEmojiClassifier, saveEmojiClassifier, scorePredictions, trainEmojiClassifier, type EmojiClassifier,
-} from "../src/eval/emoji-classifier.js";
+} from "../src/feedback/emoji-classifier.js";
 import { setNumThreads } from "../src/tensor/index.js";
 import { loadModelFolder } from "../src/models/pipeline.js";
 import { generate, type RgbImage } from "../src/sample/generate.js";

@@ -1,4 +1,4 @@
-import type { ReadStats, SkipReason } from "./types.js";
+import type { ReadStats, SkipReason } from "./stats.js";
 
 /**
  * A bad input row. Thrown by default; with `skipBad` it is counted in the reader's stats

@@ -19,7 +19,8 @@ import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import sharp from "sharp";
-import { tensor, tidy, type Tensor } from "../tensor/index.js";
+import type { Tensor } from "../tensor/index.js";
+import { pixelsToTensor } from "../tensor/pixels.js";
 
 /** The 9 emoji categories, in the order of their class ids. */
 export const EMOJI_CATEGORIES = [
@@ -307,5 +308,5 @@ export function emojiBatch(ds: EmojiDataset, indices: readonly number[]): Tensor
 
 /** Uint8 HWC images [B, size, size, 3] → float [B, 3, size, size] in [−1, 1]. */
 export function uint8ToTensor(pixels: Uint8Array, count: number, size: number): Tensor {
-  return tidy(() => tensor(pixels, [count, size, size, 3]).to("f32").permute([0, 3, 1, 2]).div(127.5).sub(1).contiguous());
+  return pixelsToTensor(pixels, count, size, size);
 }

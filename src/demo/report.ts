@@ -4,10 +4,10 @@
 // labels, training).
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import type { EvalJson } from "../eval/evaluate.js";
+import type { EvalJson } from "../eval/evalJson.js";
 import { escapeHtml, renderReport } from "../eval/report.js";
 import type { RunLog } from "../eval/runLog.js";
-import type { LabelStageSummary, PairsStageSummary, Target, TrainStageSummary } from "./runDemo.js";
+import type { LabelStageSummary, PairsStageSummary, Target, TrainStageSummary } from "./types.js";
 import type { DemoSettings } from "./settings.js";
 import { DEMO_STAGES, type DemoStage } from "./stages.js";
 

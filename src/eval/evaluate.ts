@@ -28,31 +28,16 @@ import { HUMAN_DB_NAME } from "./human.js";
 import { humanForReport } from "./humanReport.js";
 import type { RunLog } from "./runLog.js";
 
+import type { EvalConfig, EvalJson, EvalSample, EvalSummary, ImplicitSummary, MeanScore, MeanScoreSummary, WinRateSummary } from "./evalJson.js";
+
+export type { EvalConfig, EvalJson, EvalSample, EvalSummary, ImplicitSummary, MeanScore, MeanScoreSummary, WinRateSummary } from "./evalJson.js";
+
 export type EvalPhase = "sample-base" | "sample-tuned" | "score" | "best-of-n" | "implicit" | "write";
 
 export type EvalEvent =
   | { type: "phase"; phase: EvalPhase; total: number }
   | { type: "progress"; phase: EvalPhase; done: number; total: number; detail?: string }
   | { type: "written"; path: string };
-
-export interface WinRateSummary extends WinRate {
-  reward: string;
-  description: string;
-  byCategory: Record<string, WinRate>;
-}
-
-/** A reward's mean score over all samples with a 95% percentile bootstrap over prompts (seeds resampled together). */
-export interface MeanScore {
-  mean: number;
-  interval: [number, number];
-}
-
-export interface MeanScoreSummary {
-  base: MeanScore;
-  tuned: MeanScore;
-  /** Mean of tuned − base (paired: the same prompts and seeds). */
-  delta: MeanScore;
-}
 
 /** Mean of `values` (sample i belongs to prompt `prompts[i]`) with its bootstrap interval. */
 export function meanScore(values: readonly number[], prompts: readonly number[], replicates: number, seed = 0): MeanScore {
@@ -65,65 +50,6 @@ export function meanScore(values: readonly number[], prompts: readonly number[],
   });
   const mean = values.length ? values.reduce((a, b) => a + b, 0) / values.length : Number.NaN;
   return { mean, interval: clusterBootstrap([...clusters.values()], replicates, seed) };
-}
-
-export interface ImplicitSummary extends Omit<ImplicitAccuracyResult, "insides"> {
-  source: string;
-}
-
-export interface EvalConfig {
-  base: string;
-  tuned: string;
-  tunedKind: string;
-  lora?: { rank: number; alpha: number; targets: string[] };
-  prompts: string;
-  promptCount: number;
-  seeds: number[];
-  sampler: SamplerName;
-  steps: number;
-  guidance: number;
-  rewards: string[];
-  tieMargin: number;
-  bootstrap: number;
-  bestOfN: number;
-  pairs: string | null;
-  pairsLimit: number | null;
-  implicitDraws: number;
-  beta: number;
-  run: string | null;
-  /** The tuned model's training config when the run folder has one. */
-  training: unknown;
-  createdAt: string;
-}
-
-export interface EvalSummary {
-  /** Per reward name. */
-  winRate: Record<string, WinRateSummary>;
-  /** Mean score per reward name for base and tuned (absent in eval.json files written before it). */
-  meanScores?: Record<string, MeanScoreSummary>;
-  /** Ties per reward name (also inside winRate). */
-  ties: Record<string, number>;
-  implicitAccuracy: ImplicitSummary | null;
-  /** null with a single seed per prompt. */
-  diversity: DiversityResult | null;
-  /** Per reward name; null when not asked for. */
-  bestOfN: Record<string, BestOfNResult> | null;
-  config: EvalConfig;
-}
-
-export interface EvalSample {
-  prompt: string;
-  seed: number;
-  category?: string;
-  /** Relative to the output folder. */
-  base: string;
-  tuned: string;
-  scores: Record<string, { base: number; tuned: number }>;
-}
-
-export interface EvalJson {
-  summary: EvalSummary;
-  samples: EvalSample[];
 }
 
 export interface PairsInput {

@@ -5,7 +5,7 @@
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { isAbsolute, join, resolve } from "node:path";
-import type { EvalJson } from "./evaluate.js";
+import type { EvalJson } from "./evalJson.js";
 import { HUMAN_DB_NAME, readHumanResults } from "./human.js";
 import type { HumanReportInput } from "./humanSection.js";
 import { renderReport } from "./report.js";

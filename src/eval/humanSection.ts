@@ -2,7 +2,7 @@
 // A/B votes, the majority over raters, Fleiss' kappa, and the AI rewards beside them (their win
 // rate, and how often their verdict matches the human majority). Plain HTML for report.html;
 // the page styles come from the report's stylesheet (cards, table.cats).
-import type { EvalJson } from "./evaluate.js";
+import type { EvalJson } from "./evalJson.js";
 import { HUMAN_QUESTIONS, rewardAgreement, type HumanResults } from "./humanStats.js";
 
 const esc = (s: string): string => s.replace(/[<>&"']/g, (c) => ({ "<": "&lt;", ">": "&gt;", "&": "&amp;", '"': "&quot;", "'": "&#39;" })[c]!);

@@ -3,7 +3,7 @@
 // the model better, by how much, at what cost": headline numbers with intervals, training curves
 // from the run's metrics log, the per-category table, base | tuned samples side by side with
 // their scores, and the exact configuration.
-import type { EvalJson, WinRateSummary } from "./evaluate.js";
+import type { EvalJson, WinRateSummary } from "./evalJson.js";
 import { humanSection, type HumanReportInput } from "./humanSection.js";
 import type { RunLog, StepRecord } from "./runLog.js";
 import type { WinRate } from "./stats.js";

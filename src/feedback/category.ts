@@ -1,5 +1,5 @@
 // The "category" reward: log p(category | image) from the emoji category classifier
-// (src/eval/emoji-classifier.ts), where the category is the prompt's emoji category. It measures
+// (src/feedback/emoji-classifier.ts), where the category is the prompt's emoji category. It measures
 // "is this recognisably the right kind of emoji" — a reward independent of the alignment one, so
 // a model tuned on alignment labels can be evaluated with it.
 //
@@ -8,7 +8,7 @@
 // among the emoji names. Prompts that name no emoji are an error.
 import { existsSync } from "node:fs";
 import { EMOJI_CATEGORIES, listEmoji, uint8ToTensor } from "../datasets/emoji.js";
-import { DEFAULT_CLASSIFIER_CONFIG, EmojiClassifier, loadEmojiClassifier } from "../eval/emoji-classifier.js";
+import { DEFAULT_CLASSIFIER_CONFIG, EmojiClassifier, loadEmojiClassifier } from "./emoji-classifier.js";
 import { loadStateDictFromSafetensors } from "../io/safetensors.js";
 import type { RgbImage } from "../sample/generate.js";
 import { noGrad, tensor, tidy } from "../tensor/index.js";

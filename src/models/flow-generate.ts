@@ -4,7 +4,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Generator, randn, tidy, type Tensor } from "../tensor/index.js";
-import type { RgbImage } from "../sample/generate.js";
+import type { RgbImage } from "../tensor/pixels.js";
 import { disposeSD3Pipeline, generateSD3, loadSD3Pipeline, type SD3Pipeline } from "./sd3/pipeline.js";
 import { disposeFluxPipeline, fluxLatentSize, generateFlux, loadFluxPipeline, type FluxPipeline } from "./flux/pipeline.js";
 import { packLatents } from "./flux/transformer.js";

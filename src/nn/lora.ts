@@ -13,8 +13,6 @@ import { noGrad } from "../tensor/ops.js";
 import { Module } from "./module.js";
 import { Linear } from "./layers.js";
 import { normal } from "./init.js";
-import { toDiffusersConfig, type UNetConfig } from "../models/unet/config.js";
-import { unetLayoutFromConfig, UNetNameMapper } from "../models/convert/unet-names.js";
 
 /** diffusers' default LoRA targets for UNet attention (train_dreambooth_lora, diffusion_dpo). */
 export const DEFAULT_LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"] as const;
@@ -237,6 +235,14 @@ export function loraScaleFromMetadata(metadata: Record<string, string>, prefix =
 }
 
 /**
+ * A model whose module paths also have a second, original naming (UNet2DConditionModel: the
+ * original-SD / SGM names, as kohya writes SDXL LoRA) implements this; kohya keys match either.
+ */
+export interface OriginalModuleNames {
+  originalModulePath(path: string): string | null;
+}
+
+/**
  * kohya-ss / A1111 keys (`lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.lora_down.weight`,
  * `.lora_up.weight`, `.alpha`) mapped onto this model's module paths (underscores are resolved
  * against the real paths, so names containing "_" work). Returns the peft-keyed weights and
@@ -246,12 +252,11 @@ function fromKohya(module: Module, state: Map<string, Tensor>, where: string): {
   const byUnderscore = new Map<string, string>();
   // a UNet also answers to its original-SD / SGM names (lora_unet_input_blocks_4_1_…, as kohya
   // writes SDXL LoRA and A1111 / ComfyUI read them)
-  const config = (module as { config?: Partial<UNetConfig> }).config;
-  const sgm = config?.downBlockTypes !== undefined ? new UNetNameMapper(unetLayoutFromConfig(toDiffusersConfig(config as UNetConfig))) : null;
+  const names = module as Partial<OriginalModuleNames>;
   for (const [path, m] of module.namedModules()) {
     if (!(m instanceof Linear || m instanceof LoraLinear)) continue;
     byUnderscore.set(path.replace(/\./g, "_"), path);
-    const original = sgm?.toOriginal(path);
+    const original = names.originalModulePath?.(path);
     if (original) byUnderscore.set(original.replace(/\./g, "_"), path);
   }
   const weights = new Map<string, Tensor>();

@@ -17,12 +17,9 @@ import { encodePrompts, unconditionalConditioning, type TextToImageModel } from 
 import { defaultMicroConditioning, type MicroConditioning } from "../models/sdxl/conditioning.js";
 import { noGrad, tensor, tidy, type Tensor } from "../tensor/index.js";
 
-/** An 8-bit RGB image, rows top to bottom, HWC. */
-export interface RgbImage {
-  width: number;
-  height: number;
-  data: Uint8Array;
-}
+import { imagesToTensor, tensorToImages, type RgbImage } from "../tensor/pixels.js";
+
+export { imagesToTensor, tensorToImages, type RgbImage };
 
 export interface GenerateOptions {
   model: TextToImageModel;
@@ -70,29 +67,6 @@ export function defaultImageSize(model: TextToImageModel): number {
   const s = model.unet.config.sampleSize;
   const side = s === null ? 32 : Array.isArray(s) ? s[0] : s;
   return side * vaeFactor(model);
-}
-
-/** RGB images → [N, 3, H, W] in [−1, 1]. */
-export function imagesToTensor(images: RgbImage[]): Tensor {
-  const { width, height } = images[0]!;
-  const per = width * height * 3;
-  const buf = new Uint8Array(images.length * per);
-  images.forEach((im, i) => {
-    if (im.width !== width || im.height !== height || im.data.length !== per) {
-      throw new Error(`image ${i} is ${im.width}×${im.height}; all images must be ${width}×${height} RGB`);
-    }
-    buf.set(im.data, i * per);
-  });
-  return tidy(() => tensor(buf, [images.length, height, width, 3]).to("f32").permute([0, 3, 1, 2]).div(127.5).sub(1).contiguous());
-}
-
-/** [N, 3, H, W] in [−1, 1] → RGB images: round(clamp((x + 1)/2, 0, 1)·255). */
-export function tensorToImages(x: Tensor): RgbImage[] {
-  const [n, c, h, w] = x.shape as [number, number, number, number];
-  if (c !== 3) throw new Error(`tensorToImages: expected 3 channels, got ${c}`);
-  const bytes = tidy(() => x.add(1).div(2).clamp(0, 1).mul(255).round().permute([0, 2, 3, 1]).contiguous().to("u8").data()) as Uint8Array;
-  const per = h * w * 3;
-  return Array.from({ length: n }, (_, i) => ({ width: w, height: h, data: bytes.slice(i * per, (i + 1) * per) }));
 }
 
 /** Generates one image per prompt; see the file comment for the pipeline. */

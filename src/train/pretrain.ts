@@ -35,7 +35,8 @@ import { readSafetensorsSync, writeSafetensorsSync } from "../io/safetensors.js"
 import type { Module } from "../nn/module.js";
 import { AdamW, clipGradNorm } from "../optim/optimizer.js";
 import { lrAt, type LrScheduleKind } from "../optim/schedule.js";
-import { Generator, keep, noGrad, randint, randn, tensor, tidy, type Tensor } from "../tensor/index.js";
+import { Generator, keep, noGrad, randint, randn, tidy, type Tensor } from "../tensor/index.js";
+import { pixelsToTensor } from "../tensor/pixels.js";
 import type { ProcessGroup } from "../distributed/process-group.js";
 
 /** What pretraining needs from a text-to-image model. */
@@ -319,7 +320,7 @@ export function pretrain(opts: PretrainOptions): PretrainResult {
     gen.manualSeed(hashInts(seed, step, 3));
     opt.lr = lrAt(step, baseLr, schedule);
     let loss = tidy(() => {
-      const x0 = tensor(batchPixels, [batchSize, data.size, data.size, 3]).to("f32").permute([0, 3, 1, 2]).div(127.5).sub(1);
+      const x0 = pixelsToTensor(batchPixels, batchSize, data.size, data.size);
       let t = randint(0, T, [batchSize * world], gen);
       let noise = randn([batchSize * world, 3, data.size, data.size], gen);
       if (world > 1) {

@@ -4,6 +4,7 @@ import { mkdirSync, renameSync } from "node:fs";
 import { dirname } from "node:path";
 import sharp from "sharp";
 import { full, tidy, type Tensor } from "../tensor/index.js";
+import { tensorToPixels } from "../tensor/pixels.js";
 import { classifierFreeGuidance, sample, seededInputs, type NoiseSchedule, type SamplerName } from "../diffusion/index.js";
 import type { DenoisingModel } from "./dpo-step.js";
 
@@ -11,8 +12,8 @@ import type { DenoisingModel } from "./dpo-step.js";
 export function imageBytes(img: Tensor): { width: number; height: number; data: Uint8Array } {
   if (img.ndim !== 3 || img.shape[0] !== 3) throw new Error(`validation image must be [3, H, W], got [${img.shape.join(", ")}]`);
   const [, h, w] = img.shape as [number, number, number];
-  const hwc = tidy(() => img.float().add(1).mul(127.5).clamp(0, 255).round().permute([1, 2, 0]).contiguous().toFloat32Array());
-  return { width: w, height: h, data: Uint8Array.from(hwc) };
+  const data = tidy(() => tensorToPixels(img.float().unsqueeze(0)));
+  return { width: w, height: h, data };
 }
 
 /** Writes a grid of images (rows of [3, H, W] tensors, all one size) as a PNG, atomically. */

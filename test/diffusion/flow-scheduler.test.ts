@@ -6,7 +6,7 @@ import { join } from "node:path";
 import {
   calculateShift, flowMatchConfigFromJson, flowSetTimesteps, flowTrainingSigmas, linspace64,
 } from "../../src/diffusion/flow/scheduler.js";
-import { readJsonObject } from "../../src/models/config-json.js";
+import { readJsonObject } from "../../src/util/config-json.js";
 import { referenceCase, relativeError } from "../_reference.js";
 
 function config(caseName: string, sub: string) {

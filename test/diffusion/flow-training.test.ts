@@ -8,7 +8,7 @@ import {
   flowLossWeighting, flowMatchingLoss, flowMatchingNoising, flowNoisy, flowTarget, flowTimestepsFromDensity,
   preconditionFlowPrediction, sampleFlowDensity,
 } from "../../src/diffusion/flow/training.js";
-import { readJsonObject } from "../../src/models/config-json.js";
+import { readJsonObject } from "../../src/util/config-json.js";
 import { Generator, cat } from "../../src/tensor/index.js";
 import { assertClose, referenceCase, relativeError } from "../_reference.js";
 

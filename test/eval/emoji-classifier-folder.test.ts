@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { EMOJI_CATEGORIES } from "../../src/datasets/emoji.js";
-import { EmojiClassifier, loadEmojiClassifier, saveEmojiClassifier } from "../../src/eval/emoji-classifier.js";
+import { EmojiClassifier, loadEmojiClassifier, saveEmojiClassifier } from "../../src/feedback/emoji-classifier.js";
 import { setInitSeed } from "../../src/nn/index.js";
 import { Generator, noGrad, randn } from "../../src/tensor/index.js";
 

@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { EMOJI_CATEGORIES, loadEmojiDataset, selectSplit } from "../../src/datasets/emoji.js";
-import { classifyImages, crossEntropy, EmojiClassifier, scorePredictions, trainEmojiClassifier } from "../../src/eval/emoji-classifier.js";
+import { classifyImages, crossEntropy, EmojiClassifier, scorePredictions, trainEmojiClassifier } from "../../src/feedback/emoji-classifier.js";
 import { tensor } from "../../src/tensor/index.js";
 
 test("cross-entropy matches −log softmax computed by hand", () => {

@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { EMOJI_CATEGORIES, uint8ToTensor } from "../../src/datasets/emoji.js";
-import { EmojiClassifier, saveEmojiClassifier } from "../../src/eval/emoji-classifier.js";
+import { EmojiClassifier, saveEmojiClassifier } from "../../src/feedback/emoji-classifier.js";
 import { categoryReward, loadClassifierWeights, promptCategory } from "../../src/feedback/category.js";
 import { loadReward } from "../../src/feedback/registry.js";
 import { setInitSeed } from "../../src/nn/index.js";

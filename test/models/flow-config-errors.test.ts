@@ -12,7 +12,7 @@ import { fluxTransformerConfigFromJson } from "../../src/models/flux/transformer
 import { flowMatchConfigFromJson, flowSetTimesteps } from "../../src/diffusion/flow/scheduler.js";
 import { loadSD3Pipeline } from "../../src/models/sd3/pipeline.js";
 import { loadFluxPipeline } from "../../src/models/flux/pipeline.js";
-import { readJsonObject } from "../../src/models/config-json.js";
+import { readJsonObject } from "../../src/util/config-json.js";
 
 test("config errors name the file and the key", () => {
   assert.throws(() => t5EncoderConfigFromJson({ feed_forward_proj: "gated-swish" }, "te3/config.json"), /te3\/config\.json: feed_forward_proj "gated-swish" is not supported/);

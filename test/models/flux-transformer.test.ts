@@ -6,7 +6,7 @@ import { join } from "node:path";
 import {
   FluxTransformer2DModel, fluxTransformerConfigFromJson, latentImageIds, packLatents, unpackLatents,
 } from "../../src/models/flux/transformer.js";
-import { readJsonObject } from "../../src/models/config-json.js";
+import { readJsonObject } from "../../src/util/config-json.js";
 import { loadWeightsInto } from "../../src/models/pipeline.js";
 import { noGrad } from "../../src/tensor/index.js";
 import { assertClose, referenceCase } from "../_reference.js";

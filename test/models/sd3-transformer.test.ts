@@ -3,7 +3,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { SD3Transformer2DModel, sd3TransformerConfigFromJson, sincosPosEmbed2d } from "../../src/models/sd3/transformer.js";
-import { readJsonObject } from "../../src/models/config-json.js";
+import { readJsonObject } from "../../src/util/config-json.js";
 import { loadWeightsInto } from "../../src/models/pipeline.js";
 import { noGrad, tensor } from "../../src/tensor/index.js";
 import { assertClose, referenceCase, relativeError } from "../_reference.js";

@@ -4,7 +4,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { T5EncoderModel, relativePositionBuckets, t5EncoderConfigFromJson } from "../../src/models/t5/encoder.js";
-import { readJsonObject } from "../../src/models/config-json.js";
+import { readJsonObject } from "../../src/util/config-json.js";
 import { noGrad } from "../../src/tensor/index.js";
 import { assertClose, referenceCase } from "../_reference.js";
 

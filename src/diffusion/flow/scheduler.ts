@@ -9,7 +9,7 @@
 //   step: x ← x + (σ_{i+1} − σ_i)·v   (v = the model's velocity, ε − x0)
 import { z } from "zod";
 import { tidy, type Tensor } from "../../tensor/index.js";
-import { parseConfig } from "../../models/config-json.js";
+import { parseConfig } from "../../util/config-json.js";
 
 export interface FlowMatchSchedulerConfig {
   numTrainTimesteps: number;

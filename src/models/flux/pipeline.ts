@@ -14,7 +14,7 @@ import type { ClipTokenizer } from "../clip/tokenizer.js";
 import type { AutoencoderKL } from "../vae/autoencoder-kl.js";
 import type { T5EncoderModel } from "../t5/encoder.js";
 import type { T5Tokenizer } from "../t5/tokenizer.js";
-import { readJsonObject } from "../config-json.js";
+import { readJsonObject } from "../../util/config-json.js";
 import { full, noGrad, tensor, tidy, zeros, type Tensor } from "../../tensor/index.js";
 import { calculateShift, flowSetTimesteps, linspace64, type FlowMatchSchedulerConfig } from "../../diffusion/flow/scheduler.js";
 import { flowSample } from "../../diffusion/flow/sample.js";

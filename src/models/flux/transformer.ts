@@ -12,7 +12,7 @@ import { z } from "zod";
 import { Module, ModuleList } from "../../nn/module.js";
 import { LayerNorm, Linear } from "../../nn/layers.js";
 import { attention, cat, tensor, tidy, type Tensor } from "../../tensor/index.js";
-import { parseConfig } from "../config-json.js";
+import { parseConfig } from "../../util/config-json.js";
 import {
   AdaLayerNormContinuous, AdaLayerNormZero, AdaLayerNormZeroSingle, CombinedTimestepTextEmbeddings, GeluFeedForward, RMSNorm, modulate,
 } from "../sd3/layers.js";

@@ -7,7 +7,7 @@ import { ClipTextModel, clipTextConfigFromJson } from "../clip/text-model.js";
 import { ClipTokenizer } from "../clip/tokenizer.js";
 import { AutoencoderKL, autoencoderKLConfigFromJson, currentVaeWeightName } from "../vae/autoencoder-kl.js";
 import { componentWeightFiles, loadWeightsInto } from "../pipeline.js";
-import { readJsonObject } from "../config-json.js";
+import { readJsonObject } from "../../util/config-json.js";
 import { T5EncoderModel, t5EncoderConfigFromJson } from "../t5/encoder.js";
 import { T5Tokenizer } from "../t5/tokenizer.js";
 import { flowMatchConfigFromJson, type FlowMatchSchedulerConfig } from "../../diffusion/flow/scheduler.js";

@@ -13,7 +13,7 @@ import { z } from "zod";
 import { Module, ModuleList } from "../../nn/module.js";
 import { Conv2d, LayerNorm, Linear } from "../../nn/layers.js";
 import { attention, cat, tensor, tidy, type Tensor } from "../../tensor/index.js";
-import { parseConfig } from "../config-json.js";
+import { parseConfig } from "../../util/config-json.js";
 import {
   AdaLayerNormContinuous, AdaLayerNormZero, AdaLayerNormZeroX, CombinedTimestepTextEmbeddings, GeluFeedForward, RMSNorm, modulate,
 } from "./layers.js";

@@ -13,7 +13,7 @@ import { Module, ModuleList } from "../../nn/module.js";
 import { Embedding, Linear } from "../../nn/layers.js";
 import { arange, attention, full, tidy, type Tensor } from "../../tensor/index.js";
 import { SafetensorsFile } from "../../io/safetensors.js";
-import { parseConfig } from "../config-json.js";
+import { parseConfig } from "../../util/config-json.js";
 import { loadWeightsInto } from "../pipeline.js";
 
 export type T5Activation = "relu" | "gelu_new" | "gelu";

@@ -7,7 +7,7 @@
 //   extra ids after them, <extra_id_0> last) → truncate to maxLength − 1 → append </s> → pad with <pad>.
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { readJsonObject } from "../config-json.js";
+import { readJsonObject } from "../../util/config-json.js";
 import { SentencePieceUnigram } from "./sentencepiece.js";
 
 export interface T5EncodedBatch {

@@ -17,7 +17,7 @@ import type { Tensor } from "../../tensor/tensor.js";
 import { enableGrad, noGrad } from "../../tensor/ops.js";
 import { tidy } from "../../tensor/tensor.js";
 import type { AddedConditioning } from "../sdxl/conditioning.js";
-import type { UNet2DConditionModel } from "./unet.js";
+import type { UNetParts } from "./parts.js";
 
 export interface CheckpointedRun {
   /** The prediction, computed without an autograd graph. */
@@ -55,7 +55,7 @@ function backwardMany(outputs: Tensor[], grads: (Tensor | null)[]): void {
 }
 
 export function checkpointedForward(
-  unet: UNet2DConditionModel, sample: Tensor, timestep: Tensor | number, encoderHiddenStates: Tensor, added?: AddedConditioning,
+  unet: UNetParts, sample: Tensor, timestep: Tensor | number, encoderHiddenStates: Tensor, added?: AddedConditioning,
 ): CheckpointedRun {
   const c = unet.config;
   const prepared = unet.prepareInputs(sample, timestep, encoderHiddenStates, added);

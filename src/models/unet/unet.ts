@@ -11,17 +11,16 @@ import { DownBlock, MidBlock, UpBlock, type BlockOptions } from "./blocks.js";
 import { TimestepEmbedding, timestepEmbedding } from "./layers.js";
 import { unpackConditioning, type AddedConditioning } from "../sdxl/conditioning.js";
 import { checkpointedForward, type CheckpointedRun } from "./checkpoint.js";
+import type { UNetInputs, UNetParts } from "./parts.js";
 
-/** prepareInputs' result. */
-export interface UNetInputs {
-  hidden: Tensor;
-  added: AddedConditioning | undefined;
-  /** [N] timesteps. */
-  t: Tensor;
-  batch: number;
-}
+import { unetLayoutFromConfig, UNetNameMapper } from "../convert/unet-names.js";
 
-export class UNet2DConditionModel extends Module {
+export type { UNetInputs } from "./parts.js";
+
+/** Each UNet's SGM name mapper, built on first use (a plain field would be walked as model state). */
+const originalNames = new WeakMap<object, UNetNameMapper>();
+
+export class UNet2DConditionModel extends Module implements UNetParts {
   readonly config: UNetConfig;
   readonly conv_in: Conv2d;
   readonly time_embedding: TimestepEmbedding;
@@ -192,6 +191,20 @@ export class UNet2DConditionModel extends Module {
    */
   forwardCheckpointed(sample: Tensor, timestep: Tensor | number, encoderHiddenStates: Tensor, added?: AddedConditioning): CheckpointedRun {
     return checkpointedForward(this, sample, timestep, encoderHiddenStates, added);
+  }
+
+  /**
+   * A module path under original-SD / SGM naming (input_blocks.4.1.…), which kohya LoRA files for
+   * SDXL use and A1111 / ComfyUI read; null where that naming has no such module. nn/lora.ts
+   * matches kohya keys against these names too (see OriginalModuleNames there).
+   */
+  originalModulePath(path: string): string | null {
+    let names = originalNames.get(this);
+    if (names === undefined) {
+      names = new UNetNameMapper(unetLayoutFromConfig(toDiffusersConfig(this.config)));
+      originalNames.set(this, names);
+    }
+    return names.toOriginal(path);
   }
 
   /** diffusers' text_time branch: add_embedding(cat([text_embeds, add_time_proj(time_ids) per id])). */

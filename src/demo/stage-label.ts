@@ -1,0 +1,37 @@
+// Stage 2: both pair stores labelled by the labelling reward (AI feedback). Re-run, it scores
+// only the unlabelled pairs.
+import { PreferenceStore } from "../data/store.js";
+import { labelPairs } from "../feedback/label.js";
+import type { RewardModel } from "../feedback/reward.js";
+import type { DemoSettings } from "./settings.js";
+import type { DemoPaths, Emit, LabelStageSummary } from "./types.js";
+
+export function labelHeadline(s: LabelStageSummary): string {
+  return `${s.reward}: training pairs ${s.train.a + s.train.b} decided, ${s.train.ties} ties; held-out ${s.heldout.a + s.heldout.b} decided, ${s.heldout.ties} ties`;
+}
+
+export async function labelStage(
+  settings: DemoSettings, paths: DemoPaths, loadReward: (spec: string) => RewardModel, emit: Emit,
+): Promise<LabelStageSummary> {
+    const reward = loadReward(settings.labelReward);
+    try {
+      const label = async (db: string, what: string) => {
+        const store = new PreferenceStore(db);
+        try {
+          return await labelPairs({
+            store, reward, margin: 0,
+            onEvent: (e) => {
+              if (e.type === "batch") emit({ type: "progress", stage: "label", label: `label ${what}`, done: e.labelled, total: e.total });
+            },
+          });
+        } finally {
+          store.close();
+        }
+      };
+      const train = await label(paths.pairs, "training pairs");
+      const heldout = await label(paths.heldoutPairs, "held-out pairs");
+      return { reward: reward.name, train, heldout };
+    } finally {
+      reward.dispose?.();
+    }
+}

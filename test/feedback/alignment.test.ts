@@ -61,7 +61,9 @@ test("alignment training learns a tiny set; the temperature is learned; save →
   const losses: number[] = [];
   const scales: number[] = [];
   const model = trainAlignment({
-    train: ds, steps: 30, batchSize: 8, lr: 5e-3, seed: 1, shift: 1, model: TINY,
+    // 90 steps: the set is learnt (8/8 measured on OpenBLAS SkylakeX and Haswell kernels); at 30 steps
+    // it was 6/8, exactly at the bound, so the bound below had no margin
+    train: ds, steps: 90, batchSize: 8, lr: 5e-3, seed: 1, shift: 1, model: TINY,
     onEvent: (e) => { if (e.type === "step") { losses.push(e.loss); scales.push(e.scale); } },
   });
   const head = losses.slice(0, 5).reduce((a, b) => a + b) / 5;

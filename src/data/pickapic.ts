@@ -13,8 +13,8 @@ import type { AsyncBuffer, FileMetaData } from "hyparquet";
 import { compressors } from "hyparquet-compressors";
 import { DataError } from "./errors.js";
 import { listFiles } from "./files.js";
-import { decodeImage } from "./images.js";
-import type { PairUnit, PreferencePair, PreferenceSource, ReaderOptions, RowResult } from "./types.js";
+import { badRow, checkPairImages, parseLabels } from "./common.js";
+import type { PairUnit, PreferencePair, PreferenceSource, ReaderOptions, RowResult, SkipReason } from "./types.js";
 
 export interface PickapicFilters {
   /** Keep only rows whose has_label equals this (true keeps labelled rows). */
@@ -61,10 +61,6 @@ function schemaColumns(md: FileMetaData): Set<string> {
     }
   }
   return names;
-}
-
-function isLabel(v: number): boolean {
-  return v === 0 || v === 0.5 || v === 1;
 }
 
 export class PickapicSource implements PreferenceSource {
@@ -159,10 +155,7 @@ export class PickapicSource implements PreferenceSource {
   }
 
   private async convert(r: Record<string, unknown>, path: string, row: number): Promise<RowResult> {
-    const bad = (reason: ConstructorParameters<typeof DataError>[0], field: string, detail: string): RowResult => ({
-      kind: "error",
-      error: new DataError(reason, path, row, field, detail),
-    });
+    const bad = (reason: SkipReason, field: string, detail: string): RowResult => badRow(reason, path, row, field, detail);
     const f = this.opts.filters ?? {};
     const caption = r.caption;
     if (typeof caption !== "string") {
@@ -176,15 +169,10 @@ export class PickapicSource implements PreferenceSource {
         return bad("wrong-type", field, v == null ? "image bytes are null" : `expected JPEG bytes (binary), got ${typeof v === "string" ? "a string" : typeof v}`);
       }
     }
-    const labels: number[] = [];
-    for (const field of ["label_0", "label_1"]) {
-      const v = r[field];
-      if (typeof v !== "number") return bad("wrong-type", field, `expected a float label, got ${v === null ? "null" : typeof v}`);
-      if (!isLabel(v)) return bad("bad-label", field, `label ${v} is not one of 0, 0.5, 1`);
-      labels.push(v);
-    }
-    const [l0, l1] = labels as [number, number];
-    if (l0 + l1 !== 1) return bad("bad-label", "label_1", `labels (${l0}, ${l1}) must be (1, 0), (0, 1) or (0.5, 0.5)`);
+    const labels = parseLabels(r.label_0, r.label_1);
+    if ("error" in labels) return bad(labels.reason, labels.field, labels.error);
+    const l0 = r.label_0 as number;
+    const l1 = r.label_1 as number;
 
     if (f.hasLabel !== undefined && r.has_label !== f.hasLabel) return { kind: "filtered" };
     if (f.areDifferent !== undefined && r.are_different !== f.areDifferent) return { kind: "filtered" };
@@ -194,21 +182,16 @@ export class PickapicSource implements PreferenceSource {
       const keep = typeof f.models === "function" ? f.models(m0, m1) : f.models.includes(m0) && f.models.includes(m1);
       if (!keep) return { kind: "filtered" };
     }
-    const tie = l0 === 0.5;
+    const tie = labels.first === null;
     if (tie && (this.opts.dropTies ?? true)) return { kind: "tie" };
 
     const jpg0 = r.jpg_0 as Uint8Array;
     const jpg1 = r.jpg_1 as Uint8Array;
     if (this.opts.checkImages) {
-      try {
-        await decodeImage(jpg0, { source: path, row, field: "jpg_0" });
-        await decodeImage(jpg1, { source: path, row, field: "jpg_1" });
-      } catch (e) {
-        if (e instanceof DataError) return { kind: "error", error: e };
-        throw e;
-      }
+      const badImage = await checkPairImages(path, row, { img: jpg0, field: "jpg_0" }, { img: jpg1, field: "jpg_1" });
+      if (badImage !== null) return badImage;
     }
-    const swap = l1 === 1;
+    const swap = labels.first === false;
     const meta: Record<string, unknown> = { label_0: l0, label_1: l1 };
     for (const k of META_COLUMNS) if (r[k] !== undefined) meta[k] = typeof r[k] === "bigint" ? String(r[k]) : r[k];
     const pair: PreferencePair = {

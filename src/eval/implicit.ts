@@ -13,9 +13,9 @@
 // pair, so accuracy ½ exactly. Randomness comes from one seeded generator: per batch and draw, the
 // noise [N, C, H, W] first, then the timesteps [N] (dpoStep's order).
 import { Generator, cat, noGrad, randint, randn, tensor, tidy, type Tensor } from "../tensor/index.js";
-import { addNoise, trainingTarget, type NoiseSchedule, type PredictionType } from "../diffusion/index.js";
-import { DEFAULT_BETA, perSampleErrors } from "../losses/preference.js";
-import type { DenoisingModel, PairBatch } from "../train/dpo-step.js";
+import type { NoiseSchedule, PredictionType } from "../diffusion/index.js";
+import { DEFAULT_BETA, insideOf, perSampleErrors } from "../losses/preference.js";
+import { noisedPairs, type DenoisingModel, type PairBatch } from "../train/dpo-step.js";
 import { wilsonInterval } from "./stats.js";
 
 export interface ImplicitAccuracyOptions {
@@ -89,14 +89,10 @@ export async function implicitRewardAccuracy(
         sum = tidy(() => {
           const noisePairs = randn([n, c, h, w], gen, { device });
           const tPairs = Array.from(randint(0, T, [n], gen).toArray(), (v) => Math.round(v));
-          const t = [...tPairs, ...tPairs];
-          const tTensor = tensor(new BigInt64Array(t.map((v) => BigInt(v))), [2 * n], { device });
-          const noise = cat([noisePairs, noisePairs], 0);
-          const noisy = addNoise(opts.schedule, x0, noise, t);
-          const target = trainingTarget(predictionType, opts.schedule, x0, noise, t);
+          const { noisy, target, tTensor } = noisedPairs(x0, noisePairs, tPairs, { schedule: opts.schedule, predictionType });
           const p = perSampleErrors(opts.policy(noisy, tTensor, cond), target);
           const r = perSampleErrors(opts.reference(noisy, tTensor, cond), target);
-          const inside = p.lw.sub(p.ll).sub(r.lw.sub(r.ll)).mul(-beta / 2);
+          const inside = insideOf(p, { rw: r.lw, rl: r.ll }, beta);
           return previous.add(inside.to("f32"));
         });
         previous.dispose();

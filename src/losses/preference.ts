@@ -206,6 +206,13 @@ export function methodFormula(method: PreferenceMethod): string {
   return METHODS[method].formula;
 }
 
+/** inside = −(β/2)·((L_w − L_l) − (R_w − R_l)) per pair [N]: the DPO logit, shared by training and evaluation. */
+export function insideOf(policy: PolicyErrors, reference: ReferenceErrors, beta: number): Tensor {
+  const { lw, ll } = policy;
+  const { rw, rl } = reference;
+  return lw.sub(ll).sub(rw.sub(rl)).mul(-beta / 2);
+}
+
 /**
  * The loss of one batch of pairs from per-sample errors, plus detached metrics.
  * `loss` keeps the autograd graph of `policy`; the reference is treated as a constant.
@@ -232,7 +239,7 @@ export function preferenceLoss(method: PreferenceMethod, input: PreferenceInput)
     const rl = ref.rl.detach();
     terms.rw = rw;
     terms.rl = rl;
-    terms.inside = lw.sub(ll).sub(rw.sub(rl)).mul(-beta / 2);
+    terms.inside = insideOf({ lw, ll }, { rw, rl }, beta);
   }
   const perPair = spec.perPair(terms, input);
   const loss = perPair.mean();

@@ -34,7 +34,7 @@ import {
   type PreferenceMethod,
   type PreferenceOptions,
 } from "../losses/preference.js";
-import { addNoise, trainingTarget, type NoiseSchedule } from "../diffusion/index.js";
+import { addNoise, trainingTarget, type NoiseSchedule, type PredictionType } from "../diffusion/index.js";
 import type { TrainingNoising } from "../diffusion/flow/training.js";
 
 /** The prediction types a preference step trains (the official script: ε only; diffusers: ε and v). */
@@ -152,6 +152,30 @@ export interface StepResult {
   promptsDropped: number;
 }
 
+/** How a model family noises its training inputs: a DDPM schedule and target, or its own process (flow matching). */
+export type PairNoisingProcess = TrainingNoising | { schedule: NoiseSchedule; predictionType: PredictionType };
+
+/**
+ * x0 [2N, …] laid out [chosen…, rejected…] noised with the same noise (noisePairs [N, …]) and
+ * timestep (tPairs, N of them) for both images of a pair: the noisy input, the training target
+ * and the model's timestep tensor [2N]. Used by the training step and by implicit-reward accuracy.
+ */
+export function noisedPairs(
+  x0: Tensor, noisePairs: Tensor, tPairs: number[], process: PairNoisingProcess,
+): { noisy: Tensor; target: Tensor; tTensor: Tensor } {
+  const device = x0.device;
+  const noise = cat([noisePairs, noisePairs], 0);
+  const t = [...tPairs, ...tPairs];
+  if ("schedule" in process) {
+    return {
+      noisy: addNoise(process.schedule, x0, noise, t),
+      target: trainingTarget(process.predictionType, process.schedule, x0, noise, t),
+      tTensor: tensor(new BigInt64Array(t.map((v) => BigInt(v))), [t.length], { device }),
+    };
+  }
+  return { noisy: process.noise(x0, noise, t), target: process.target(x0, noise, t), tTensor: process.modelTimesteps(t, device) };
+}
+
 function withAutocast<T>(device: string, mode: "no" | "bf16" | undefined, fn: () => T): T {
   if (mode !== "bf16") return fn();
   return autocast(device.startsWith("cuda") ? "cuda" : "cpu", "bf16", fn);
@@ -199,15 +223,13 @@ export function dpoStep(models: StepModels, batch: PairBatch, gen: Generator, op
     const prompts = batch.prompts.map((p, i) => (coins[i]! < opts.promptDropout ? "" : p));
     const promptsDropped = prompts.filter((p, i) => p === "" && batch.prompts[i] !== "").length;
 
-    const noise = cat([noisePairs, noisePairs], 0);
-    const t = [...tPairs, ...tPairs];
-    const tTensor = noising ? noising.modelTimesteps(t, device) : tensor(new BigInt64Array(t.map((v) => BigInt(v))), [2 * n], { device });
     const condPairs = noGrad(() => (batch.micro === undefined ? models.encodePrompts(prompts) : models.encodePrompts(prompts, batch.micro))).detach();
     const cond = cat([condPairs, condPairs], 0);
 
     // 2. noising and target
-    const noisy = noising ? noising.noise(x0, noise, t) : addNoise(schedule!, x0, noise, t);
-    const target = noising ? noising.target(x0, noise, t) : trainingTarget(opts.predictionType, schedule!, x0, noise, t);
+    const { noisy, target, tTensor } = noisedPairs(
+      x0, noisePairs, tPairs, noising ?? { schedule: schedule!, predictionType: opts.predictionType },
+    );
 
     // 3. policy (with autograd) and reference (without)
     const checkpointed = models.policyCheckpointed === undefined

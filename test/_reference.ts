@@ -13,6 +13,7 @@ import { fileURLToPath } from "node:url";
 import { gunzipSync } from "node:zlib";
 import assert from "node:assert/strict";
 import { fromBytes, type Tensor } from "../src/tensor/index.js";
+import { scaledError } from "./_close.js";
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 export const REFERENCE_MODELS_DIR = resolve(repoRoot, "..", "shared", "data", "reference-models");
@@ -116,18 +117,9 @@ function materializeFolder(src: string): string {
 
 /**
  * Relative error as these tests report it: max |ours − ref| / max |ref| (one scale for the whole
- * tensor, so near-zero elements do not blow it up).
+ * tensor, so near-zero elements do not blow it up). The same measure as test/_close.ts.
  */
-export function relativeError(ours: ArrayLike<number>, ref: ArrayLike<number>): number {
-  assert.equal(ours.length, ref.length, "relativeError: lengths differ");
-  let diff = 0;
-  let scale = 0;
-  for (let i = 0; i < ref.length; i++) {
-    diff = Math.max(diff, Math.abs(ours[i]! - ref[i]!));
-    scale = Math.max(scale, Math.abs(ref[i]!));
-  }
-  return scale === 0 ? diff : diff / scale;
-}
+export const relativeError = scaledError;
 
 /** Asserts shapes equal and relativeError ≤ tol; returns the error so a test can report it. */
 export function assertClose(ours: Tensor, ref: Tensor, tol: number, what: string): number {

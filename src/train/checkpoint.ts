@@ -10,6 +10,11 @@
 // one, which is renamed into place last. A process killed mid-write (even with SIGKILL) leaves at
 // most a `.step-…tmp-…` folder, which `latestCheckpoint` never picks and `cleanTemporaryCheckpoints`
 // removes; the previous checkpoint is untouched.
+//
+// The folder mechanics (writeCheckpointFolder, listCheckpoints, latestCheckpoint, pruneCheckpoints,
+// cleanTemporaryCheckpoints) serve every trainer that checkpoints: a folder counts as a checkpoint
+// once its marker file (written last) is there — trainer_state.json for Diffusion-DPO, state.json
+// for pretraining (src/train/pretrain.ts: weights, ema, optimizer .safetensors + state.json).
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
@@ -78,6 +83,62 @@ function fsyncDir(path: string): void {
   }
 }
 
+/** The file whose presence makes a Diffusion-DPO checkpoint folder complete (written last). */
+export const TRAINER_STATE_FILE = "trainer_state.json";
+
+/** One file of a checkpoint: its name in the folder and how to write it there. */
+export interface CheckpointFile {
+  name: string;
+  write(path: string): void;
+}
+
+/** A JSON file of a checkpoint, written and fsynced. */
+export function jsonCheckpointFile(name: string, value: unknown, indent = 2): CheckpointFile {
+  return { name, write: (path) => writeFileSynced(path, `${JSON.stringify(value, null, indent)}\n`) };
+}
+
+export interface CheckpointFolderInput {
+  outputDir: string;
+  step: number;
+  /** Written in order; the last one must be `marker`. */
+  files: CheckpointFile[];
+  /** The file that makes the folder a checkpoint. */
+  marker: string;
+  /** Keep the newest N checkpoints (0 keeps all). */
+  keep: number;
+  /** Test seam: called after each file is written into the temporary folder, after the rename and while pruning. */
+  afterFile?: (name: string) => void;
+}
+
+/** Writes <outputDir>/checkpoints/step-NNNNNN atomically (temporary folder, then rename), prunes old ones, returns the folder. */
+export function writeCheckpointFolder(input: CheckpointFolderInput): string {
+  if (input.files[input.files.length - 1]?.name !== input.marker) {
+    throw new Error(`writeCheckpointFolder: the marker ${input.marker} must be the last file written`);
+  }
+  const root = join(input.outputDir, CHECKPOINT_DIR);
+  mkdirSync(root, { recursive: true });
+  const name = stepDirName(input.step);
+  const final = join(root, name);
+  const tmp = join(root, `.${name}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`);
+  mkdirSync(tmp);
+  try {
+    for (const file of input.files) {
+      file.write(join(tmp, file.name));
+      input.afterFile?.(file.name);
+    }
+    fsyncDir(tmp);
+    if (existsSync(final)) rmSync(final, { recursive: true, force: true });
+    renameSync(tmp, final);
+    fsyncDir(root);
+    input.afterFile?.("renamed");
+  } catch (err) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw err;
+  }
+  if (input.keep > 0) pruneCheckpoints(input.outputDir, input.keep, input.afterFile, input.marker);
+  return final;
+}
+
 export interface SaveCheckpointInput {
   outputDir: string;
   state: TrainerState;
@@ -90,40 +151,27 @@ export interface SaveCheckpointInput {
   afterFile?: (name: string) => void;
 }
 
-/** Writes a checkpoint atomically, prunes old ones, returns the final folder. */
+/** Writes a Diffusion-DPO checkpoint atomically, prunes old ones, returns the final folder. */
 export function saveCheckpoint(input: SaveCheckpointInput): string {
-  const root = join(input.outputDir, CHECKPOINT_DIR);
-  mkdirSync(root, { recursive: true });
-  const name = stepDirName(input.state.step);
-  const final = join(root, name);
-  const tmp = join(root, `.${name}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`);
-  mkdirSync(tmp);
-  try {
-    const meta = { format: "diffusion-dpo checkpoint", step: String(input.state.step) };
-    writeSafetensorsSync(join(tmp, "model.safetensors"), input.weights, { ...meta, weights: input.state.weights });
-    input.afterFile?.("model.safetensors");
-    writeSafetensorsSync(join(tmp, "optimizer.safetensors"), input.optimizer.tensors, meta);
-    input.afterFile?.("optimizer.safetensors");
-    writeFileSynced(join(tmp, "config.json"), `${JSON.stringify(input.config, null, 2)}\n`);
-    input.afterFile?.("config.json");
-    // trainer_state.json last: a folder without it is never a checkpoint
-    writeFileSynced(join(tmp, "trainer_state.json"), `${JSON.stringify(input.state, null, 2)}\n`);
-    input.afterFile?.("trainer_state.json");
-    fsyncDir(tmp);
-    if (existsSync(final)) rmSync(final, { recursive: true, force: true });
-    renameSync(tmp, final);
-    fsyncDir(root);
-    input.afterFile?.("renamed");
-  } catch (err) {
-    rmSync(tmp, { recursive: true, force: true });
-    throw err;
-  }
-  if (input.keep > 0) pruneCheckpoints(input.outputDir, input.keep, input.afterFile);
-  return final;
+  const meta = { format: "diffusion-dpo checkpoint", step: String(input.state.step) };
+  return writeCheckpointFolder({
+    outputDir: input.outputDir,
+    step: input.state.step,
+    marker: TRAINER_STATE_FILE,
+    keep: input.keep,
+    afterFile: input.afterFile,
+    files: [
+      { name: "model.safetensors", write: (path) => writeSafetensorsSync(path, input.weights, { ...meta, weights: input.state.weights }) },
+      { name: "optimizer.safetensors", write: (path) => writeSafetensorsSync(path, input.optimizer.tensors, meta) },
+      jsonCheckpointFile("config.json", input.config),
+      // trainer_state.json last: a folder without it is never a checkpoint
+      jsonCheckpointFile(TRAINER_STATE_FILE, input.state),
+    ],
+  });
 }
 
-/** Completed checkpoints, oldest first, as [step, path]. */
-export function listCheckpoints(outputDir: string): [number, string][] {
+/** Completed checkpoints (folders holding `marker`), oldest first, as [step, path]. */
+export function listCheckpoints(outputDir: string, marker = TRAINER_STATE_FILE): [number, string][] {
   const root = join(outputDir, CHECKPOINT_DIR);
   if (!existsSync(root)) return [];
   const out: [number, string][] = [];
@@ -131,14 +179,15 @@ export function listCheckpoints(outputDir: string): [number, string][] {
     const m = STEP_DIR.exec(entry);
     if (m === null) continue;
     const path = join(root, entry);
-    if (!existsSync(join(path, "trainer_state.json"))) continue;
+    if (!existsSync(join(path, marker))) continue;
     out.push([Number(m[1]), path]);
   }
   return out.sort((a, b) => a[0] - b[0]);
 }
 
-export function latestCheckpoint(outputDir: string): string | null {
-  const all = listCheckpoints(outputDir);
+/** The newest completed checkpoint folder under `outputDir`, or null. */
+export function latestCheckpoint(outputDir: string, marker = TRAINER_STATE_FILE): string | null {
+  const all = listCheckpoints(outputDir, marker);
   return all.length === 0 ? null : all[all.length - 1]![1];
 }
 
@@ -147,8 +196,8 @@ export function latestCheckpoint(outputDir: string): string | null {
  * atomic rename to a temporary name first, so a process killed while deleting never leaves a
  * half-deleted folder that still looks like a checkpoint (cleanTemporaryCheckpoints removes it).
  */
-export function pruneCheckpoints(outputDir: string, keep: number, afterStep?: (name: string) => void): string[] {
-  const all = listCheckpoints(outputDir);
+export function pruneCheckpoints(outputDir: string, keep: number, afterStep?: (name: string) => void, marker = TRAINER_STATE_FILE): string[] {
+  const all = listCheckpoints(outputDir, marker);
   const removed: string[] = [];
   for (const [step, path] of all.slice(0, Math.max(0, all.length - keep))) {
     const doomed = join(outputDir, CHECKPOINT_DIR, `.${stepDirName(step)}.tmp-prune-${process.pid}-${randomBytes(4).toString("hex")}`);
@@ -161,13 +210,16 @@ export function pruneCheckpoints(outputDir: string, keep: number, afterStep?: (n
   return removed;
 }
 
-/** Removes temporary folders left by an interrupted save. Returns what it removed. */
+/**
+ * Removes temporary folders left by an interrupted save or prune (`.step-N.tmp-…`, and the
+ * `step-N.tmp-<pid>` that pretraining wrote before it used writeCheckpointFolder). Returns them.
+ */
 export function cleanTemporaryCheckpoints(outputDir: string): string[] {
   const root = join(outputDir, CHECKPOINT_DIR);
   if (!existsSync(root)) return [];
   const removed: string[] = [];
   for (const entry of readdirSync(root)) {
-    if (/^\.step-\d+\.tmp-/.test(entry)) {
+    if (/^\.?step-\d+\.tmp-/.test(entry)) {
       rmSync(join(root, entry), { recursive: true, force: true });
       removed.push(join(root, entry));
     }

@@ -17,7 +17,7 @@
 // CLIP text encoder is trained jointly with the UNet: a frozen random encoder gives captions that
 // the UNet can only partly tell apart, and a pretrained CLIP does not fit in a few MB.
 //
-// Checkpoints (atomic: written to a temporary folder, then renamed):
+// Checkpoints (train/checkpoint.ts writeCheckpointFolder: a temporary folder renamed into place, newest N kept):
 //   <out>/checkpoints/step-000500/{weights,ema,optimizer}.safetensors + state.json
 //
 // Data parallel (`processGroup`, docs/distributed.md): batchSize is per process; every rank draws
@@ -25,13 +25,14 @@
 // process with that batch) and trains on its contiguous slice; parameters are broadcast from
 // rank 0 at the start and gradients averaged (bucketed all-reduce) after backward, so all ranks
 // stay identical. Only rank 0 emits events and writes checkpoints; resume needs the same world size.
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Rng, hashInts } from "../data/random.js";
 import { addNoise, trainingTarget } from "../diffusion/noising.js";
 import { NoiseSchedule } from "../diffusion/schedule.js";
 import { encodePrompts, type TextToImageModel } from "../models/pipeline.js";
 import { readSafetensorsSync, writeSafetensorsSync } from "../io/safetensors.js";
+import { jsonCheckpointFile, latestCheckpoint as latestCheckpointFolder, writeCheckpointFolder, type CheckpointFile } from "./checkpoint.js";
 import type { Module } from "../nn/module.js";
 import { AdamW, clipGradNorm } from "../optim/optimizer.js";
 import { lrAt, type LrScheduleKind } from "../optim/schedule.js";
@@ -162,38 +163,27 @@ export function batchIndices(seed: number, step: number, batchSize: number, cumu
   return out;
 }
 
-function checkpointDirs(out: string): string[] {
-  const dir = join(out, "checkpoints");
-  if (!existsSync(dir)) return [];
-  return readdirSync(dir).filter((n) => /^step-\d+$/.test(n)).sort().map((n) => join(dir, n));
-}
+/** The file that makes a pretraining checkpoint folder complete (written last). */
+const PRETRAIN_STATE_FILE = "state.json";
 
-/** The newest complete checkpoint folder under `out`, or null. */
+/** The newest complete pretraining checkpoint folder under `out`, or null. */
 export function latestCheckpoint(out: string): string | null {
-  const dirs = checkpointDirs(out).filter((d) => existsSync(join(d, "state.json")));
-  return dirs[dirs.length - 1] ?? null;
+  return latestCheckpointFolder(out, PRETRAIN_STATE_FILE);
 }
 
+/** Writes <out>/checkpoints/step-N atomically through the trainers' one checkpoint writer (train/checkpoint.ts). */
 function saveCheckpoint(
   out: string, step: number, params: [string, Tensor][], ema: Map<string, Tensor> | null, opt: AdamW,
   state: CheckpointState, keepN: number,
 ): string {
-  const root = join(out, "checkpoints");
-  mkdirSync(root, { recursive: true });
-  const final = join(root, `step-${String(step).padStart(6, "0")}`);
-  const tmp = `${final}.tmp-${process.pid}`;
-  rmSync(tmp, { recursive: true, force: true });
-  mkdirSync(tmp);
-  writeSafetensorsSync(join(tmp, "weights.safetensors"), new Map(params));
-  if (ema) writeSafetensorsSync(join(tmp, "ema.safetensors"), ema);
   const os = opt.stateDict();
-  writeSafetensorsSync(join(tmp, "optimizer.safetensors"), os.tensors);
-  writeFileSync(join(tmp, "state.json"), JSON.stringify({ ...state, optimizer: os.meta }, null, 1));
-  rmSync(final, { recursive: true, force: true });
-  renameSync(tmp, final);
-  const all = checkpointDirs(out);
-  for (const old of all.slice(0, Math.max(0, all.length - keepN))) rmSync(old, { recursive: true, force: true });
-  return final;
+  const files: CheckpointFile[] = [{ name: "weights.safetensors", write: (path) => writeSafetensorsSync(path, new Map(params)) }];
+  if (ema) files.push({ name: "ema.safetensors", write: (path) => writeSafetensorsSync(path, ema) });
+  files.push(
+    { name: "optimizer.safetensors", write: (path) => writeSafetensorsSync(path, os.tensors) },
+    jsonCheckpointFile(PRETRAIN_STATE_FILE, { ...state, optimizer: os.meta }, 1),
+  );
+  return writeCheckpointFolder({ outputDir: out, step, files, marker: PRETRAIN_STATE_FILE, keep: keepN });
 }
 
 function loadCheckpoint(dir: string, params: [string, Tensor][], ema: Map<string, Tensor> | null, opt: AdamW): CheckpointState {

@@ -22,15 +22,20 @@
  * equal count of a and b votes is a tie), or an AI label when |score_a − score_b| > margin.
  * Ties and unlabelled pairs are not trained on.
  */
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { mkdirSync, readFileSync } from "node:fs";
+import { dirname } from "node:path";
 import Database from "better-sqlite3";
-import sharp from "sharp";
-import { parquetWriteFile } from "hyparquet-writer";
-import { badRow, checkPairImages } from "./common.js";
-import type { PairUnit, PreferencePair, PreferenceSource, ReaderOptions, RowResult } from "./types.js";
+import { exportStoreJsonl, exportStoreParquet, type ExportParquetOptions } from "./store-export.js";
+import { damagedStore, StoreSource } from "./store-source.js";
+import type {
+  AiLabel, ImageInput, Resolution, ResolveOptions, StoreReader, StoreSourceOptions, StoredImage, StoredPair, Vote, VoteChoice,
+} from "./store-types.js";
 
-export type VoteChoice = "a" | "b" | "tie" | "skip";
+// the store's records and readers live in store-types.ts, store-source.ts and store-export.ts
+export * from "./store-types.js";
+export { damagedStore, StoreSource } from "./store-source.js";
+export { exportStoreJsonl, exportStoreParquet, type ExportParquetOptions } from "./store-export.js";
+
 export const STORE_SCHEMA_VERSION = 2;
 
 /** Migrations: entry i brings the schema from version i to i + 1. Never edit a shipped one; append. */
@@ -88,73 +93,6 @@ const MIGRATIONS: string[] = [
   `,
 ];
 
-export interface ImageInput {
-  prompt: string;
-  /** Encoded image bytes (PNG/JPEG/WebP) stored in the file ... */
-  data?: Uint8Array;
-  /** ... or the path of an image file (stored as given). */
-  path?: string;
-  format?: string;
-  width?: number;
-  height?: number;
-  model?: string;
-  seed?: number;
-  meta?: Record<string, unknown>;
-}
-
-export interface StoredImage {
-  id: number;
-  promptId: number;
-  data: Uint8Array | null;
-  path: string | null;
-  format: string | null;
-  width: number | null;
-  height: number | null;
-  model: string | null;
-  seed: number | null;
-  meta: Record<string, unknown> | null;
-  createdAt: string;
-}
-
-export interface StoredPair {
-  id: number;
-  promptId: number;
-  prompt: string;
-  imageA: number;
-  imageB: number;
-  createdAt: string;
-}
-
-export interface Vote {
-  pairId: number;
-  rater: string;
-  choice: VoteChoice;
-  createdAt: string;
-}
-
-export interface AiLabel {
-  pairId: number;
-  reward: string;
-  scoreA: number;
-  scoreB: number;
-  /** Tie margin chosen when labelling (0 when none was given). */
-  margin: number;
-  createdAt: string;
-}
-
-export interface ResolveOptions {
-  /** Which labels decide: human votes, AI labels, or human votes where any and AI otherwise (default). */
-  labels?: "human" | "ai" | "human-then-ai";
-  /** AI reward to use (default: the only one present; required when a pair has several). */
-  reward?: string;
-  /** AI labels within this margin are ties (default: the margin stored with each label, 0 when none). */
-  margin?: number;
-  /** Minimum number of a/b/tie votes for a human label (default 1). */
-  minVotes?: number;
-}
-
-export type Resolution = { winner: "a" | "b" | "tie"; by: "human" | "ai"; votes: number } | { winner: null };
-
 interface PairRow {
   id: number;
   prompt_id: number;
@@ -198,7 +136,7 @@ function toImage(r: ImageRow): StoredImage {
   };
 }
 
-export class PreferenceStore {
+export class PreferenceStore implements StoreReader {
   readonly db: Database.Database;
 
   /** Opens (creating and migrating when needed) the store at `path` (":memory:" works for tests). */
@@ -448,202 +386,14 @@ export class PreferenceStore {
 
   /**
    * Writes resolved pairs as JSONL (chosen/rejected form); images stored as bytes are written
-   * to `imagesDir` (default: "<jsonl>.images/") as files named by image id.
+   * to `imagesDir` (default: "<jsonl>.images/") as files named by image id. See store-export.ts.
    */
-  async exportJsonl(file: string, opts: StoreSourceOptions & { imagesDir?: string } = {}): Promise<{ pairs: number }> {
-    const imagesDir = opts.imagesDir ?? `${file}.images`;
-    const lines: string[] = [];
-    const src = this.source({ ...opts, dropTies: true });
-    const written = new Set<number>();
-    const pathOf = (id: number): string => {
-      const img = this.image(id)!;
-      if (img.path) return img.path;
-      const p = join(imagesDir, `${id}.${img.format ?? "png"}`);
-      if (!written.has(id)) {
-        mkdirSync(imagesDir, { recursive: true });
-        writeFileSync(p, img.data!);
-        written.add(id);
-      }
-      return p;
-    };
-    for (const id of this.pairIds()) {
-      const res = src.resolution(id);
-      if (res.winner === null || res.winner === "tie") continue;
-      const p = this.pair(id)!;
-      const [c, r] = res.winner === "a" ? [p.imageA, p.imageB] : [p.imageB, p.imageA];
-      lines.push(JSON.stringify({ id: String(id), prompt: p.prompt, chosen: pathOf(c), rejected: pathOf(r), labelled_by: res.by }));
-    }
-    mkdirSync(dirname(file), { recursive: true });
-    writeFileSync(file, lines.length ? lines.join("\n") + "\n" : "");
-    return { pairs: lines.length };
+  exportJsonl(file: string, opts: StoreSourceOptions & { imagesDir?: string } = {}): Promise<{ pairs: number }> {
+    return exportStoreJsonl(this, file, opts);
   }
 
-  /**
-   * Writes labelled pairs as a Pick-a-Pic-schema parquet file (jpg_0 = image a, jpg_1 = image b,
-   * re-encoded to JPEG when stored otherwise; labels (1,0), (0,1) or (0.5,0.5) for ties when
-   * `includeTies`).
-   */
-  async exportParquet(file: string, opts: ResolveOptions & { includeTies?: boolean; rowGroupSize?: number; jpegQuality?: number } = {}): Promise<{ rows: number }> {
-    const rows: { caption: string; jpg0: Uint8Array; jpg1: Uint8Array; l0: number; l1: number; p: StoredPair; a: StoredImage; b: StoredImage; created: string }[] = [];
-    const toJpeg = async (img: StoredImage): Promise<Uint8Array> => {
-      const bytes = img.data ?? readFileSync(img.path!);
-      const isJpeg = bytes[0] === 0xff && bytes[1] === 0xd8;
-      if (isJpeg) return bytes;
-      const b = await sharp(bytes).jpeg({ quality: opts.jpegQuality ?? 95 }).toBuffer();
-      return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
-    };
-    for (const id of this.pairIds()) {
-      const res = this.resolve(id, opts);
-      if (res.winner === null || (res.winner === "tie" && !opts.includeTies)) continue;
-      const p = this.pair(id)!;
-      const a = this.image(p.imageA)!;
-      const b = this.image(p.imageB)!;
-      const [l0, l1] = res.winner === "a" ? [1, 0] : res.winner === "b" ? [0, 1] : [0.5, 0.5];
-      rows.push({ caption: p.prompt, jpg0: await toJpeg(a), jpg1: await toJpeg(b), l0, l1, p, a, b, created: p.createdAt });
-    }
-    mkdirSync(dirname(file), { recursive: true });
-    const uid = (img: StoredImage) => `store-image-${img.id}`;
-    parquetWriteFile({
-      filename: file,
-      rowGroupSize: opts.rowGroupSize ?? 100,
-      columnData: [
-        { name: "caption", data: rows.map((r) => r.caption), type: "STRING" },
-        { name: "jpg_0", data: rows.map((r) => r.jpg0), type: "BYTE_ARRAY" },
-        { name: "jpg_1", data: rows.map((r) => r.jpg1), type: "BYTE_ARRAY" },
-        { name: "label_0", data: Float64Array.from(rows.map((r) => r.l0)), type: "DOUBLE" },
-        { name: "label_1", data: Float64Array.from(rows.map((r) => r.l1)), type: "DOUBLE" },
-        { name: "best_image_uid", data: rows.map((r) => (r.l0 === 1 ? uid(r.a) : r.l1 === 1 ? uid(r.b) : "")), type: "STRING" },
-        { name: "image_0_uid", data: rows.map((r) => uid(r.a)), type: "STRING" },
-        { name: "image_1_uid", data: rows.map((r) => uid(r.b)), type: "STRING" },
-        { name: "image_0_url", data: rows.map((r) => r.a.path ?? ""), type: "STRING" },
-        { name: "image_1_url", data: rows.map((r) => r.b.path ?? ""), type: "STRING" },
-        { name: "model_0", data: rows.map((r) => r.a.model ?? ""), type: "STRING" },
-        { name: "model_1", data: rows.map((r) => r.b.model ?? ""), type: "STRING" },
-        { name: "are_different", data: rows.map(() => true), type: "BOOLEAN" },
-        { name: "has_label", data: rows.map(() => true), type: "BOOLEAN" },
-        { name: "created_at", data: rows.map((r) => new Date(r.created)), type: "TIMESTAMP" },
-        { name: "ranking_id", data: BigInt64Array.from(rows.map((r) => BigInt(r.p.id))), type: "INT64" },
-        { name: "user_id", data: BigInt64Array.from(rows.map(() => 0n)), type: "INT64" },
-        { name: "num_example_per_prompt", data: BigInt64Array.from(rows.map(() => 1n)), type: "INT64" },
-        { name: "__index_level_0__", data: BigInt64Array.from(rows.map((_, i) => BigInt(i))), type: "INT64" },
-      ],
-    });
-    return { rows: rows.length };
-  }
-}
-
-export interface StoreSourceOptions extends ResolveOptions, ReaderOptions {
-  /** Pairs per loader unit (default 256): bounds how many image blobs are in memory at once. */
-  unitSize?: number;
-}
-
-/**
- * The store as a `PreferenceSource`: labelled pairs become training pairs with the winner
- * first; ties are dropped (counted) unless `dropTies: false`; unlabelled pairs are counted as
- * filtered. Image bytes are read unit by unit.
- */
-/**
- * SQLite's own errors ("database disk image is malformed", "file is not a database") name no file:
- * this one names the store and says what to do. Errors that already name the path pass through.
- */
-export function damagedStore(path: string, e: unknown): Error {
-  const message = e instanceof Error ? e.message : String(e);
-  if (message.includes(path)) return e instanceof Error ? e : new Error(message);
-  return new Error(
-    `${path}: the preference store cannot be read (${message}); it is damaged or not a diffusion-dpo store. ` +
-      "Restore it from a copy, or try `sqlite3 FILE .recover` to salvage its rows",
-  );
-}
-
-export class StoreSource implements PreferenceSource {
-  readonly name: string;
-  private ids: number[] | null = null;
-
-  constructor(
-    readonly store: PreferenceStore,
-    readonly opts: StoreSourceOptions = {},
-  ) {
-    this.name = store.path;
-  }
-
-  resolution(id: number): Resolution {
-    return this.store.resolve(id, this.opts);
-  }
-
-  async units(): Promise<PairUnit[]> {
-    // a snapshot of the pair ids, so the order stays fixed while others keep writing
-    try {
-      this.ids ??= this.store.pairIds();
-    } catch (e) {
-      throw damagedStore(this.name, e);
-    }
-    const size = this.opts.unitSize ?? 256;
-    const out: PairUnit[] = [];
-    for (let i = 0; i < this.ids.length; i += size) out.push({ key: `${this.name}#${i / size}`, rows: Math.min(size, this.ids.length - i) });
-    return out;
-  }
-
-  async readUnit(index: number): Promise<RowResult[]> {
-    try {
-      return await this.#readUnit(index);
-    } catch (e) {
-      throw damagedStore(this.name, e);
-    }
-  }
-
-  async #readUnit(index: number): Promise<RowResult[]> {
-    const units = await this.units();
-    if (index < 0 || index >= units.length) throw new Error(`${this.name}: unit ${index} out of range`);
-    const size = this.opts.unitSize ?? 256;
-    const ids = this.ids!.slice(index * size, index * size + size);
-    const out: RowResult[] = [];
-    for (const id of ids) {
-      const p = this.store.pair(id);
-      if (!p) {
-        out.push({ kind: "filtered" }); // deleted since the snapshot
-        continue;
-      }
-      const res = this.resolution(id);
-      if (res.winner === null) {
-        out.push({ kind: "filtered" });
-        continue;
-      }
-      const tie = res.winner === "tie";
-      if (tie && (this.opts.dropTies ?? true)) {
-        out.push({ kind: "tie" });
-        continue;
-      }
-      const [c, r] = res.winner === "b" ? [p.imageB, p.imageA] : [p.imageA, p.imageB];
-      const ci = this.store.image(c);
-      const ri = this.store.image(r);
-      const field = (img: StoredImage) => `image ${img.id}`;
-      if (ci === null || ri === null) {
-        out.push(badRow("missing-file", this.name, id, `image ${ci === null ? c : r}`, "the pair names an image the store does not hold"));
-        continue;
-      }
-      if (ci.data === null && ci.path === null) {
-        out.push(badRow("missing-file", this.name, id, field(ci), "image has neither bytes nor a path"));
-        continue;
-      }
-      const pair: PreferencePair = {
-        id: String(id),
-        prompt: p.prompt,
-        chosen: ci.data ?? ci.path!,
-        rejected: ri.data ?? ri.path!,
-        fields: { chosen: field(ci), rejected: field(ri) },
-        tie,
-        source: { file: this.name, row: id },
-        meta: { labelledBy: res.by, votes: res.votes, imageA: p.imageA, imageB: p.imageB },
-      };
-      if (this.opts.checkImages) {
-        const bad = await checkPairImages(this.name, id, { img: pair.chosen, field: field(ci) }, { img: pair.rejected, field: field(ri) });
-        if (bad) {
-          out.push(bad);
-          continue;
-        }
-      }
-      out.push({ kind: "pair", pair, swapped: res.winner === "b" });
-    }
-    return out;
+  /** Writes labelled pairs as a Pick-a-Pic-schema parquet file; see store-export.ts. */
+  exportParquet(file: string, opts: ExportParquetOptions = {}): Promise<{ rows: number }> {
+    return exportStoreParquet(this, file, opts);
   }
 }

@@ -40,12 +40,9 @@ export async function runFlowTrain(o: FlowTrainInput) {
   const pg = o.processGroup;
   const rank = pg?.rank ?? 0, world = pg?.worldSize ?? 1, isMain = rank === 0;
   const { loadFlowPipeline, disposeFlowPipeline } = await import("../models/flow-generate.js");
-  const { SD3Denoiser, FluxDenoiser, FLOW_LORA_TARGETS, flowValidationSampler, injectFlowLora, packFlowConditioning } = await import("../models/flow-dpo.js");
-  const { encodeSD3Prompt } = await import("../models/sd3/pipeline.js");
-  const { encodeFluxPrompt } = await import("../models/flux/pipeline.js");
+  const { SD3Denoiser, FluxDenoiser, FLOW_LORA_TARGETS, flowValidationSampler, injectFlowLora, flowPromptEncoder, flowTrainingNoising } = await import("../models/flow-dpo.js");
   const { sd3TransformerConfigToJson } = await import("../models/sd3/transformer.js");
   const { fluxTransformerConfigToJson } = await import("../models/flux/transformer.js");
-  const { flowMatchingNoising } = await import("../diffusion/flow/training.js");
   const { DpoTrainer } = await import("../train/trainer.js");
   const { LoaderBatchSource } = await import("../train/data.js");
   const { jsonlMetricsLog } = await import("../train/events.js");
@@ -84,16 +81,8 @@ export async function runFlowTrain(o: FlowTrainInput) {
         throw new UsageError(`--lora-targets ${targets.join(",")}: ${(err as Error).message}`);
       }
     }
-    const maxLen = isSd3 ? 77 : 512;
-    const encodePrompts = (prompts: string[]) => {
-      if (flow.family === "sd3") {
-        const e = encodeSD3Prompt(flow.pipe, prompts, maxLen);
-        return packFlowConditioning(e.promptEmbeds, e.pooledPromptEmbeds);
-      }
-      const e = encodeFluxPrompt(flow.pipe, prompts, maxLen);
-      return packFlowConditioning(e.promptEmbeds, e.pooledPromptEmbeds);
-    };
-    const noising = flowMatchingNoising(flow.pipe.scheduler, isSd3 ? { scheme: "logit_normal", logitMean: 0, logitStd: 1 } : { scheme: "uniform" });
+    const encodePrompts = flowPromptEncoder(flow);
+    const noising = flowTrainingNoising(flow.family, flow.pipe.scheduler);
     const factor = 2 ** (vae.config.blockOutChannels.length - 1);
     const resolution = cfg.data.resolution ?? (isSd3 ? flow.pipe.transformer.config.sampleSize * factor : 1024);
     const loader = o.data.loader({ batchSize: cfg.batchSize, augment: { resolution, crop: cfg.data.crop, flip: cfg.data.flip }, seed: cfg.seed, workers: cfg.data.workers, rank, worldSize: world });

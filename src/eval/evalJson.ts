@@ -37,7 +37,8 @@ export interface EvalConfig {
   prompts: string;
   promptCount: number;
   seeds: number[];
-  sampler: SamplerName;
+  /** A UNet sampler, or "flow_match_euler" (SD3 / Flux folders). */
+  sampler: SamplerName | "flow_match_euler";
   steps: number;
   guidance: number;
   rewards: string[];

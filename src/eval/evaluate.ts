@@ -8,16 +8,13 @@
 // The library emits events; the CLI draws them.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { generate, type RgbImage } from "../sample/generate.js";
+import type { RgbImage } from "../sample/generate.js";
 import { encodePng } from "../sample/png.js";
-import type { SamplerName } from "../diffusion/index.js";
-import { NoiseSchedule } from "../diffusion/index.js";
-import { encodePrompts as encodeWith } from "../models/pipeline.js";
 import type { RewardModel } from "../feedback/reward.js";
 import { openPreferenceData, type OpenOptions } from "../data/open.js";
 import { tensor } from "../tensor/index.js";
 import type { PairBatch } from "../train/dpo-step.js";
-import type { ModelPair } from "./models.js";
+import type { EvalModels, EvalSamplerName } from "./models.js";
 import type { EvalPrompt } from "./prompts.js";
 import { clusterBootstrap, winRate, winRateByCategory, type ComparedSample, type WinRate } from "./stats.js";
 import { diversity, type DiversityResult } from "./diversity.js";
@@ -62,13 +59,14 @@ export interface PairsInput {
 }
 
 export interface EvaluateOptions {
-  models: ModelPair;
+  /** The UNet pair (loadModelPair) or the SD3 / Flux pair (loadFlowModelPair); loadEvalModels picks. */
+  models: EvalModels;
   prompts: EvalPrompt[];
   /** Name of the prompt set (the file), for the config. */
   promptSource: string;
   /** Seeds per prompt (the same for base and tuned). */
   seeds: number[];
-  sampler: SamplerName;
+  sampler: EvalSamplerName;
   steps: number;
   guidance: number;
   rewards: RewardModel[];
@@ -166,12 +164,10 @@ export async function evaluate(o: EvaluateOptions): Promise<EvalJson> {
     const phase: EvalPhase = which === "base" ? "sample-base" : "sample-tuned";
     emit({ type: "phase", phase, total: jobs.length });
     let done = 0;
-    return o.models.use(which, (model) => generate({
-      model, prompts: jobPrompts, seeds: jobSeeds, sampler: o.sampler, steps: o.steps, guidance: o.guidance, batchSize,
-      onEvent: (e) => {
-        if (e.type === "image") emit({ type: "progress", phase, done: ++done, total: jobs.length, detail: e.prompt });
-      },
-    }));
+    return o.models.sample(which, {
+      prompts: jobPrompts, seeds: jobSeeds, sampler: o.sampler, steps: o.steps, guidance: o.guidance, batchSize,
+      onImage: (prompt) => emit({ type: "progress", phase, done: ++done, total: jobs.length, detail: prompt }),
+    });
   };
   const baseImages = sampleSide("base");
   const tunedImages = sampleSide("tuned");
@@ -227,11 +223,11 @@ export async function evaluate(o: EvaluateOptions): Promise<EvalJson> {
     const candJobs = o.prompts.flatMap((p) => Array.from({ length: maxN }, (_, j) => ({ prompt: p.prompt, seed: first + j })));
     emit({ type: "phase", phase: "best-of-n", total: candJobs.length });
     let done = 0;
-    const cand = o.models.use("base", (model) => generate({
-      model, prompts: candJobs.map((c) => c.prompt), seeds: candJobs.map((c) => c.seed), sampler: o.sampler, steps: o.steps,
+    const cand = o.models.sample("base", {
+      prompts: candJobs.map((c) => c.prompt), seeds: candJobs.map((c) => c.seed), sampler: o.sampler, steps: o.steps,
       guidance: o.guidance, batchSize,
-      onEvent: (e) => { if (e.type === "image") emit({ type: "progress", phase: "best-of-n", done: ++done, total: candJobs.length }); },
-    }));
+      onImage: () => emit({ type: "progress", phase: "best-of-n", done: ++done, total: candJobs.length }),
+    });
     bon = {};
     for (const r of o.rewards) {
       const cs = await scoreAll(r, cand, candJobs.map((c) => c.prompt), batchSize, () => {});
@@ -249,15 +245,11 @@ export async function evaluate(o: EvaluateOptions): Promise<EvalJson> {
   let implicit: ImplicitSummary | null = null;
   if (o.pairs !== undefined) {
     emit({ type: "phase", phase: "implicit", total: o.pairs.limit ?? 0 });
-    const shared = o.models.shared;
     const resolution = baseImages[0]!.width;
-    const schedule = new NoiseSchedule(shared.scheduler);
     const r = await implicitRewardAccuracy(preferenceBatches(o.pairs, resolution), {
       policy: o.models.denoiser("tuned"),
       reference: o.models.denoiser("base"),
-      encodePrompts: (ps) => encodeWith(shared, ps),
-      encodeImages: shared.vae ? (px) => shared.vae!.encodeLatents(px) : undefined,
-      schedule,
+      ...o.models.implicitInputs(),
       draws: o.implicitDraws ?? 10,
       beta: o.beta,
       onEvent: (e) => emit({ type: "progress", phase: "implicit", done: e.pairsDone, total: o.pairs?.limit ?? e.pairsDone, detail: `acc ${e.accuracySoFar.toFixed(3)}` }),

@@ -12,8 +12,11 @@
 // the mean inside is on the training loss's scale. Model = reference gives inside = 0 for every
 // pair, so accuracy ½ exactly. Randomness comes from one seeded generator: per batch and draw, the
 // noise [N, C, H, W] first, then the timesteps [N] (dpoStep's order).
+// Flow-matching models (SD3 / Flux) pass their training `noising` instead of a schedule: t = σ·T
+// drawn from its density, x_t = (1 − σ)·x0 + σ·ε, target ε − x0, σ and ε shared within a pair.
 import { Generator, cat, noGrad, randint, randn, tensor, tidy, type Tensor } from "../tensor/index.js";
 import type { NoiseSchedule, PredictionType } from "../diffusion/index.js";
+import type { TrainingNoising } from "../diffusion/flow/training.js";
 import { DEFAULT_BETA, insideOf, perSampleErrors } from "../losses/preference.js";
 import { noisedPairs, type DenoisingModel, type PairBatch } from "../train/dpo-step.js";
 import { wilsonInterval } from "./stats.js";
@@ -27,7 +30,10 @@ export interface ImplicitAccuracyOptions {
   encodePrompts: (prompts: string[]) => Tensor;
   /** Pixels [2N, 3, H, W] in [−1, 1] → the UNet's input space (the VAE's scaled latents); identity when absent. */
   encodeImages?: (pixels: Tensor) => Tensor;
-  schedule: NoiseSchedule;
+  /** The DDPM schedule (UNet models); give this or `noising`. */
+  schedule?: NoiseSchedule;
+  /** A family's training noising instead of the schedule (flow matching: src/diffusion/flow/training). */
+  noising?: TrainingNoising;
   /** Default: the schedule's prediction type. */
   predictionType?: PredictionType;
   /** Timestep draws per pair (default 10, the paper's). */
@@ -65,8 +71,10 @@ export async function implicitRewardAccuracy(
   const draws = opts.draws ?? 10;
   if (!Number.isInteger(draws) || draws < 1) throw new Error(`implicit accuracy: draws (timesteps per pair) must be a positive integer, got ${draws}`);
   const beta = opts.beta ?? DEFAULT_BETA;
-  const predictionType = opts.predictionType ?? opts.schedule.predictionType;
-  const T = opts.schedule.numTrainTimesteps;
+  const { schedule, noising } = opts;
+  if ((schedule === undefined) === (noising === undefined)) throw new Error("implicit accuracy: give exactly one of schedule (DDPM) or noising (a flow-matching process)");
+  const predictionType = opts.predictionType ?? schedule?.predictionType ?? "epsilon";
+  const T = schedule?.numTrainTimesteps ?? noising!.numTrainTimesteps;
   const gen = new Generator(opts.seed ?? 0);
   const insides: number[] = [];
   let right = 0;
@@ -88,8 +96,8 @@ export async function implicitRewardAccuracy(
         const previous = sum;
         sum = tidy(() => {
           const noisePairs = randn([n, c, h, w], gen, { device });
-          const tPairs = Array.from(randint(0, T, [n], gen).toArray(), (v) => Math.round(v));
-          const { noisy, target, tTensor } = noisedPairs(x0, noisePairs, tPairs, { schedule: opts.schedule, predictionType });
+          const tPairs = noising !== undefined ? noising.drawTimesteps(n, gen) : Array.from(randint(0, T, [n], gen).toArray(), (v) => Math.round(v));
+          const { noisy, target, tTensor } = noisedPairs(x0, noisePairs, tPairs, noising ?? { schedule: schedule!, predictionType });
           const p = perSampleErrors(opts.policy(noisy, tTensor, cond), target);
           const r = perSampleErrors(opts.reference(noisy, tTensor, cond), target);
           const inside = insideOf(p, { rw: r.lw, rl: r.ll }, beta);

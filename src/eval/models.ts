@@ -17,14 +17,60 @@
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { SafetensorsFile } from "../io/safetensors.js";
-import { disposeTextToImageModel, loadModelFolder, loadWeightsInto, type TextToImageModel } from "../models/pipeline.js";
+import { disposeTextToImageModel, encodePrompts, loadModelFolder, loadWeightsInto, type TextToImageModel } from "../models/pipeline.js";
 import { loadLoraStateDict, loraConfig, loraScaleFromMetadata, normalizeLoraKey, setLoraEnabled } from "../nn/lora.js";
 import type { DenoisingModel } from "../train/dpo-step.js";
 import { latestCheckpoint } from "../train/checkpoint.js";
+import { generate, type RgbImage } from "../sample/generate.js";
+import { NoiseSchedule, samplerForScheduler, type SamplerName } from "../diffusion/index.js";
+import type { TrainingNoising } from "../diffusion/flow/training.js";
+import type { Tensor } from "../tensor/index.js";
 
 export type TunedKind = "full" | "unet" | "lora";
 
-export interface ModelPair {
+/** A sampler name as eval.json records it: the UNet samplers, or the SD3 / Flux pipelines' FlowMatch Euler. */
+export type EvalSamplerName = SamplerName | "flow_match_euler";
+
+export interface EvalSampleRequest {
+  prompts: string[];
+  seeds: number[];
+  sampler: EvalSamplerName;
+  steps: number;
+  guidance: number;
+  batchSize: number;
+  /** After each image. */
+  onImage?: (prompt: string) => void;
+}
+
+/** What implicit-reward accuracy needs beside the two denoisers (both sides share them: only the denoiser trains). */
+export interface ImplicitInputs {
+  encodePrompts: (prompts: string[]) => Tensor;
+  /** Pixels in [−1, 1] → the denoiser's input space (the VAE's scaled latents). */
+  encodeImages?: (pixels: Tensor) => Tensor;
+  /** The DDPM schedule (UNet models) or the family's training noising (flow matching), exactly one. */
+  schedule?: NoiseSchedule;
+  noising?: TrainingNoising;
+}
+
+/**
+ * The two models an evaluation compares, whatever the family: evaluate() reaches the models only
+ * through these (the UNet pair below, the SD3 / Flux pair in src/eval/flow-models.ts).
+ */
+export interface EvalModels {
+  /** "full" | "unet" | "lora", or "transformer" (SD3 / Flux transformer-only weights). */
+  readonly kind: string;
+  readonly source: { base: string; tuned: string; lora?: { rank: number; alpha: number; targets: string[] } };
+  /** The sampler used when none is asked for (UNet: the base folder's scheduler class, as in diffusers). */
+  defaultSampler(): EvalSamplerName;
+  /** One image per (prompt, seed) from one side. */
+  sample(which: "base" | "tuned", request: EvalSampleRequest): RgbImage[];
+  /** A denoiser call for one side (adapters switched for the duration of each call). */
+  denoiser(which: "base" | "tuned"): DenoisingModel;
+  implicitInputs(): ImplicitInputs;
+  dispose(): void;
+}
+
+export interface ModelPair extends EvalModels {
   readonly kind: TunedKind;
   /** Where each model came from (for the report). */
   readonly source: { base: string; tuned: string; lora?: { rank: number; alpha: number; targets: string[] } };
@@ -85,7 +131,7 @@ export function classifyWeights(file: string): "lora" | "unet" {
 }
 
 /** α for a LoRA file: its metadata, else lora.alpha of a training config beside it (or one level up). */
-function loraAlpha(file: string, metadata: Record<string, string>): number | undefined {
+export function loraAlpha(file: string, metadata: Record<string, string>): number | undefined {
   const fromMeta = loraScaleFromMetadata(metadata);
   if (fromMeta !== null) return fromMeta.alpha;
   const dir = dirname(file);
@@ -122,6 +168,32 @@ export function runBaseModel(runDir: string): string | null {
   return null;
 }
 
+type UnetPairCore = Omit<ModelPair, "defaultSampler" | "sample" | "implicitInputs">;
+
+/** The EvalModels members of a UNet pair, from its `use` and `shared`. */
+function withEvalHooks(core: UnetPairCore): ModelPair {
+  return {
+    ...core,
+    defaultSampler: () => samplerForScheduler(core.shared.schedulerClass),
+    sample(which, r) {
+      if (r.sampler === "flow_match_euler") throw new Error("the flow_match_euler sampler is for SD3 / Flux folders; this is a UNet model");
+      const sampler = r.sampler;
+      return core.use(which, (model) => generate({
+        model, prompts: r.prompts, seeds: r.seeds, sampler, steps: r.steps, guidance: r.guidance, batchSize: r.batchSize,
+        onEvent: (e) => { if (e.type === "image") r.onImage?.(e.prompt); },
+      }));
+    },
+    implicitInputs() {
+      const shared = core.shared;
+      return {
+        encodePrompts: (ps) => encodePrompts(shared, ps),
+        encodeImages: shared.vae ? (px) => shared.vae!.encodeLatents(px) : undefined,
+        schedule: new NoiseSchedule(shared.scheduler),
+      };
+    },
+  };
+}
+
 /** Loads the base folder and the tuned model (see the file comment). */
 export function loadModelPair(baseDir: string, tunedSpec: string, opts: { device?: string } = {}): ModelPair {
   const tuned = resolveTuned(tunedSpec);
@@ -139,7 +211,7 @@ export function loadModelPair(baseDir: string, tunedSpec: string, opts: { device
       }
       const lora = loraConfig(base.unet) ?? undefined;
       const set = (which: "base" | "tuned") => setLoraEnabled(base.unet, which === "tuned");
-      return {
+      return withEvalHooks({
         kind: "lora",
         source: { base: resolve(baseDir), tuned: tuned.path, lora },
         shared: base,
@@ -162,7 +234,7 @@ export function loadModelPair(baseDir: string, tunedSpec: string, opts: { device
           };
         },
         dispose: () => disposeTextToImageModel(base),
-      };
+      });
     }
     let other: TextToImageModel;
     if (tuned.kind === "full") {
@@ -177,7 +249,7 @@ export function loadModelPair(baseDir: string, tunedSpec: string, opts: { device
       }
     }
     const models = { base, tuned: other };
-    return {
+    return withEvalHooks({
       kind: tuned.kind,
       source: { base: resolve(baseDir), tuned: tuned.path },
       shared: base,
@@ -187,7 +259,7 @@ export function loadModelPair(baseDir: string, tunedSpec: string, opts: { device
         disposeTextToImageModel(base);
         disposeTextToImageModel(other);
       },
-    };
+    });
   } catch (err) {
     disposeTextToImageModel(base);
     throw err;

@@ -16,7 +16,9 @@ import { calculateShift, flowSetTimesteps, linspace64, type FlowMatchSchedulerCo
 import { flowSample } from "../diffusion/flow/sample.js";
 import { fluxCheckpointed, sd3Checkpointed, type CheckpointedRun } from "./flow-checkpoint.js";
 import { perSampleErrors } from "../losses/preference.js";
-import type { TrainingNoising } from "../diffusion/flow/training.js";
+import { flowMatchingNoising, type TrainingNoising } from "../diffusion/flow/training.js";
+import { encodeSD3Prompt, type SD3Pipeline } from "./sd3/pipeline.js";
+import { encodeFluxPrompt, type FluxPipeline } from "./flux/pipeline.js";
 import type { SD3Transformer2DModel } from "./sd3/transformer.js";
 import { latentImageIds, packLatents, unpackLatents, type FluxTransformer2DModel } from "./flux/transformer.js";
 
@@ -31,6 +33,26 @@ export function packFlowConditioning(states: Tensor, pooled: Tensor): Tensor {
 export function unpackFlowConditioning(cond: Tensor, pooledDim: number): { states: Tensor; pooled: Tensor } {
   const l = cond.shape[1]! - 1;
   return { states: cond.slice(1, 0, l), pooled: cond.slice(1, l).reshape([cond.shape[0]!, -1]).slice(1, 0, pooledDim) };
+}
+
+/**
+ * The Flow-DPO noising of a family, as training and evaluation use it: SD3 draws σ logit-normal(0, 1)
+ * over the shift-3 table (train_dreambooth_sd3's defaults), Flux uniform over the unshifted table
+ * (train_dreambooth_flux's weighting_scheme "none").
+ */
+export function flowTrainingNoising(family: "sd3" | "flux", scheduler: FlowMatchSchedulerConfig): TrainingNoising {
+  return flowMatchingNoising(scheduler, family === "sd3" ? { scheme: "logit_normal", logitMean: 0, logitStd: 1 } : { scheme: "uniform" });
+}
+
+/**
+ * Prompts → packed conditioning (encode_prompt's states and pooled, packFlowConditioning) with the
+ * training scripts' T5 max_sequence_length: 77 (SD3) / 512 (Flux).
+ */
+export function flowPromptEncoder(flow: { family: "sd3"; pipe: SD3Pipeline } | { family: "flux"; pipe: FluxPipeline }): (prompts: string[]) => Tensor {
+  return (prompts) => {
+    const e = flow.family === "sd3" ? encodeSD3Prompt(flow.pipe, prompts, 77) : encodeFluxPrompt(flow.pipe, prompts, 512);
+    return packFlowConditioning(e.promptEmbeds, e.pooledPromptEmbeds);
+  };
 }
 
 /** diffusers' LoRA targets for the MMDiT / Flux blocks: attention (both streams) and feed-forwards. */

@@ -71,6 +71,7 @@ export default defineCommand({
     reportOnly: { type: "boolean", description: "Only re-render <out>/report.html from <out>/eval.json and the human votes (no sampling; --tuned, --prompts not needed)", default: false },
     embedImages: { type: "boolean", description: "Embed the images in report.html as data URIs (--no-embed-images: link images/ beside it)", default: true },
     batch: { type: "string", description: "Images per sampling / scoring batch", default: "16" },
+    size: { type: "string", description: "Sample side in pixels for SD3 / Flux folders (0: the model's default, SD3 sample_size × 8, Flux 1024)", default: "0" },
     json: { type: "boolean", description: "Print the summary as one JSON object on stdout", default: false },
   },
   async run({ args }) {
@@ -86,7 +87,7 @@ export default defineCommand({
     if (!existsSync(args.tuned)) throw new UsageError(`--tuned ${args.tuned}: no such file or folder`);
     if (!existsSync(args.prompts)) throw new UsageError(`--prompts ${args.prompts}: no such file`);
     if (args.pairs !== undefined && !existsSync(args.pairs) && !args.pairs.includes("*")) throw new UsageError(`--pairs ${args.pairs}: no such file or folder`);
-    const { isSamplerName, SAMPLER_NAMES, samplerForScheduler } = await import("../../diffusion/index.js");
+    const { isSamplerName, SAMPLER_NAMES } = await import("../../diffusion/index.js");
     if (args.sampler !== undefined && !isSamplerName(args.sampler)) throw new UsageError(`--sampler ${args.sampler}: use one of ${SAMPLER_NAMES.join(", ")}`);
     const limit = int(args.limit, "--limit", 0);
     const nSeeds = int(args.seeds, "--seeds", 1);
@@ -100,6 +101,7 @@ export default defineCommand({
     const draws = int(args.draws, "--draws", 1);
     const beta = num(args.beta, "--beta", (n) => n > 0, "a positive number");
     const batchSize = int(args.batch, "--batch", 1);
+    const size = int(args.size, "--size", 0);
     const rewardNames = args.reward.split(",").map((s) => s.trim()).filter((s) => s !== "");
     if (rewardNames.length === 0) throw new UsageError("--reward needs at least one reward name");
     const formats = ["pickapic", "folder", "jsonl", "sqlite"] as const;
@@ -111,7 +113,7 @@ export default defineCommand({
     if (args.run !== undefined && !existsSync(args.run)) throw new UsageError(`--run ${args.run}: no such folder or file`);
 
     const { readPrompts, selectPrompts } = await import("../../eval/prompts.js");
-    const { loadModelPair } = await import("../../eval/models.js");
+    const { loadEvalModels } = await import("../../eval/flow-models.js");
     const { evaluate } = await import("../../eval/evaluate.js");
     const { readRunLog } = await import("../../eval/runLog.js");
     const { loadReward } = await import("../../feedback/registry.js");
@@ -130,12 +132,14 @@ export default defineCommand({
       }
     });
     const run = runPath === undefined ? undefined : { path: runPath, log: readRunLog(runPath) };
-    const models = loadModelPair(args.base, args.tuned);
+    const models = loadEvalModels(args.base, args.tuned, { size: size === 0 ? undefined : size });
     let bar: ProgressBar | null = null;
     try {
+      const flow = models.defaultSampler() === "flow_match_euler";
+      if (flow && args.sampler !== undefined) throw new UsageError("--sampler is not supported for SD3 / Flux folders (they sample with FlowMatch Euler)");
       const result = await evaluate({
         models, prompts, promptSource: args.prompts, seeds: Array.from({ length: nSeeds }, (_, i) => seedStart + i),
-        sampler: args.sampler !== undefined && isSamplerName(args.sampler) ? args.sampler : models.use("base", (m) => samplerForScheduler(m.schedulerClass)), steps, guidance, rewards, tieMargin, bootstrap, bestOfN,
+        sampler: args.sampler !== undefined && isSamplerName(args.sampler) ? args.sampler : models.defaultSampler(), steps, guidance, rewards, tieMargin, bootstrap, bestOfN,
         pairs: args.pairs === undefined ? undefined : {
           spec: args.pairs, limit: pairsLimit === 0 ? undefined : pairsLimit, batchSize,
           open: args.pairsFormat === undefined ? undefined : { format: args.pairsFormat as Format },

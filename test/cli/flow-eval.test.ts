@@ -71,6 +71,10 @@ for (const caseName of ["sd3-pipeline", "flux-pipeline"] as const) {
       assert.equal(self.implicitAccuracy!.ties, 4);
       assert.equal(self.implicitAccuracy!.meanInside, 0);
       assert.equal(self.winRate.appeal!.ties, 4, "identical samples tie");
+      // SD3 / Flux sample with FlowMatch Euler only: --sampler is a usage error naming the flag
+      const bad = await cli(["eval", "--base", folder, "--tuned", join(dir, "lora"), "--prompts", prompts, "--sampler", "ddim", "--out", join(dir, "eval-bad")]);
+      assert.equal(bad.code, 1);
+      assert.match(bad.stderr, /--sampler is not supported for SD3 \/ Flux folders/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
       rmSync(folder, { recursive: true, force: true });

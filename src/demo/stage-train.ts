@@ -6,13 +6,10 @@ import { loadTrainConfig, type TrainConfig } from "../config/train.js";
 import { openPreferenceData } from "../data/open.js";
 import { NoiseSchedule } from "../diffusion/index.js";
 import { readRunLog } from "../eval/runLog.js";
-import { disposeTextToImageModel, encodePrompts, loadModelFolder, saveModelFolder } from "../models/pipeline.js";
-import { injectLora } from "../nn/lora.js";
-import { defaultImageSize } from "../sample/generate.js";
+import { disposeTextToImageModel, loadModelFolder } from "../models/pipeline.js";
 import { listCheckpoints } from "../train/checkpoint.js";
-import { LoaderBatchSource } from "../train/data.js";
 import { jsonlMetricsLog } from "../train/events.js";
-import { DpoTrainer, loraAdapters } from "../train/trainer.js";
+import { buildTrainingRun, type TrainingRun } from "../train/run.js";
 import { DemoError, type DemoSettings } from "./settings.js";
 import type { DemoPaths, Emit, TrainStageSummary } from "./types.js";
 
@@ -26,6 +23,22 @@ function mean(xs: number[]): number | null {
 }
 
 /** Stage 3: DpoTrainer on the labelled training store; resumes from <out>/train's latest checkpoint. */
+/** The training config the demo's settings give (the same schema `diffusion-dpo train --config` reads). */
+export function demoTrainConfig(
+  settings: DemoSettings, paths: Pick<DemoPaths, "train" | "pairs">, predictionType: "epsilon" | "v_prediction", resume: boolean,
+): TrainConfig {
+  return loadTrainConfig({
+    flags: {
+      model: settings.model, outputDir: paths.train, predictionType, method: "dpo", beta: settings.beta, finetune: settings.finetune,
+      lora: { rank: settings.loraRank, alpha: settings.loraAlpha }, learningRate: settings.lr, scaleLr: false,
+      batchSize: settings.batch, gradientAccumulation: 1, maxSteps: settings.steps, warmupSteps: Math.min(settings.warmup, settings.steps),
+      lrSchedule: "constant_with_warmup", seed: settings.seed, promptDropout: settings.promptDropout,
+      checkpointEvery: settings.checkpointEvery, keepCheckpoints: 2, resume, logEvery: 1,
+      data: { path: paths.pairs, format: "sqlite", workers: 0 },
+    },
+  });
+}
+
 export async function trainStage(settings: DemoSettings, paths: DemoPaths, emit: Emit): Promise<TrainStageSummary> {
   const trainDir = paths.train;
   const checkpoints = listCheckpoints(trainDir);
@@ -55,7 +68,7 @@ export async function trainStage(settings: DemoSettings, paths: DemoPaths, emit:
     throw new DemoError(`${paths.pairs}: ${usablePairs} usable (labelled, untied) pairs, fewer than one batch of ${settings.batch}; give more --pairs-prompts or a larger --k`);
   }
   const model = loadModelFolder(settings.model);
-  let trainer: DpoTrainer | null = null;
+  let run: TrainingRun | null = null;
   try {
     const schedule = new NoiseSchedule(model.scheduler);
     // the model's own target (the emoji recipe predicts v), as the train command does
@@ -63,38 +76,14 @@ export async function trainStage(settings: DemoSettings, paths: DemoPaths, emit:
     if (predictionType !== "epsilon" && predictionType !== "v_prediction") {
       throw new DemoError(`${settings.model}: its scheduler predicts "${predictionType}"; Diffusion-DPO training supports epsilon and v_prediction`);
     }
-    const cfg: TrainConfig = loadTrainConfig({
-      flags: {
-        model: settings.model, outputDir: trainDir, predictionType, method: "dpo", beta: settings.beta, finetune: settings.finetune,
-        lora: { rank: settings.loraRank, alpha: settings.loraAlpha }, learningRate: settings.lr, scaleLr: false,
-        batchSize: settings.batch, gradientAccumulation: 1, maxSteps: settings.steps, warmupSteps: Math.min(settings.warmup, settings.steps),
-        lrSchedule: "constant_with_warmup", seed: settings.seed, promptDropout: settings.promptDropout,
-        checkpointEvery: settings.checkpointEvery, keepCheckpoints: 2, resume: last !== undefined, logEvery: 1,
-        data: { path: paths.pairs, format: "sqlite", workers: 0 },
-      },
-    });
-    const resolution = defaultImageSize(model);
-    const loader = data.loader({ batchSize: cfg.batchSize, augment: { resolution, crop: cfg.data.crop, flip: cfg.data.flip }, seed: cfg.seed, workers: 0 });
-    const source = new LoaderBatchSource(loader, cfg.batchSize);
-    model.textEncoder.requiresGrad(false).eval();
-    model.vae?.requiresGrad(false).eval();
-    model.unet.train();
-    let adapters;
-    if (cfg.finetune === "lora") {
-      injectLora(model.unet, { rank: cfg.lora.rank, alpha: cfg.lora.alpha, targets: cfg.lora.targets });
-      adapters = loraAdapters(model.unet);
-    }
-    const vae = model.vae;
+    const cfg = demoTrainConfig(settings, paths, predictionType, last !== undefined);
     const log = jsonlMetricsLog(metricsPath);
     let resumedFrom: string | null = null;
     let startStep = 0;
     let trainable = 0;
     let effectiveBatch = cfg.batchSize;
-    trainer = new DpoTrainer({
-      config: cfg, model: model.unet, adapters, schedule, data: source,
-      encodePrompts: (ps) => encodePrompts(model, ps),
-      encodeImages: vae ? (px, noise) => vae.encodeLatents(px, noise) : undefined,
-      saveFinal: cfg.finetune === "full" ? (dir) => saveModelFolder(dir, model) : undefined,
+    run = await buildTrainingRun({
+      model, config: cfg, data: { pairs: data },
       onEvent: (e) => {
         log(e);
         if (e.type === "start") {
@@ -118,7 +107,7 @@ export async function trainStage(settings: DemoSettings, paths: DemoPaths, emit:
         }
       },
     });
-    const result = await trainer.run();
+    const result = await run.run();
     if (result.finalPath === null) throw new Error(`training stopped at step ${result.step} of ${cfg.maxSteps} without final weights`);
     const steps = readRunLog(trainDir).steps;
     const tail = steps.slice(Math.floor(steps.length * 0.9));
@@ -129,7 +118,7 @@ export async function trainStage(settings: DemoSettings, paths: DemoPaths, emit:
       finalLoss: col("loss"), finalImplicitAcc: col("implicitAcc"), pairsPerSec: col("pairsPerSec"),
     };
   } finally {
-    trainer?.dispose();
+    await run?.dispose();
     await data.close();
     disposeTextToImageModel(model);
   }

@@ -1,6 +1,6 @@
 // `diffusion-dpo train`: Diffusion-DPO (and its variants) on preference pairs. Thin: resolve the
 // config (defaults < the resumed checkpoint's config.json < --config FILE < flags), load the
-// model folder and the data, hand them to DpoTrainer, render its events (progress bar on stderr,
+// model folder and the data, hand them to buildTrainingRun (src/train/run.ts, shared with the demo), render its events (progress bar on stderr,
 // metrics.jsonl in the run folder), print a summary (--json: one JSON object on stdout).
 //
 // --nproc N (N > 1, RANK unset): relaunches this same command as N local workers (torchrun's
@@ -13,7 +13,6 @@ import { ProgressBar } from "../progress.js";
 import type { PreferenceData } from "../../data/open.js";
 import type { TextToImageModel } from "../../models/pipeline.js";
 import type { Module } from "../../nn/module.js";
-import type { PairMicroConditioning } from "../../train/dpo-step.js";
 
 /** Flags that set one config key (dotted), by citty argument name. */
 const FLAG_KEYS = {
@@ -299,7 +298,7 @@ export async function train(args: TrainArgs): Promise<TrainSummary | null> {
     const { runFlowTrain } = await import("../flow-train.js");
     return runFlowTrain({ cfg, modelDir, data, device, gradientCheckpointing: args.gradientCheckpointing === true, processGroup: pg ?? undefined });
   }
-  const { loadModelFolder, encodePrompts, saveModelFolder, disposeTextToImageModel, isSdxlModel, unconditionalConditioning } = await import("../../models/pipeline.js");
+  const { loadModelFolder, disposeTextToImageModel, isSdxlModel } = await import("../../models/pipeline.js");
   const { NoiseSchedule } = await import("../../diffusion/index.js");
   let model: TextToImageModel;
   try {
@@ -319,56 +318,11 @@ export async function train(args: TrainArgs): Promise<TrainSummary | null> {
     throw new UsageError(`--model ${cfg.model}: its scheduler predicts "${schedule.predictionType}"; training supports epsilon and v_prediction`);
   }
 
-  const { LoaderBatchSource } = await import("../../train/data.js");
-  const { DpoTrainer, loraAdapters } = await import("../../train/trainer.js");
+  const { buildTrainingRun, LoraTargetsError } = await import("../../train/run.js");
   const { jsonlMetricsLog } = await import("../../train/events.js");
-  const { validationSampler } = await import("../../train/validation.js");
-  const { injectLora } = await import("../../nn/lora.js");
-  const { setInitSeed } = await import("../../nn/init.js");
-  const { defaultImageSize } = await import("../../sample/generate.js");
 
-  const { CachedPairSource } = await import("../../train/cache.js");
   const cleanup: (() => void | Promise<void>)[] = [() => data?.close(), () => cache?.close(), () => disposeTextToImageModel(model)];
   try {
-    const resolution = cache?.manifest.resolution ?? cfg.data.resolution ?? defaultImageSize(model);
-    let source: InstanceType<typeof LoaderBatchSource> | InstanceType<typeof CachedPairSource>;
-    if (cache !== null) {
-      source = new CachedPairSource(cache, cfg.batchSize, cfg.seed, device);
-    } else {
-      const loader = data!.loader({
-        batchSize: cfg.batchSize, augment: { resolution, crop: cfg.data.crop, flip: cfg.data.flip },
-        seed: cfg.seed, workers: cfg.data.workers, rank, worldSize: world,
-      });
-      const live = new LoaderBatchSource(loader, cfg.batchSize, device);
-      cleanup.unshift(() => live.close());
-      source = live;
-    }
-
-    // frozen text encoder (and VAE); the UNet is the policy
-    model.textEncoder.requiresGrad(false).eval();
-    model.textEncoder2?.requiresGrad(false).eval();
-    model.vae?.requiresGrad(false).eval();
-    const unet = model.unet;
-    unet.train();
-    let adapters;
-    if (cfg.finetune === "lora") {
-      try {
-        setInitSeed(cfg.seed); // the adapters' initial A matrices depend on the run's seed only
-        injectLora(unet, { rank: cfg.lora.rank, alpha: cfg.lora.alpha, targets: cfg.lora.targets });
-      } catch (err) {
-        throw new UsageError(`--lora-targets ${cfg.lora.targets.join(",")}: ${(err as Error).message}`);
-      }
-      adapters = loraAdapters(unet);
-    }
-    if (cfg.initFrom !== undefined) await initWeightsFrom(unet, cfg.initFrom, cfg.finetune);
-    const vae = model.vae;
-    // SDXL: time ids from each pair's augmentation (original size, crop), else the training size
-    const encode = (prompts: string[], micro?: PairMicroConditioning[]) => encodePrompts(model, prompts, { micro, size: resolution });
-    // with a cache the step reads the cached encodings (validation prompts still use the encoders)
-    const encodeForStep = cache === null ? encode : (prompts: string[], micro?: PairMicroConditioning[]) => cache!.encodePrompts(prompts, micro, device);
-    const factor = vae ? 2 ** (vae.config.blockOutChannels.length - 1) : 1;
-    const latent = resolution / factor;
-
     const metricsLog = join(cfg.outputDir, "metrics.jsonl");
     const log = isMain ? jsonlMetricsLog(metricsLog) : () => {};
     const bar = isMain ? new ProgressBar("train") : null;
@@ -377,57 +331,49 @@ export async function train(args: TrainArgs): Promise<TrainSummary | null> {
     let last: Record<string, number> | null = null;
     let pairsPerSecSum = 0;
     let stepsSeen = 0;
-    const trainer = new DpoTrainer({
-      config: cfg,
-      model: unet,
-      adapters,
-      encodePrompts: encodeForStep,
-      gradientCheckpointing: args.gradientCheckpointing === true,
-      encodeImages: vae && cache === null ? (px, noise) => vae.encodeLatents(px, noise) : undefined,
-      schedule,
-      data: source,
-      processGroup: pg ?? undefined,
-      sampleValidation: validationSampler({
-        encodePrompts: encode, unconditional: () => unconditionalConditioning(model, 1, { size: resolution }),
-        schedule, shape: [unet.config.inChannels, latent, latent], steps: cfg.validation.steps,
-        guidanceScale: cfg.validation.guidanceScale, decode: vae ? (x) => vae.decodeLatents(x) : undefined, device,
-      }),
-      saveFinal: cfg.finetune === "full"
-        ? (dir) => saveModelFolder(dir, model)
-        : cfg.lora.format !== "diffusers" ? async (dir) => (await import("../../models/convert/train-output.js")).saveLoraFinal(dir, unet, cfg) : undefined,
-      onEvent: (e) => {
-        log(e);
-        switch (e.type) {
-          case "start":
-            startStep = e.step;
-            resumedFrom = e.resumedFrom;
-            if (e.resumedFrom !== null) process.stderr.write(`resuming from ${e.resumedFrom} (step ${e.step})\n`);
-            process.stderr.write(
-              `train: ${cfg.method} β=${cfg.beta} ${cfg.finetune}${cfg.finetune === "lora" ? ` r=${cfg.lora.rank}` : ""}, ` +
-                `${e.trainableParameters.toLocaleString("en-US")} trainable parameters, effective batch ${e.effectiveBatch}, lr ${e.lr}` +
-                `${world > 1 ? `, ${world} processes` : ""}. The loss starts at ln 2 ≈ 0.693.\n`,
-            );
-            break;
-          case "step": {
-            last = { ...e.metrics };
-            pairsPerSecSum += e.metrics.pairsPerSec;
-            stepsSeen++;
-            const detail = `${startStep > 0 ? `step ${e.step}/${e.maxSteps} ` : ""}loss ${fmt(e.metrics.loss)} acc ${fmt(e.metrics.implicitAcc)} ` +
-              `${e.metrics.pairsPerSec.toFixed(1)} pairs/s`;
-            bar?.update(e.step - startStep, e.maxSteps - startStep, detail);
-            break;
+    let run: Awaited<ReturnType<typeof buildTrainingRun>>;
+    try {
+      run = await buildTrainingRun({
+        model, config: cfg, data: cache !== null ? { cache } : { pairs: data! }, device, processGroup: pg ?? undefined,
+        gradientCheckpointing: args.gradientCheckpointing === true,
+        prepareUNet: cfg.initFrom !== undefined ? (unet) => initWeightsFrom(unet, cfg.initFrom!, cfg.finetune) : undefined,
+        onEvent: (e) => {
+          log(e);
+          switch (e.type) {
+            case "start":
+              startStep = e.step;
+              resumedFrom = e.resumedFrom;
+              if (e.resumedFrom !== null) process.stderr.write(`resuming from ${e.resumedFrom} (step ${e.step})\n`);
+              process.stderr.write(
+                `train: ${cfg.method} β=${cfg.beta} ${cfg.finetune}${cfg.finetune === "lora" ? ` r=${cfg.lora.rank}` : ""}, ` +
+                  `${e.trainableParameters.toLocaleString("en-US")} trainable parameters, effective batch ${e.effectiveBatch}, lr ${e.lr}` +
+                  `${world > 1 ? `, ${world} processes` : ""}. The loss starts at ln 2 ≈ 0.693.\n`,
+              );
+              break;
+            case "step": {
+              last = { ...e.metrics };
+              pairsPerSecSum += e.metrics.pairsPerSec;
+              stepsSeen++;
+              const detail = `${startStep > 0 ? `step ${e.step}/${e.maxSteps} ` : ""}loss ${fmt(e.metrics.loss)} acc ${fmt(e.metrics.implicitAcc)} ` +
+                `${e.metrics.pairsPerSec.toFixed(1)} pairs/s`;
+              bar?.update(e.step - startStep, e.maxSteps - startStep, detail);
+              break;
+            }
+            case "warning":
+              process.stderr.write(`\nwarning: ${e.message}\n`);
+              break;
+            default:
+              break;
           }
-          case "warning":
-            process.stderr.write(`\nwarning: ${e.message}\n`);
-            break;
-          default:
-            break;
-        }
-      },
-    });
-    cleanup.unshift(() => trainer.dispose());
+        },
+      });
+    } catch (err) {
+      if (err instanceof LoraTargetsError) throw new UsageError(`--lora-targets ${cfg.lora.targets.join(",")}: ${err.message}`);
+      throw err;
+    }
+    cleanup.unshift(() => run.dispose());
     const started = performance.now();
-    const result = await trainer.run();
+    const result = await run.run();
     bar?.done();
     if (!isMain) return null;
     return {

@@ -7,3 +7,4 @@ export * from "./data.js";
 export * from "./events.js";
 export * from "./validation.js";
 export * from "./cache.js";
+export * from "./run.js";

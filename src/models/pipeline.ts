@@ -23,10 +23,11 @@
 // Loading streams one tensor at a time into the built model, after checking the file's names
 // against the model's: missing or unexpected weights are an error listing them with the file.
 // Saving writes a temporary sibling folder and renames it into place.
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { randomBytes } from "node:crypto";
 import { SafetensorsFile, writeSafetensorsSync } from "../io/safetensors.js";
+import { readJsonObject } from "../util/config-json.js";
 import type { Module } from "../nn/module.js";
 import { getDefaultDevice, noGrad, setDefaultDevice, tensor, tidy, type Tensor } from "../tensor/index.js";
 import {
@@ -287,18 +288,6 @@ export interface LoadModelOptions {
 
 type ComponentEntry = [string | null, string | null] | null;
 
-function readJson(path: string, what: string): Record<string, unknown> {
-  if (!existsSync(path)) throw new Error(`${what}: ${path} is missing`);
-  let value: unknown;
-  try {
-    value = JSON.parse(readFileSync(path, "utf8"));
-  } catch (err) {
-    throw new Error(`${what}: ${path} is not valid JSON (${(err as Error).message})`);
-  }
-  if (value === null || typeof value !== "object" || Array.isArray(value)) throw new Error(`${what}: ${path} must hold a JSON object`);
-  return value as Record<string, unknown>;
-}
-
 function componentEntry(index: Record<string, unknown>, name: string, path: string): ComponentEntry {
   const v = index[name];
   if (v === undefined || v === null) return null;
@@ -318,7 +307,7 @@ export function componentWeightFiles(dir: string, base: string, variant?: string
   if (existsSync(single)) return [single];
   const indexPath = join(dir, `${stem}.safetensors.index.json`);
   if (existsSync(indexPath)) {
-    const index = readJson(indexPath, "sharded checkpoint");
+    const index = readJsonObject(indexPath, "sharded checkpoint");
     const map = index.weight_map;
     if (map === null || typeof map !== "object") throw new Error(`${indexPath}: no "weight_map" object`);
     const shards = [...new Set(Object.values(map as Record<string, unknown>).map(String))];
@@ -404,7 +393,7 @@ export function loadWeightsInto(module: Module, files: string[], rules: WeightLo
 function configWarnings(root: string, index: Record<string, unknown>): string[] {
   const out: (string | null)[] = [];
   const read = (name: string, file: string): Record<string, unknown> | null =>
-    componentEntry(index, name, join(root, "model_index.json")) === null || !existsSync(join(root, name, file)) ? null : readJson(join(root, name, file), name);
+    componentEntry(index, name, join(root, "model_index.json")) === null || !existsSync(join(root, name, file)) ? null : readJsonObject(join(root, name, file), name);
   const unet = read("unet", "config.json");
   if (unet !== null) out.push(unetConfigWarning(unet, join(root, "unet", "config.json")));
   for (const name of ["text_encoder", "text_encoder_2"]) {
@@ -426,7 +415,7 @@ export function loadModelFolder(dir: string, opts: LoadModelOptions = {}): TextT
   const root = resolve(dir);
   const indexPath = join(root, "model_index.json");
   if (!existsSync(root) || !statSync(root).isDirectory()) throw new Error(`model folder ${root} does not exist`);
-  const index = readJson(indexPath, "model folder");
+  const index = readJsonObject(indexPath, "model folder");
   for (const required of ["unet", "text_encoder", "tokenizer", "scheduler"]) {
     if (componentEntry(index, required, indexPath) === null) {
       throw new Error(`${indexPath}: the "${required}" component is missing; a text-to-image folder needs unet, text_encoder, tokenizer and scheduler`);
@@ -449,26 +438,26 @@ export function loadModelFolder(dir: string, opts: LoadModelOptions = {}): TextT
   // Configs, tokenizer and scheduler first: a mismatch fails before any weights are built or read.
   const unetDir = join(root, "unet");
   const unetConfigPath = join(unetDir, "config.json");
-  const { config: unetConfig } = parseUNetConfig(readJson(unetConfigPath, "unet"), unetConfigPath);
+  const { config: unetConfig } = parseUNetConfig(readJsonObject(unetConfigPath, "unet"), unetConfigPath);
   const textDir = join(root, "text_encoder");
   const textConfigPath = join(textDir, "config.json");
-  const textJson = readJson(textConfigPath, "text_encoder");
+  const textJson = readJsonObject(textConfigPath, "text_encoder");
   const textConfig = clipTextConfigFromJson(textJson, textConfigPath);
   const arch = Array.isArray(textJson.architectures) ? textJson.architectures[0] : undefined;
   const withProjection = textEntry[1] === "CLIPTextModelWithProjection" || arch === "CLIPTextModelWithProjection";
   const text2Dir = join(root, "text_encoder_2");
   const text2ConfigPath = join(text2Dir, "config.json");
-  const text2Config = text2Entry === null ? null : clipTextConfigFromJson(readJson(text2ConfigPath, "text_encoder_2"), text2ConfigPath);
+  const text2Config = text2Entry === null ? null : clipTextConfigFromJson(readJsonObject(text2ConfigPath, "text_encoder_2"), text2ConfigPath);
   if (text2Entry !== null && text2Entry[1] !== "CLIPTextModelWithProjection") {
     throw new Error(`${indexPath}: text_encoder_2 class "${String(text2Entry[1])}" is not supported (SDXL's is CLIPTextModelWithProjection)`);
   }
   const vaeDir = join(root, "vae");
   const vaeConfigPath = join(vaeDir, "config.json");
-  const vaeConfig = vaeEntry === null ? null : autoencoderKLConfigFromJson(readJson(vaeConfigPath, "vae"), vaeConfigPath);
+  const vaeConfig = vaeEntry === null ? null : autoencoderKLConfigFromJson(readJsonObject(vaeConfigPath, "vae"), vaeConfigPath);
   const tokenizer = ClipTokenizer.fromFolder(join(root, "tokenizer"));
   const tokenizer2 = text2Entry === null ? undefined : ClipTokenizer.fromFolder(join(root, "tokenizer_2"));
   const schedulerPath = join(root, "scheduler", "scheduler_config.json");
-  const schedulerJson = readJson(schedulerPath, "scheduler");
+  const schedulerJson = readJsonObject(schedulerPath, "scheduler");
   const scheduler = scheduleConfigFromDiffusers(schedulerJson, schedulerPath);
   const schedulerEntry = componentEntry(index, "scheduler", indexPath)!;
   const schedulerClass = typeof schedulerJson._class_name === "string" ? schedulerJson._class_name : schedulerEntry[1] ?? "DDPMScheduler";

@@ -38,12 +38,16 @@ test("sample: --prompt (repeated) and --prompts FILE → PNGs, grid, samples.jso
   const meta = await sharp(j.grid).metadata();
   assert.ok(meta.width! > 8 && meta.height! > 8);
   assert.equal(JSON.parse(readFileSync(join(out, "samples.json"), "utf8")).length, 6);
-  // image 2 ("blue circle", seed 7) again, alone, with batch 1: identical pixels
+  // image 2 ("blue circle", seed 7) again, alone, with batch 1: the same image. A batch of 6 and a
+  // batch of 1 run different matmul kernels, so the floats agree to rounding and an 8-bit pixel
+  // sitting on a rounding boundary may move by one level (seen once in 192 under OPENBLAS_CORETYPE=Haswell)
   const r2 = await cli(["sample", "--model", modelDir, "--prompt", "blue circle", "--seed", "7", "--steps", "3", "--batch", "1", "--out", join(dir, "s2"), "--json"]);
   assert.equal(r2.code, 0, r2.stderr);
   const a = await readImage(j.files[2]);
   const b = await readImage(r2.json().files[0]);
-  assert.deepEqual(b.data, a.data);
+  let worst = 0, moved = 0;
+  a.data.forEach((v, i) => { const d = Math.abs(v - b.data[i]!); worst = Math.max(worst, d); if (d > 0) moved++; });
+  assert.ok(worst <= 1 && moved <= a.data.length / 20, `batch 1 vs batch 6: ${moved} of ${a.data.length} values moved, by up to ${worst}`);
   // the duplicate prompt from the file with the same seed (7 vs 9) differs: seeds matter
   assert.notDeepEqual((await readImage(j.files[4])).data, a.data);
 });

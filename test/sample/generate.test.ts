@@ -1,5 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { assertPixelsNear } from "../_close.js";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -38,7 +39,8 @@ test("generate: seeds decide the image, independent of batch; img2img at strengt
     const alone = generate({ ...common, prompts: ["blue car"], seeds: [9] });
     assert.equal(both.length, 2);
     assert.equal(both[0]!.width, 16);
-    assert.deepEqual(alone[0]!.data, both[1]!.data);
+    // batch 2 vs batch 1: different kernels, so pixels agree within one 8-bit level (test/_close.ts)
+    assertPixelsNear(alone[0]!.data, both[1]!.data, "seed 9 alone vs in a batch of 2");
     const other = generate({ ...common, prompts: ["blue car"], seeds: [10] });
     assert.notDeepEqual(other[0]!.data, alone[0]!.data);
     // a stochastic sampler is reproducible too

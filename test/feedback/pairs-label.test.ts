@@ -1,5 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { assertPixelsNear } from "../_close.js";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -58,7 +59,8 @@ test("generatePairs: K candidates per prompt with recorded seeds, paired; re-run
   assert.deepEqual(imgs.map((i) => i.meta?.["candidate"]), [0, 1, 2]);
   // a candidate regenerates alone from its recorded seed
   const again = generate({ model, prompts: ["a cat"], seeds: [imgs[1]!.seed!], steps: 1, guidance: 2, sampler: "ddim" });
-  assert.deepEqual(await decode(store.imageBytes(imgs[1]!.id)), again[0]!.data);
+  // (sampled in a batch of 4 then, alone now: different kernels, equal within one 8-bit level)
+  assertPixelsNear(await decode(store.imageBytes(imgs[1]!.id)), again[0]!.data, "candidate regenerated alone");
   // every pair joins two images of one prompt
   for (const id of store.pairIds()) {
     const p = store.pair(id)!;

@@ -95,12 +95,14 @@ test("sdxl train --gradient-checkpointing: the LoRA run's losses (gradients equa
   assert.equal(r.code, 0, r.stderr);
   const [a, b] = [lossesOf(join(dir, "lora")), lossesOf(out)];
   assert.equal(b.length, 3);
-  // step 1: the same forward; step 2: after one update from gradients equal to ~1e-6. Later steps
-  // drift further: AdamW divides each gradient by its own running scale, so float-noise-sized
-  // components (measured 3.6e-4 apart at step 3, β 5000) follow their rounding.
+  // step 1: the same forward. After that the runs drift although the gradients agree to ~1e-6
+  // (test/models/unet-checkpoint.test.ts checks them): AdamW's first update is ≈ lr·sign(g), so
+  // float-noise-sized gradient components take full lr-sized steps in whatever direction their
+  // rounding gives, and the rounding depends on the BLAS kernel. Measured step 2 / step 3 gaps:
+  // 1.3e-6 / 3.6e-4 with OpenBLAS SkylakeX kernels, 2.1e-4 / 4.0e-5 with OPENBLAS_CORETYPE=Haswell; the bounds keep ≥ 9× over those.
   assert.equal(b[0], a[0]);
-  assert.ok(Math.abs(a[1]! - b[1]!) <= 1e-5, `step 2: ${a[1]} vs ${b[1]}`);
-  assert.ok(Math.abs(a[2]! - b[2]!) <= 2e-3, `step 3: ${a[2]} vs ${b[2]}`);
+  assert.ok(Math.abs(a[1]! - b[1]!) <= 2e-3, `step 2: ${a[1]} vs ${b[1]}`);
+  assert.ok(Math.abs(a[2]! - b[2]!) <= 2e-2, `step 3: ${a[2]} vs ${b[2]}`);
 });
 
 test("sdxl train: a run resumed at step 2 reproduces the uninterrupted run's losses", async () => {

@@ -2,7 +2,6 @@
 // reported (not silently dropped): a key we do not read may change what diffusers would build or
 // sample, so the user should know the folder is not loaded exactly as written.
 import { SCHEDULER_CLASS_SAMPLERS } from "../diffusion/samplers/registry.js";
-import { parseUNetConfig } from "./unet/config.js";
 
 /** Bookkeeping keys transformers writes into every config.json; never behaviour. */
 const TRANSFORMERS_METADATA = new Set([
@@ -33,8 +32,8 @@ export function unknownKeysWarning(
 /** AutoencoderKL keys that only some pipelines use, harmless at diffusers' default (null). */
 export const VAE_INERT_KEYS: Record<string, unknown> = { latents_mean: null, latents_std: null };
 
-export function unetConfigWarning(json: Record<string, unknown>, source: string): string | null {
-  const { ignoredKeys } = parseUNetConfig(json, source);
+/** The keys parseUNetConfig reported as ignored (it already knows every key the UNet reads). */
+export function unetConfigWarning(json: Record<string, unknown>, ignoredKeys: readonly string[], source: string): string | null {
   return ignoredKeys.length === 0 ? null : unknownKeysWarning(Object.fromEntries(ignoredKeys.map((k) => [k, json[k]])), [], source);
 }
 

@@ -389,28 +389,6 @@ export function loadWeightsInto(module: Module, files: string[], rules: WeightLo
  * Loads a diffusers text-to-image folder (StableDiffusionPipeline layout; a missing or null "vae"
  * component means a pixel-space model).
  */
-/** Every config key of a folder's components that the loader ignores or cannot honour. */
-function configWarnings(root: string, index: Record<string, unknown>): string[] {
-  const out: (string | null)[] = [];
-  const read = (name: string, file: string): Record<string, unknown> | null =>
-    componentEntry(index, name, join(root, "model_index.json")) === null || !existsSync(join(root, name, file)) ? null : readJsonObject(join(root, name, file), name);
-  const unet = read("unet", "config.json");
-  if (unet !== null) out.push(unetConfigWarning(unet, join(root, "unet", "config.json")));
-  for (const name of ["text_encoder", "text_encoder_2"]) {
-    const json = read(name, "config.json");
-    if (json !== null) out.push(unknownKeysWarning(json, CLIP_TEXT_CONFIG_KEYS, join(root, name, "config.json")));
-  }
-  const vae = read("vae", "config.json");
-  if (vae !== null) out.push(unknownKeysWarning(vae, VAE_CONFIG_KEYS, join(root, "vae", "config.json"), VAE_INERT_KEYS));
-  const scheduler = read("scheduler", "scheduler_config.json");
-  if (scheduler !== null) {
-    const path = join(root, "scheduler", "scheduler_config.json");
-    out.push(schedulerConfigWarning(scheduler, path));
-    out.push(schedulerClassWarning(typeof scheduler._class_name === "string" ? scheduler._class_name : undefined, path));
-  }
-  return out.filter((w): w is string => w !== null);
-}
-
 export function loadModelFolder(dir: string, opts: LoadModelOptions = {}): TextToImageModel {
   const root = resolve(dir);
   const indexPath = join(root, "model_index.json");
@@ -438,7 +416,8 @@ export function loadModelFolder(dir: string, opts: LoadModelOptions = {}): TextT
   // Configs, tokenizer and scheduler first: a mismatch fails before any weights are built or read.
   const unetDir = join(root, "unet");
   const unetConfigPath = join(unetDir, "config.json");
-  const { config: unetConfig } = parseUNetConfig(readJsonObject(unetConfigPath, "unet"), unetConfigPath);
+  const unetJson = readJsonObject(unetConfigPath, "unet");
+  const { config: unetConfig, ignoredKeys: unetIgnored } = parseUNetConfig(unetJson, unetConfigPath);
   const textDir = join(root, "text_encoder");
   const textConfigPath = join(textDir, "config.json");
   const textJson = readJsonObject(textConfigPath, "text_encoder");
@@ -447,13 +426,15 @@ export function loadModelFolder(dir: string, opts: LoadModelOptions = {}): TextT
   const withProjection = textEntry[1] === "CLIPTextModelWithProjection" || arch === "CLIPTextModelWithProjection";
   const text2Dir = join(root, "text_encoder_2");
   const text2ConfigPath = join(text2Dir, "config.json");
-  const text2Config = text2Entry === null ? null : clipTextConfigFromJson(readJsonObject(text2ConfigPath, "text_encoder_2"), text2ConfigPath);
+  const text2Json = text2Entry === null ? null : readJsonObject(text2ConfigPath, "text_encoder_2");
+  const text2Config = text2Json === null ? null : clipTextConfigFromJson(text2Json, text2ConfigPath);
   if (text2Entry !== null && text2Entry[1] !== "CLIPTextModelWithProjection") {
     throw new Error(`${indexPath}: text_encoder_2 class "${String(text2Entry[1])}" is not supported (SDXL's is CLIPTextModelWithProjection)`);
   }
   const vaeDir = join(root, "vae");
   const vaeConfigPath = join(vaeDir, "config.json");
-  const vaeConfig = vaeEntry === null ? null : autoencoderKLConfigFromJson(readJsonObject(vaeConfigPath, "vae"), vaeConfigPath);
+  const vaeJson = vaeEntry === null ? null : readJsonObject(vaeConfigPath, "vae");
+  const vaeConfig = vaeJson === null ? null : autoencoderKLConfigFromJson(vaeJson, vaeConfigPath);
   const tokenizer = ClipTokenizer.fromFolder(join(root, "tokenizer"));
   const tokenizer2 = text2Entry === null ? undefined : ClipTokenizer.fromFolder(join(root, "tokenizer_2"));
   const schedulerPath = join(root, "scheduler", "scheduler_config.json");
@@ -470,7 +451,15 @@ export function loadModelFolder(dir: string, opts: LoadModelOptions = {}): TextT
   const text2Files = text2Config === null ? [] : componentWeightFiles(text2Dir, "model", opts.variant);
   const vaeFiles = vaeConfig === null ? [] : componentWeightFiles(vaeDir, "diffusion_pytorch_model", opts.variant);
 
-  const loadWarnings = configWarnings(root, index);
+  // every config key the loader ignores or cannot honour, from the configs read above
+  const loadWarnings = [
+    unetConfigWarning(unetJson, unetIgnored, unetConfigPath),
+    unknownKeysWarning(textJson, CLIP_TEXT_CONFIG_KEYS, textConfigPath),
+    text2Json === null ? null : unknownKeysWarning(text2Json, CLIP_TEXT_CONFIG_KEYS, text2ConfigPath),
+    vaeJson === null ? null : unknownKeysWarning(vaeJson, VAE_CONFIG_KEYS, vaeConfigPath, VAE_INERT_KEYS),
+    schedulerConfigWarning(schedulerJson, schedulerPath),
+    schedulerClassWarning(schedulerClass, schedulerPath),
+  ].filter((w): w is string => w !== null);
   for (const w of loadWarnings) opts.onWarning?.(w);
 
   const previousDevice = getDefaultDevice();

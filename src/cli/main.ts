@@ -29,15 +29,14 @@ export const rootCommand = defineCommand({
 // DDPO_THREADS=N sets libtorch's intra-op threads (then OMP_NUM_THREADS, then the CPUs this process
 // may use, capped by a cgroup quota: src/tensor/threads.ts, applied when the binding loads). One
 // thread per job is much faster when several CPU jobs share the cores (competing OpenMP threads spin).
-// Checked here first so a bad value is a one-line error rather than a failed import.
-for (const name of ["DDPO_THREADS", "OMP_NUM_THREADS"]) {
-  const value = process.env[name];
-  if (value === undefined || value.trim() === "") continue;
-  const n = Number(value.split(",")[0]!.trim());
-  if (!Number.isInteger(n) || n < 1) {
-    process.stderr.write(`error: ${name} must be a positive integer, got "${value}"\n`);
-    process.exit(2);
-  }
+// Checked here first (the same policy, without loading the binding) so a bad value is a one-line
+// error rather than a failed import.
+try {
+  const { defaultThreadChoice } = await import("../tensor/threads.js");
+  defaultThreadChoice();
+} catch (err) {
+  process.stderr.write(`error: ${(err as Error).message}\n`);
+  process.exit(2);
 }
 
 const code = await runCli(rootCommand, process.argv.slice(2));

@@ -195,14 +195,13 @@ export function dpoStep(models: StepModels, batch: PairBatch, gen: Generator, op
     const world = opts.shard?.worldSize ?? 1;
     const rank = opts.shard?.rank ?? 0;
     const slots = Array.from({ length: n }, (_, j) => (opts.shard?.layout === "interleaved" ? j * world + rank : rank * n + j));
+    // this rank's rows of a tensor drawn for the whole global batch
+    const ownRows = (all: Tensor, rows: number[]): Tensor =>
+      world === 1 ? all : all.indexSelect(0, tensor(new BigInt64Array(rows.map(BigInt)), [rows.length], { device }));
     // 0. latents: the posterior noise is drawn for the whole global batch ([chosen…, rejected…] of
     // n·world each) and this rank takes its rows, so a data-parallel run equals a single process
-    const posteriorNoise = (shape: readonly number[]): Tensor => {
-      const all = randn([2 * n * world, ...shape.slice(1)], gen, { device });
-      if (world === 1) return all;
-      const rows = [...slots, ...slots.map((s) => n * world + s)];
-      return all.indexSelect(0, tensor(new BigInt64Array(rows.map(BigInt)), [2 * n], { device }));
-    };
+    const posteriorNoise = (shape: readonly number[]): Tensor =>
+      ownRows(randn([2 * n * world, ...shape.slice(1)], gen, { device }), [...slots, ...slots.map((s) => n * world + s)]);
     const sampleLatents = (opts.latentSampling ?? "sample") === "sample";
     const x0 = models.encodeImages
       ? noGrad(() => models.encodeImages!(pixels, sampleLatents ? posteriorNoise : undefined)).detach()
@@ -215,7 +214,7 @@ export function dpoStep(models: StepModels, batch: PairBatch, gen: Generator, op
     if (!noising && !schedule) throw new Error("dpoStep: pass a noise schedule (UNet models) or a noising process (flow models)");
     const T = noising ? noising.numTrainTimesteps : schedule!.numTrainTimesteps;
     const globalNoise = randn([n * world, c, h, w], gen, { device });
-    const noisePairs = world === 1 ? globalNoise : globalNoise.indexSelect(0, tensor(new BigInt64Array(slots.map(BigInt)), [n], { device }));
+    const noisePairs = ownRows(globalNoise, slots);
     const globalT = noising ? noising.drawTimesteps(n * world, gen) : randint(0, T, [n * world], gen).toArray();
     const tPairs = slots.map((s) => (noising ? globalT[s]! : Math.round(globalT[s]!)));
     const globalCoins = rand([n * world], gen).toArray();

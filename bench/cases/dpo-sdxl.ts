@@ -9,14 +9,11 @@
 // backward, reference forward without autograd, loss, clip 1.0, AdamW) over latents; the
 // conditioning comes packed (src/models/sdxl/conditioning.ts), so the UNet unpacks it per call.
 // The gradient-checkpointed variant (--gradient-checkpointing) is timed too (ours only).
-import { spawn } from "node:child_process";
-import { createInterface } from "node:readline";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import type { BenchCase, BenchResult } from "../types.js";
-import { Generator, keep, liveTensorBytes, randn, setNumThreads, tensor, type Tensor } from "../../src/tensor/index.js";
+import { Generator, keep, randn, setNumThreads, tensor, type Tensor } from "../../src/tensor/index.js";
 import { toDiffusersConfig, resolveUNetConfig, type UNetConfig } from "../../src/models/unet/config.js";
 import { UNet2DConditionModel } from "../../src/models/unet/unet.js";
 import { packConditioning } from "../../src/models/sdxl/conditioning.js";
@@ -25,9 +22,9 @@ import { injectLora } from "../../src/nn/lora.js";
 import { setInitSeed } from "../../src/nn/index.js";
 import { loadTrainConfig } from "../../src/config/train.js";
 import { DpoTrainer, loraAdapters } from "../../src/train/trainer.js";
-import { TensorPairSource, type PairBatchSource } from "../../src/train/data.js";
-import type { PairBatch } from "../../src/train/dpo-step.js";
+import { TensorPairSource } from "../../src/train/data.js";
 import { median } from "./engine.js";
+import { AlternatingSource, TorchTwin } from "../alternating.js";
 
 const PAIRS = 2;
 const LATENT = 32;
@@ -52,62 +49,6 @@ export const SDXL_BENCH_UNET: UNetConfig = resolveUNetConfig({
   projectionClassEmbeddingsInputDim: POOLED + 6 * 8,
 });
 
-class Worker {
-  readonly #pending: { resolve: (v: Record<string, unknown>) => void; reject: (e: Error) => void }[] = [];
-  readonly #child;
-  #err = "";
-  #dead: string | null = null;
-  constructor(threads: number, cfg: unknown) {
-    const script = fileURLToPath(new URL("../torch/dpo_sdxl.py", import.meta.url));
-    this.#child = spawn("/usr/bin/python3", [script, "serve", String(threads), JSON.stringify(cfg)], { stdio: ["pipe", "pipe", "pipe"] });
-    this.#child.stderr.on("data", (d: Buffer) => { this.#err = (this.#err + d.toString()).slice(-2000); });
-    // a worker that dies fails every call still waiting for it
-    this.#child.on("exit", (code) => {
-      this.#dead = `exited with code ${code}: ${this.#err.trim().split("\n").slice(-1)[0] ?? ""}`;
-      for (const p of this.#pending.splice(0)) p.reject(new Error(`bench/torch/dpo_sdxl.py ${this.#dead}`));
-    });
-    createInterface({ input: this.#child.stdout }).on("line", (l) => this.#pending.shift()?.resolve(JSON.parse(l) as Record<string, unknown>));
-  }
-  call(op: string): Promise<Record<string, unknown>> {
-    if (this.#dead !== null) return Promise.reject(new Error(`bench/torch/dpo_sdxl.py ${this.#dead}`));
-    return new Promise((resolve, reject) => {
-      this.#pending.push({ resolve, reject });
-      this.#child.stdin.write(JSON.stringify({ op, n: 1 }) + "\n");
-    });
-  }
-  close(): void { this.#child.stdin.end(JSON.stringify({ op: "quit" }) + "\n"); }
-}
-
-/** Hands the trainer its batches, one PyTorch step before each (alternation), and times our steps. */
-class AlternatingSource implements PairBatchSource {
-  readonly batchSize: number;
-  readonly ours: number[] = [];
-  readonly theirs: number[] = [];
-  liveBytes = 0;
-  error: string | undefined;
-  #handedAt: number | null = null;
-  constructor(readonly inner: TensorPairSource, readonly worker: Worker | null) {
-    this.batchSize = inner.batchSize;
-  }
-  async batch(index: number): Promise<PairBatch> {
-    if (this.#handedAt !== null) this.ours.push((performance.now() - this.#handedAt) / 1000);
-    this.liveBytes = Math.max(this.liveBytes, liveTensorBytes());
-    if (this.worker !== null && this.error === undefined) {
-      try {
-        this.theirs.push((await this.worker.call("step")).seconds as number);
-      } catch (e) {
-        this.error = (e as Error).message;
-      }
-    }
-    const b = this.inner.batch(index);
-    this.#handedAt = performance.now();
-    return b;
-  }
-  finish(): void {
-    if (this.#handedAt !== null) this.ours.push((performance.now() - this.#handedAt) / 1000);
-    this.#handedAt = null;
-  }
-}
 
 type Mode = "full" | "lora" | "lora-checkpointed";
 
@@ -115,7 +56,7 @@ async function runMode(mode: Mode, threads: number, steps: number, warmup: numbe
   setInitSeed(0);
   const unet = new UNet2DConditionModel(SDXL_BENCH_UNET);
   const lora = mode !== "full";
-  const worker = mode === "lora-checkpointed" ? null : new Worker(threads, {
+  const worker = mode === "lora-checkpointed" ? null : new TorchTwin("dpo_sdxl.py", threads, {
     unet: toDiffusersConfig(SDXL_BENCH_UNET), mode: lora ? "lora" : "full", pairs: PAIRS, seq_len: SEQ, pooled: POOLED,
     beta: BETA, rank: RANK, alpha: RANK, latent: LATENT,
   });

@@ -13,14 +13,11 @@
 // bytes, PyTorch's parameters and state) for full vs LoRA; with LoRA the reference is the same
 // network with adapters off, so it must not hold a second copy of the UNet. RSS high-water marks
 // are reported too (ours: this process, LoRA measured before full; PyTorch: one worker per mode).
-import { spawn } from "node:child_process";
-import { createInterface } from "node:readline";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import type { BenchCase, BenchResult } from "../types.js";
-import { Generator, liveTensorBytes, rand, setNumThreads } from "../../src/tensor/index.js";
+import { Generator, rand, setNumThreads } from "../../src/tensor/index.js";
 import { clipTextConfigToJson } from "../../src/models/clip/text-model.js";
 import { toDiffusersConfig } from "../../src/models/unet/config.js";
 import { disposeTextToImageModel, encodePrompts, loadModelFolder, type TextToImageModel } from "../../src/models/pipeline.js";
@@ -29,9 +26,9 @@ import { injectLora } from "../../src/nn/lora.js";
 import { setInitSeed } from "../../src/nn/index.js";
 import { loadTrainConfig } from "../../src/config/train.js";
 import { DpoTrainer, loraAdapters } from "../../src/train/trainer.js";
-import { TensorPairSource, type PairBatchSource } from "../../src/train/data.js";
-import type { PairBatch } from "../../src/train/dpo-step.js";
+import { TensorPairSource } from "../../src/train/data.js";
 import { median } from "./engine.js";
+import { AlternatingSource, TorchTwin } from "../alternating.js";
 
 const MODEL = "models/emoji-base";
 const PAIRS = 8;
@@ -39,64 +36,6 @@ const RANK = 8;
 const BETA = 5000;
 const MiB = 2 ** 20;
 
-class DpoWorker {
-  readonly #pending: ((v: Record<string, unknown>) => void)[] = [];
-  readonly #child;
-  #err = "";
-  #dead: string | null = null;
-  constructor(threads: number, cfg: unknown) {
-    const script = fileURLToPath(new URL("../torch/dpo.py", import.meta.url));
-    this.#child = spawn("/usr/bin/python3", [script, "serve", String(threads), JSON.stringify(cfg)], { stdio: ["pipe", "pipe", "pipe"] });
-    this.#child.stderr.on("data", (d: Buffer) => { this.#err = (this.#err + d.toString()).slice(-2000); });
-    this.#child.on("exit", (code) => { this.#dead = `exited with code ${code}: ${this.#err.trim().split("\n").slice(-1)[0] ?? ""}`; });
-    createInterface({ input: this.#child.stdout }).on("line", (l) => this.#pending.shift()?.(JSON.parse(l) as Record<string, unknown>));
-  }
-  call(op: string, n = 1): Promise<Record<string, unknown>> {
-    if (this.#dead !== null) return Promise.reject(new Error(`bench/torch/dpo.py ${this.#dead}`));
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`bench/torch/dpo.py did not answer "${op}": ${this.#dead ?? this.#err.split("\n").slice(-2).join(" ")}`)), 600_000);
-      this.#pending.push((v) => { clearTimeout(timer); resolve(v); });
-      this.#child.stdin.write(JSON.stringify({ op, n }) + "\n");
-    });
-  }
-  close(): void { this.#child.stdin.end(JSON.stringify({ op: "quit" }) + "\n"); }
-}
-
-/**
- * Hands the trainer its batches; before each one, runs one PyTorch step (alternation) and closes
- * the timing of our previous step.
- */
-class AlternatingSource implements PairBatchSource {
-  readonly batchSize: number;
-  readonly ours: number[] = [];
-  readonly theirs: number[] = [];
-  /** Our persistent tensor bytes at each step boundary (between optimizer steps). */
-  liveBytes = 0;
-  error: string | undefined;
-  #handedAt: number | null = null;
-  constructor(readonly inner: TensorPairSource, readonly worker: DpoWorker | null) {
-    this.batchSize = inner.batchSize;
-  }
-  async batch(index: number): Promise<PairBatch> {
-    if (this.#handedAt !== null) this.ours.push((performance.now() - this.#handedAt) / 1000);
-    this.liveBytes = Math.max(this.liveBytes, liveTensorBytes());
-    if (this.worker !== null && this.error === undefined) {
-      try {
-        this.theirs.push((await this.worker.call("step")).seconds as number);
-      } catch (e) {
-        this.error = (e as Error).message;
-      }
-    }
-    const b = this.inner.batch(index);
-    this.#handedAt = performance.now();
-    return b;
-  }
-  /** The last step's time (after the trainer's final step, before it writes its checkpoint). */
-  finish(): void {
-    if (this.#handedAt !== null) this.ours.push((performance.now() - this.#handedAt) / 1000);
-    this.#handedAt = null;
-  }
-}
 
 interface ModeResult { ours: number[]; theirs: number[]; liveBytes: number; rss: number; ref: Record<string, number> | null; error?: string; trainable: number }
 
@@ -106,7 +45,7 @@ async function runMode(model: TextToImageModel, mode: "full" | "lora", threads: 
     unet: toDiffusersConfig(unet.config), text: clipTextConfigToJson(model.textEncoder.config), mode, pairs: PAIRS,
     seq_len: model.textEncoder.config.maxPositionEmbeddings, beta: BETA, rank: RANK, alpha: RANK,
   };
-  const worker = new DpoWorker(threads, cfgJson);
+  const worker = new TorchTwin("dpo.py", threads, cfgJson, 600_000);
   const out = mkdtempSync(join(tmpdir(), `bench-dpo-${mode}-`));
   const g = new Generator(0);
   const n = 4 * PAIRS;

@@ -7,23 +7,20 @@
 // Ours is the real trainer (DpoTrainer with the SD3 flow noising: σ logit-normal over the shift-3
 // table, shared σ/ε per pair, x_t = (1 − σ)x0 + σε, target ε − x0; prompt dropout 0.2; policy
 // forward + backward, reference forward without autograd, loss, clip 1.0, AdamW).
-import { spawn } from "node:child_process";
-import { createInterface } from "node:readline";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import type { BenchCase, BenchResult } from "../types.js";
-import { Generator, cat, keep, liveTensorBytes, randn, setNumThreads, type Tensor } from "../../src/tensor/index.js";
+import { Generator, cat, keep, randn, setNumThreads, type Tensor } from "../../src/tensor/index.js";
 import { SD3Transformer2DModel, sd3TransformerConfigToJson, type SD3TransformerConfig } from "../../src/models/sd3/transformer.js";
 import { SD3Denoiser, flowTrainingNoising, injectFlowLora, packFlowConditioning } from "../../src/models/flow-dpo.js";
 import type { FlowMatchSchedulerConfig } from "../../src/diffusion/flow/scheduler.js";
 import { setInitSeed } from "../../src/nn/index.js";
 import { loadTrainConfig } from "../../src/config/train.js";
 import { DpoTrainer } from "../../src/train/trainer.js";
-import { TensorPairSource, type PairBatchSource } from "../../src/train/data.js";
-import type { PairBatch } from "../../src/train/dpo-step.js";
+import { TensorPairSource } from "../../src/train/data.js";
 import { median } from "./engine.js";
+import { AlternatingSource, TorchTwin } from "../alternating.js";
 
 const PAIRS = 2;
 const LATENT = 32;
@@ -42,61 +39,6 @@ const SCHEDULER: FlowMatchSchedulerConfig = {
   numTrainTimesteps: 1000, shift: 3, useDynamicShifting: false, baseShift: 0.5, maxShift: 1.15, baseImageSeqLen: 256, maxImageSeqLen: 4096,
 };
 
-class Worker {
-  readonly #pending: { resolve: (v: Record<string, unknown>) => void; reject: (e: Error) => void }[] = [];
-  readonly #child;
-  #err = "";
-  #dead: string | null = null;
-  constructor(threads: number, cfg: unknown) {
-    const script = fileURLToPath(new URL("../torch/flow_dpo_sd3.py", import.meta.url));
-    this.#child = spawn("/usr/bin/python3", [script, "serve", String(threads), JSON.stringify(cfg)], { stdio: ["pipe", "pipe", "pipe"] });
-    this.#child.stderr.on("data", (d: Buffer) => { this.#err = (this.#err + d.toString()).slice(-2000); });
-    this.#child.on("exit", (code) => {
-      this.#dead = `exited with code ${code}: ${this.#err.trim().split("\n").slice(-1)[0] ?? ""}`;
-      for (const p of this.#pending.splice(0)) p.reject(new Error(`bench/torch/flow_dpo_sd3.py ${this.#dead}`));
-    });
-    createInterface({ input: this.#child.stdout }).on("line", (l) => this.#pending.shift()?.resolve(JSON.parse(l) as Record<string, unknown>));
-  }
-  call(op: string): Promise<Record<string, unknown>> {
-    if (this.#dead !== null) return Promise.reject(new Error(`bench/torch/flow_dpo_sd3.py ${this.#dead}`));
-    return new Promise((resolve, reject) => {
-      this.#pending.push({ resolve, reject });
-      this.#child.stdin.write(JSON.stringify({ op, n: 1 }) + "\n");
-    });
-  }
-  close(): void { this.#child.stdin.end(JSON.stringify({ op: "quit" }) + "\n"); }
-}
-
-/** Hands the trainer its batches, one PyTorch step before each (alternation), and times our steps. */
-class AlternatingSource implements PairBatchSource {
-  readonly batchSize: number;
-  readonly ours: number[] = [];
-  readonly theirs: number[] = [];
-  liveBytes = 0;
-  error: string | undefined;
-  #handedAt: number | null = null;
-  constructor(readonly inner: TensorPairSource, readonly worker: Worker | null) {
-    this.batchSize = inner.batchSize;
-  }
-  async batch(index: number): Promise<PairBatch> {
-    if (this.#handedAt !== null) this.ours.push((performance.now() - this.#handedAt) / 1000);
-    this.liveBytes = Math.max(this.liveBytes, liveTensorBytes());
-    if (this.worker !== null && this.error === undefined) {
-      try {
-        this.theirs.push((await this.worker.call("step")).seconds as number);
-      } catch (e) {
-        this.error = (e as Error).message;
-      }
-    }
-    const b = this.inner.batch(index);
-    this.#handedAt = performance.now();
-    return b;
-  }
-  finish(): void {
-    if (this.#handedAt !== null) this.ours.push((performance.now() - this.#handedAt) / 1000);
-    this.#handedAt = null;
-  }
-}
 
 type Mode = "lora" | "full";
 
@@ -115,7 +57,7 @@ async function runMode(mode: Mode, threads: number, steps: number, warmup: numbe
   setInitSeed(0);
   const denoiser = new SD3Denoiser(new SD3Transformer2DModel(FLOW_BENCH_SD3));
   const lora = mode === "lora";
-  const worker = new Worker(threads, {
+  const worker = new TorchTwin("flow_dpo_sd3.py", threads, {
     transformer: sd3TransformerConfigToJson(FLOW_BENCH_SD3), mode, pairs: PAIRS, seq_len: SEQ, beta: BETA, rank: RANK, alpha: RANK, latent: LATENT,
   });
   const out = mkdtempSync(join(tmpdir(), `bench-flow-dpo-${mode}-`));

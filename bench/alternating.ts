@@ -1,0 +1,76 @@
+// What the DPO-step cases share: a PyTorch twin served over stdin/stdout (one JSON line per call,
+// bench/torch/<script> serve THREADS CONFIG), and a batch source that runs one twin step before
+// each of ours, so both sides meet the same machine state (alternation) and our step times are
+// measured between the trainer's batch requests.
+import { spawn } from "node:child_process";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { liveTensorBytes } from "../src/tensor/index.js";
+import type { TensorPairSource, PairBatchSource } from "../src/train/data.js";
+import type { PairBatch } from "../src/train/dpo-step.js";
+
+export class TorchTwin {
+  readonly #pending: { resolve: (v: Record<string, unknown>) => void; reject: (e: Error) => void }[] = [];
+  readonly #child;
+  readonly #name: string;
+  #err = "";
+  #dead: string | null = null;
+  /** `script` is a file in bench/torch/; a call not answered within `timeoutMs` fails (default: no limit). */
+  constructor(script: string, threads: number, cfg: unknown, readonly timeoutMs?: number) {
+    this.#name = `bench/torch/${script}`;
+    const path = fileURLToPath(new URL(`./torch/${script}`, import.meta.url));
+    this.#child = spawn("/usr/bin/python3", [path, "serve", String(threads), JSON.stringify(cfg)], { stdio: ["pipe", "pipe", "pipe"] });
+    this.#child.stderr.on("data", (d: Buffer) => { this.#err = (this.#err + d.toString()).slice(-2000); });
+    // a twin that dies fails every call still waiting for it
+    this.#child.on("exit", (code) => {
+      this.#dead = `exited with code ${code}: ${this.#err.trim().split("\n").slice(-1)[0] ?? ""}`;
+      for (const p of this.#pending.splice(0)) p.reject(new Error(`${this.#name} ${this.#dead}`));
+    });
+    createInterface({ input: this.#child.stdout }).on("line", (l) => this.#pending.shift()?.resolve(JSON.parse(l) as Record<string, unknown>));
+  }
+  call(op: string, n = 1): Promise<Record<string, unknown>> {
+    if (this.#dead !== null) return Promise.reject(new Error(`${this.#name} ${this.#dead}`));
+    return new Promise((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined;
+      if (this.timeoutMs !== undefined) {
+        timer = setTimeout(() => reject(new Error(`${this.#name} did not answer "${op}": ${this.#dead ?? this.#err.split("\n").slice(-2).join(" ")}`)), this.timeoutMs);
+      }
+      this.#pending.push({ resolve: (v) => { clearTimeout(timer); resolve(v); }, reject: (e) => { clearTimeout(timer); reject(e); } });
+      this.#child.stdin.write(JSON.stringify({ op, n }) + "\n");
+    });
+  }
+  close(): void { this.#child.stdin.end(JSON.stringify({ op: "quit" }) + "\n"); }
+}
+
+/** Hands the trainer its batches, one twin step before each (alternation), and times our steps. */
+export class AlternatingSource implements PairBatchSource {
+  readonly batchSize: number;
+  readonly ours: number[] = [];
+  readonly theirs: number[] = [];
+  /** Our persistent tensor bytes at each step boundary (between optimizer steps). */
+  liveBytes = 0;
+  error: string | undefined;
+  #handedAt: number | null = null;
+  constructor(readonly inner: TensorPairSource, readonly worker: TorchTwin | null) {
+    this.batchSize = inner.batchSize;
+  }
+  async batch(index: number): Promise<PairBatch> {
+    if (this.#handedAt !== null) this.ours.push((performance.now() - this.#handedAt) / 1000);
+    this.liveBytes = Math.max(this.liveBytes, liveTensorBytes());
+    if (this.worker !== null && this.error === undefined) {
+      try {
+        this.theirs.push((await this.worker.call("step")).seconds as number);
+      } catch (e) {
+        this.error = (e as Error).message;
+      }
+    }
+    const b = this.inner.batch(index);
+    this.#handedAt = performance.now();
+    return b;
+  }
+  /** The last step's time (after the trainer's final step, before it writes its checkpoint). */
+  finish(): void {
+    if (this.#handedAt !== null) this.ours.push((performance.now() - this.#handedAt) / 1000);
+    this.#handedAt = null;
+  }
+}

@@ -5,6 +5,8 @@
 #include <ATen/autocast_mode.h>
 #include <c10/core/GradMode.h>
 
+#include <dlfcn.h>
+
 #include <algorithm>
 #include <sstream>
 
@@ -140,11 +142,29 @@ std::string describeInputs() {
 
 // ---- runtime ------------------------------------------------------------------------------
 
+// libtorch's thread count covers OpenMP (and MKL), not OpenBLAS, which keeps its own pthread pool
+// sized to the machine. Its idle workers spin on sched_yield, so a process told to use one thread
+// still kept a second core busy (measured: one worker at 93% CPU, mostly system time, beside a
+// DDPO_THREADS=1 job). The pool is resized with libtorch's count, found at run time because the
+// BLAS behind libblas.so.3 may be another library (then there is nothing to resize).
+using BlasSetThreads = void (*)(int);
+using BlasGetThreads = int (*)();
+static BlasSetThreads openblasSetThreads() {
+  static auto fn = reinterpret_cast<BlasSetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  return fn;
+}
 DDPO_OP(setNumThreads) {
-  at::set_num_threads(static_cast<int>(I(info, 0)));
+  int n = static_cast<int>(I(info, 0));
+  at::set_num_threads(n);
+  if (auto set = openblasSetThreads()) set(n);
   return env.Undefined();
 }
 DDPO_OP(getNumThreads) { return Napi::Number::New(env, at::get_num_threads()); }
+// OpenBLAS's pool size, or -1 when the BLAS in use is not OpenBLAS.
+DDPO_OP(getBlasThreads) {
+  static auto get = reinterpret_cast<BlasGetThreads>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+  return Napi::Number::New(env, get != nullptr ? get() : -1);
+}
 DDPO_OP(hasCuda) { return Napi::Boolean::New(env, at::hasCUDA()); }
 DDPO_OP(cudaDeviceCount) {
   return Napi::Number::New(env, at::hasCUDA() ? at::detail::getCUDAHooks().getNumGPUs() : 0);
@@ -222,6 +242,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
 #define EXPORT(fn) exports.Set(#fn, Napi::Function::New(env, fn, #fn))
   EXPORT(setNumThreads);
   EXPORT(getNumThreads);
+  EXPORT(getBlasThreads);
   EXPORT(hasCuda);
   EXPORT(cudaDeviceCount);
   EXPORT(manualSeed);

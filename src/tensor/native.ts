@@ -9,6 +9,8 @@ import { defaultThreadChoice, type ThreadChoice } from "./threads.js";
 export interface NativeBinding {
   setNumThreads(n: number): void;
   getNumThreads(): number;
+  /** OpenBLAS's worker pool size (resized with setNumThreads), −1 when the BLAS is not OpenBLAS. */
+  getBlasThreads(): number;
   hasCuda(): boolean;
   cudaDeviceCount(): number;
   manualSeed(seed: number): void;

@@ -348,6 +348,11 @@ export function liveGenerators(): number {
 export function getNumThreads(): number {
   return native.getNumThreads();
 }
+/** OpenBLAS's worker pool size, kept equal to getNumThreads(); null when the BLAS is not OpenBLAS. */
+export function getBlasThreads(): number | null {
+  const n = native.getBlasThreads();
+  return n < 0 ? null : n;
+}
 export function cudaAvailable(): boolean {
   return native.hasCuda() && native.cudaDeviceCount() > 0;
 }

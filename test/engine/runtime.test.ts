@@ -3,6 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
@@ -112,6 +113,28 @@ test("thread count: DDPO_THREADS, then OMP_NUM_THREADS, then affinity capped by 
     { cwd: root, encoding: "utf8", env: { ...withoutThreadVars(), ...env } });
     assert.equal(r.status, 0, r.stderr);
     assert.equal(Number(r.stdout.trim()), want, JSON.stringify(env));
+  }
+});
+
+test("OpenBLAS's own worker pool follows the thread count (its idle workers spin on a core otherwise)", () => {
+  const before = T.getNumThreads();
+  try {
+    const blas = T.getBlasThreads();
+    if (blas === null) {
+      // not OpenBLAS: then libopenblas must not be in the process at all
+      assert.doesNotMatch(readFileSync("/proc/self/maps", "utf8"), /libopenblas/);
+      return;
+    }
+    assert.equal(blas, before, "at load");
+    for (const n of [1, 2, 1]) {
+      T.setNumThreads(n);
+      const g = new T.Generator(n);
+      T.tidy(() => T.randn([64, 64], g).matmul(T.randn([64, 64], g)).sum().item());
+      g.dispose();
+      assert.equal(T.getBlasThreads(), n);
+    }
+  } finally {
+    T.setNumThreads(before);
   }
 });
 

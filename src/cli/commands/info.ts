@@ -7,11 +7,12 @@ export default defineCommand({
     json: { type: "boolean", description: "Print one JSON object", default: false },
   },
   async run({ args }) {
-    const { getNumThreads, cudaAvailable, cudaDeviceCount } = await import("../../tensor/index.js");
+    const { getNumThreads, getBlasThreads, cudaAvailable, cudaDeviceCount } = await import("../../tensor/index.js");
     const { initialThreads } = await import("../../tensor/native.js");
     const info = {
       threads: getNumThreads(),
       threadsFrom: initialThreads.source,
+      blasThreads: getBlasThreads() ?? "not OpenBLAS",
       cuda: cudaAvailable(),
       cudaDevices: cudaDeviceCount(),
       libtorch: process.env.LIBTORCH ?? "system (Debian libtorch-dev)",

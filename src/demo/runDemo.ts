@@ -97,7 +97,9 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
           `. Drop those options to resume, or choose another --out for a new run.`,
       );
     }
-    settings = resolveSettings({ ...settings, ...given });
+    // knobs not given keep the saved values (given holds undefined for every flag left out)
+    const givenDefined = Object.fromEntries(Object.entries(given).filter(([, v]) => v !== undefined)) as Partial<DemoSettings>;
+    settings = resolveSettings({ ...settings, ...givenDefined });
     fingerprint = modelFingerprint(settings.model);
     if (fingerprint !== saved.baseModelFingerprint && done0.length > 0) {
       throw new DemoError(

@@ -155,7 +155,9 @@ test("runDemo: every stage's outputs, a well-formed summary, resume redoes nothi
   // ---- resume after completion: every stage skipped, no file rewritten, same figures ----
   const watched = [p.pairs, p.heldoutPairs, join(p.train, "final", "pytorch_lora_weights.safetensors"), join(p.eval, "eval.json"), p.report];
   const before = watched.map(mtime);
-  const again = await run(out, { resume: true, settings: {} });
+  // every knob present but undefined, as the CLI passes the flags it was not given: the saved ones hold
+  const notGiven = Object.fromEntries(Object.keys(s.settings).map((k) => [k, undefined])) as Partial<DemoSettings>;
+  const again = await run(out, { resume: true, settings: notGiven });
   assert.deepEqual(again.events.filter((e) => e.type === "stage").map((e) => e.type === "stage" && e.skipped), DEMO_STAGES.map(() => true));
   assert.equal(again.events.filter((e) => e.type === "progress").length, 0, "no work done");
   assert.deepEqual(watched.map(mtime), before);

@@ -11,8 +11,20 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/utils/lambda_post_hook.h>
+#include <torch/csrc/autograd/variable.h>
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <chrono>
+#include <cstdlib>
+#include <map>
 #include <memory>
+#include <mutex>
 
 namespace ddpo {
 
@@ -35,6 +47,35 @@ void waitFor(const c10::intrusive_ptr<c10d::Work>& work, const char* what) {
     throw std::runtime_error(std::string(what) + " failed on rank " + std::to_string(rank) + " of " +
                              std::to_string(worldSize) + " (a peer died or timed out?): " + e.what());
   }
+}
+
+// The local address this host reaches `addr` from (the source address the kernel routes a UDP
+// "connection" to it through; nothing is sent). Gloo must bind to an address of THIS machine
+// that the peers can reach: MASTER_ADDR itself is only local on the master's machine.
+std::string localAddressToward(const std::string& addr, int port) {
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_DGRAM;
+  addrinfo* found = nullptr;
+  if (getaddrinfo(addr.c_str(), std::to_string(port).c_str(), &hints, &found) != 0 || found == nullptr) {
+    throw std::runtime_error("cannot resolve MASTER_ADDR \"" + addr + "\" (give an IP address or a host name this machine resolves)");
+  }
+  std::string local;
+  for (addrinfo* a = found; a != nullptr && local.empty(); a = a->ai_next) {
+    int fd = socket(a->ai_family, SOCK_DGRAM, 0);
+    if (fd < 0) continue;
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    if (connect(fd, a->ai_addr, a->ai_addrlen) == 0 && getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+      char buf[INET6_ADDRSTRLEN] = {0};
+      const void* src = ss.ss_family == AF_INET ? static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(&ss)->sin_addr)
+                                                : static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(&ss)->sin6_addr);
+      if (inet_ntop(ss.ss_family, src, buf, sizeof buf) != nullptr) local = buf;
+    }
+    close(fd);
+  }
+  freeaddrinfo(found);
+  if (local.empty()) throw std::runtime_error("no network route from this machine to MASTER_ADDR " + addr + " (check the address and the interfaces, or set GLOO_SOCKET_IFNAME)");
+  return local;
 }
 
 c10d::ReduceOp reduceOp(const std::string& name) {
@@ -71,7 +112,13 @@ DDPO_OP(initProcessGroup) {
   auto prefixed = c10::make_intrusive<c10d::PrefixStore>("ddpo", rendezvousStore);
   if (backend == "gloo") {
     auto options = c10d::ProcessGroupGloo::Options::create(opTimeout);
-    options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(addr == "localhost" ? "127.0.0.1" : addr));
+    // GLOO_SOCKET_IFNAME (PyTorch's variable) names the interface; else the one routing to the master
+    const char* ifname = std::getenv("GLOO_SOCKET_IFNAME");
+    if (ifname != nullptr && *ifname != '\0') {
+      options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
+    } else {
+      options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(localAddressToward(addr, port)));
+    }
     group = c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, rank, worldSize, options);
   } else if (backend == "nccl") {
 #ifdef DDPO_WITH_NCCL
@@ -190,6 +237,251 @@ DDPO_OP(allReduceGradients) {
   return Napi::Number::New(env, static_cast<double>(buckets.size()));
 }
 
+// ---- the overlapped gradient reducer (DistributedDataParallel's Reducer, reduced to what we use) --
+//
+// Buckets are filled in reverse parameter order (the order backward makes gradients ready); a
+// post-hook on each parameter's gradient accumulator marks it ready, and a bucket whose gradients
+// are all ready is flattened and its async all-reduce launched at once, so communication runs on
+// Gloo's threads while backward continues. Buckets launch in index order only (a later bucket
+// that is ready first waits for the earlier ones), so every rank issues the same collectives in
+// the same sequence whatever its timing. Hooks act only while armed (the last micro-batch:
+// DDP's no_sync for the others). finish() launches what is left (parameters that got no gradient
+// this backward contribute their current .grad, or zeros: DDP's find_unused_parameters, detected
+// after backward instead of by a graph walk), waits, averages and copies back into .grad.
+namespace {
+struct Bucket {
+  std::vector<size_t> vars;
+  std::vector<int64_t> offsets;
+  at::Tensor flat;
+  size_t pending = 0;
+  bool launched = false;
+  c10::intrusive_ptr<c10d::Work> work;
+};
+
+struct Reducer {
+  c10::intrusive_ptr<c10d::ProcessGroup> pg;
+  std::vector<at::Tensor> params;
+  // held so the accumulators (and our hooks on them) live as long as the reducer: autograd keeps
+  // only a weak reference and would make a new, hookless one for the next graph
+  std::vector<std::shared_ptr<torch::autograd::Node>> accumulators;
+  std::vector<uintptr_t> hookKeys;
+  std::vector<Bucket> buckets;
+  std::vector<size_t> bucketOf;
+  std::vector<char> ready;
+  size_t nextBucket = 0;
+  bool armed = false;
+  int64_t launchedByHooks = 0;
+  std::string error;
+  std::mutex mu;
+
+  void launch(Bucket& b) {
+    c10::NoGradGuard noGrad;
+    for (size_t k = 0; k < b.vars.size(); k++) {
+      const at::Tensor& p = params[b.vars[k]];
+      at::Tensor slot = b.flat.narrow(0, b.offsets[k], p.numel()).view(p.sizes());
+      if (p.grad().defined()) slot.copy_(p.grad());
+      else slot.zero_();
+    }
+    c10d::AllreduceOptions o;
+    o.reduceOp = c10d::ReduceOp::SUM;
+    o.timeout = opTimeout;
+    std::vector<at::Tensor> one{b.flat};
+    b.work = pg->allreduce(one, o);
+    b.launched = true;
+  }
+
+  void launchReadyInOrder(bool byHook) {
+    while (nextBucket < buckets.size() && buckets[nextBucket].pending == 0) {
+      launch(buckets[nextBucket]);
+      if (byHook) launchedByHooks++;
+      nextBucket++;
+    }
+  }
+
+  void markReady(size_t i) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (!armed) return;
+    if (ready[i]) {
+      // a second gradient in one armed window (a parameter used in two backward calls): fine
+      // until its bucket is sent, wrong after (the sent copy is stale)
+      if (buckets[bucketOf[i]].launched && error.empty()) {
+        error = "parameter " + std::to_string(i) + " received a gradient after its bucket's all-reduce was launched " +
+                "(it takes part in more than one backward of the last micro-batch); use the after-backward reduction " +
+                "(gradientReduce: \"after-backward\") for such models";
+      }
+      return;
+    }
+    ready[i] = 1;
+    Bucket& b = buckets[bucketOf[i]];
+    if (--b.pending == 0) launchReadyInOrder(true);
+  }
+
+  void reset() {
+    for (auto& b : buckets) {
+      b.pending = b.vars.size();
+      b.launched = false;
+      b.work.reset();
+    }
+    std::fill(ready.begin(), ready.end(), 0);
+    nextBucket = 0;
+    launchedByHooks = 0;
+    error.clear();
+  }
+
+  void removeHooks() {
+    for (size_t i = 0; i < hookKeys.size(); i++) accumulators[i]->del_post_hook(hookKeys[i]);
+    hookKeys.clear();
+    accumulators.clear();
+  }
+};
+
+std::map<int64_t, std::unique_ptr<Reducer>> reducers;
+int64_t nextReducerId = 1;
+
+Reducer& reducerAt(const Napi::CallbackInfo& info) {
+  auto it = reducers.find(I(info, 0));
+  if (it == reducers.end()) throw std::runtime_error("the gradient reducer was disposed (or never created)");
+  return *it->second;
+}
+}  // namespace
+
+// createReducer(params[], bucketBytes, firstBucketBytes) → id. The first bucket is smaller (DDP's
+// 1 MB first bucket) so the first all-reduce starts early in backward.
+DDPO_OP(createReducer) {
+  std::vector<at::Tensor> params = Tensors(info, 0);
+  int64_t bucketBytes = I(info, 1);
+  int64_t firstBytes = I(info, 2);
+  if (params.empty()) throw std::invalid_argument("createReducer: no parameters to reduce");
+  auto r = std::make_unique<Reducer>();
+  requireGroup();
+  r->pg = group;
+  r->params = params;
+  r->bucketOf.resize(params.size());
+  r->ready.assign(params.size(), 0);
+  int64_t bytes = 0;
+  for (size_t n = params.size(); n-- > 0;) {
+    const at::Tensor& p = params[n];
+    if (!p.requires_grad()) {
+      throw std::invalid_argument("createReducer: parameter " + std::to_string(n) + " does not require grad: pass only the trainable parameters");
+    }
+    bool fresh = r->buckets.empty();
+    if (!fresh) {
+      const at::Tensor& prev = params[r->buckets.back().vars.back()];
+      int64_t cap = r->buckets.size() == 1 ? firstBytes : bucketBytes;
+      fresh = bytes >= cap || prev.scalar_type() != p.scalar_type() || prev.device() != p.device();
+    }
+    if (fresh) {
+      r->buckets.emplace_back();
+      bytes = 0;
+    }
+    Bucket& b = r->buckets.back();
+    b.offsets.push_back(b.vars.empty() ? 0 : b.offsets.back() + params[b.vars.back()].numel());
+    b.vars.push_back(n);
+    r->bucketOf[n] = r->buckets.size() - 1;
+    bytes += static_cast<int64_t>(p.numel() * p.element_size());
+  }
+  for (auto& b : r->buckets) {
+    const at::Tensor& last = params[b.vars.back()];
+    b.flat = at::empty({b.offsets.back() + last.numel()}, last.options().requires_grad(false));
+    b.pending = b.vars.size();
+  }
+  Reducer* raw = r.get();
+  for (size_t i = 0; i < params.size(); i++) {
+    auto acc = torch::autograd::impl::grad_accumulator(params[i]);
+    if (!acc) throw std::invalid_argument("createReducer: parameter " + std::to_string(i) + " is not a leaf that requires grad");
+    uintptr_t key = acc->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
+        [raw, i](const torch::autograd::variable_list& outputs, const torch::autograd::variable_list&) {
+          raw->markReady(i);
+          return outputs;
+        }));
+    r->accumulators.push_back(std::move(acc));
+    r->hookKeys.push_back(key);
+  }
+  int64_t id = nextReducerId++;
+  reducers[id] = std::move(r);
+  return Napi::Number::New(env, static_cast<double>(id));
+}
+
+// reducerInfo(id) → { buckets: [{ params, bytes }] } in launch order
+DDPO_OP(reducerInfo) {
+  Reducer& r = reducerAt(info);
+  Napi::Array arr = Napi::Array::New(env, r.buckets.size());
+  for (size_t b = 0; b < r.buckets.size(); b++) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("params", Napi::Number::New(env, static_cast<double>(r.buckets[b].vars.size())));
+    o.Set("bytes", Napi::Number::New(env, static_cast<double>(r.buckets[b].flat.nbytes())));
+    arr.Set(static_cast<uint32_t>(b), o);
+  }
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("buckets", arr);
+  return out;
+}
+
+// reducerArm(id): the next backward's gradients are reduced as they become ready
+DDPO_OP(reducerArm) {
+  Reducer& r = reducerAt(info);
+  std::lock_guard<std::mutex> lock(r.mu);
+  r.reset();
+  r.armed = true;
+  return env.Undefined();
+}
+
+// reducerFinish(id) → { buckets, launchedInBackward, unready, waitMs }: launches the buckets the
+// hooks did not, waits for all, averages over the world size and writes the result into .grad.
+DDPO_OP(reducerFinish) {
+  Reducer& r = reducerAt(info);
+  std::unique_lock<std::mutex> lock(r.mu);
+  if (!r.armed) throw std::runtime_error("reducerFinish without reducerArm: arm the reducer before the last micro-batch's backward");
+  int64_t unready = 0;
+  for (size_t i = 0; i < r.params.size(); i++) {
+    if (r.ready[i]) continue;
+    r.ready[i] = 1;
+    unready++;
+    r.buckets[r.bucketOf[i]].pending--;
+  }
+  r.launchReadyInOrder(false);
+  r.armed = false;
+  std::string error = r.error;
+  int64_t byHooks = r.launchedByHooks;
+  lock.unlock();
+  auto t0 = std::chrono::steady_clock::now();
+  c10::NoGradGuard noGrad;
+  for (auto& b : r.buckets) {
+    waitFor(b.work, "gradient all-reduce");
+    b.flat.div_(worldSize);
+  }
+  double waitMs = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  for (auto& b : r.buckets) {
+    for (size_t k = 0; k < b.vars.size(); k++) {
+      at::Tensor& p = r.params[b.vars[k]];
+      at::Tensor slot = b.flat.narrow(0, b.offsets[k], p.numel()).view(p.sizes());
+      if (p.grad().defined()) p.mutable_grad().copy_(slot);
+      else p.mutable_grad() = slot.clone();
+    }
+    b.work.reset();
+  }
+  if (!error.empty()) throw std::runtime_error(error);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("buckets", Napi::Number::New(env, static_cast<double>(r.buckets.size())));
+  o.Set("launchedInBackward", Napi::Number::New(env, static_cast<double>(byHooks)));
+  o.Set("unready", Napi::Number::New(env, static_cast<double>(unready)));
+  o.Set("waitMs", Napi::Number::New(env, waitMs));
+  return o;
+}
+
+// reducerDispose(id): removes the hooks; unknown ids are ignored (dispose twice is fine)
+DDPO_OP(reducerDispose) {
+  auto it = reducers.find(I(info, 0));
+  if (it == reducers.end()) return env.Undefined();
+  {
+    std::lock_guard<std::mutex> lock(it->second->mu);
+    it->second->armed = false;
+    it->second->removeHooks();
+  }
+  reducers.erase(it);
+  return env.Undefined();
+}
+
 void registerDistributed(Napi::Env env, Napi::Object exports) {
 #define EXPORT(fn) exports.Set(#fn, Napi::Function::New(env, fn, #fn))
   EXPORT(initProcessGroup);
@@ -199,6 +491,11 @@ void registerDistributed(Napi::Env env, Napi::Object exports) {
   EXPORT(broadcast);
   EXPORT(barrier);
   EXPORT(allReduceGradients);
+  EXPORT(createReducer);
+  EXPORT(reducerInfo);
+  EXPORT(reducerArm);
+  EXPORT(reducerFinish);
+  EXPORT(reducerDispose);
 #undef EXPORT
 }
 

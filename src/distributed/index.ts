@@ -1,2 +1,3 @@
 export * from "./process-group.js";
 export * from "./launch.js";
+export * from "./reducer.js";

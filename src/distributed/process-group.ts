@@ -3,6 +3,7 @@
 import { native } from "../tensor/native.js";
 import type { Tensor } from "../tensor/tensor.js";
 import { setNumThreads, tensor } from "../tensor/ops.js";
+import { DEFAULT_BUCKET_BYTES, GradientReducer, type ReducerOptions } from "./reducer.js";
 
 export type Backend = "gloo" | "nccl";
 
@@ -142,9 +143,21 @@ export class ProcessGroup {
     collective(() => native.barrier());
   }
 
-  /** Averages gradients across ranks in buckets (25 MB by default, DDP's default); returns the bucket count. */
-  averageGradients(params: Tensor[], bucketBytes = 25 * 1024 * 1024): number {
+  /**
+   * Averages gradients across ranks in buckets (25 MB by default, DDP's default) after backward
+   * has finished (no overlap; createReducer overlaps); returns the bucket count.
+   */
+  averageGradients(params: Tensor[], bucketBytes = DEFAULT_BUCKET_BYTES): number {
     return collective(() => native.allReduceGradients(params.map((p) => p.handle), bucketBytes));
+  }
+
+  /**
+   * A reducer that all-reduces the gradients of `params` (the trainable ones, in module order)
+   * in buckets during backward, from hooks on their gradient accumulators (DDP's overlap); see
+   * reducer.ts. Dispose it to remove the hooks.
+   */
+  createReducer(params: Tensor[], opts: ReducerOptions = {}): GradientReducer {
+    return new GradientReducer(params, opts, collective);
   }
 
   /** Reduces plain numbers across ranks in float64 (e.g. step metrics: "avg"); every rank gets the result. */

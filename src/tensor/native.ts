@@ -121,6 +121,11 @@ export interface NativeBinding {
   broadcast(hs: number[], root: number): void;
   barrier(): void;
   allReduceGradients(params: number[], bucketBytes: number): number;
+  createReducer(params: number[], bucketBytes: number, firstBucketBytes: number): number;
+  reducerInfo(id: number): { buckets: { params: number; bytes: number }[] };
+  reducerArm(id: number): void;
+  reducerFinish(id: number): { buckets: number; launchedInBackward: number; unready: number; waitMs: number };
+  reducerDispose(id: number): void;
 }
 
 function findBinding(): string {

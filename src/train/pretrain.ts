@@ -295,67 +295,74 @@ export function pretrain(opts: PretrainOptions): PretrainResult {
     emit({ type: "checkpoint", step, path });
   };
   const batchPixels = new Uint8Array(batchSize * per);
-  while (step < opts.steps) {
-    let stop = opts.shouldStop?.() ?? false;
-    // data parallel: one rank asked to stop (e.g. its Ctrl-C) → all stop at the same step
-    if (opts.shouldStop !== undefined && pg !== undefined && world > 1) stop = pg.allReduceNumbers([stop ? 1 : 0], "max")[0]! > 0;
-    if (stop) break;
-    // the global batch's draws; this rank keeps its contiguous slice [from, from + batchSize)
-    const from = rank * batchSize;
-    const globalIdx = batchIndices(seed, step, batchSize * world, cumulative);
-    const rng = new Rng(hashInts(seed, step, 2));
-    const captions = globalIdx.map((i) => (rng.random() < dropout ? "" : data.captions[i]!)).slice(from, from + batchSize);
-    const idx = globalIdx.slice(from, from + batchSize);
-    idx.forEach((i, b) => batchPixels.set(data.pixels.subarray(i * per, (i + 1) * per), b * per));
-    gen.manualSeed(hashInts(seed, step, 3));
-    opt.lr = lrAt(step, baseLr, schedule);
-    let loss = tidy(() => {
-      const x0 = pixelsToTensor(batchPixels, batchSize, data.size, data.size);
-      let t = randint(0, T, [batchSize * world], gen);
-      let noise = randn([batchSize * world, 3, data.size, data.size], gen);
-      if (world > 1) {
-        t = t.slice(0, from, from + batchSize);
-        noise = noise.slice(0, from, from + batchSize);
-      }
-      const xt = addNoise(model.schedule, x0, noise, t);
-      const target = trainingTarget(model.schedule.predictionType, model.schedule, x0, noise, t);
-      const cond = model.encodePrompts(captions);
-      const pred = model.predict(xt, t, cond);
-      const l = pred.sub(target).square().mean();
-      l.backward();
-      return l.item();
-    });
-    if (pg !== undefined && world > 1) {
-      pg.averageGradients(params.map(([, p]) => p));
-      loss = pg.allReduceNumbers([loss], "avg")[0]!;
-    }
-    if (!Number.isFinite(loss)) throw new Error(`pretrain: the loss became ${loss} at step ${step + 1}; lower the learning rate (now ${opt.lr})`);
-    lastGradNorm = clipGradNorm(params.map(([, p]) => p), opts.maxGradNorm ?? 1.0);
-    opt.step();
-    opt.zeroGrad();
-    if (ema) {
-      const d = emaDecayAt(step, emaDecay);
-      noGrad(() => { for (const [name, p] of params) ema.get(name)!.lerp_(p, 1 - d); });
-    }
-    step++;
-    windowLoss += loss;
-    windowSteps++;
-    if (step % logEvery === 0 || step === opts.steps) {
-      const now = Date.now();
-      const mean = windowLoss / windowSteps;
-      losses.push([step, mean]);
-      const elapsed = (now - t0) / 1000;
-      const rate = (windowSteps * batchSize * world) / Math.max(1e-3, (now - windowStart) / 1000);
-      const done = step - start;
-      emit({
-        type: "step", step, totalSteps: opts.steps, loss: mean, lr: opt.lr, gradNorm: lastGradNorm,
-        imagesPerSecond: rate, elapsedSeconds: elapsed, etaSeconds: done > 0 ? (elapsed / done) * (opts.steps - step) : 0,
+  // gradients all-reduced in buckets while backward runs (DDP's overlap, src/distributed/reducer.ts)
+  const reducer = pg !== undefined && world > 1 ? pg.createReducer(params.map(([, p]) => p)) : null;
+  try {
+    while (step < opts.steps) {
+      let stop = opts.shouldStop?.() ?? false;
+      // data parallel: one rank asked to stop (e.g. its Ctrl-C) → all stop at the same step
+      if (opts.shouldStop !== undefined && pg !== undefined && world > 1) stop = pg.allReduceNumbers([stop ? 1 : 0], "max")[0]! > 0;
+      if (stop) break;
+      // the global batch's draws; this rank keeps its contiguous slice [from, from + batchSize)
+      const from = rank * batchSize;
+      const globalIdx = batchIndices(seed, step, batchSize * world, cumulative);
+      const rng = new Rng(hashInts(seed, step, 2));
+      const captions = globalIdx.map((i) => (rng.random() < dropout ? "" : data.captions[i]!)).slice(from, from + batchSize);
+      const idx = globalIdx.slice(from, from + batchSize);
+      idx.forEach((i, b) => batchPixels.set(data.pixels.subarray(i * per, (i + 1) * per), b * per));
+      gen.manualSeed(hashInts(seed, step, 3));
+      opt.lr = lrAt(step, baseLr, schedule);
+      reducer?.arm();
+      let loss = tidy(() => {
+        const x0 = pixelsToTensor(batchPixels, batchSize, data.size, data.size);
+        let t = randint(0, T, [batchSize * world], gen);
+        let noise = randn([batchSize * world, 3, data.size, data.size], gen);
+        if (world > 1) {
+          t = t.slice(0, from, from + batchSize);
+          noise = noise.slice(0, from, from + batchSize);
+        }
+        const xt = addNoise(model.schedule, x0, noise, t);
+        const target = trainingTarget(model.schedule.predictionType, model.schedule, x0, noise, t);
+        const cond = model.encodePrompts(captions);
+        const pred = model.predict(xt, t, cond);
+        const l = pred.sub(target).square().mean();
+        l.backward();
+        return l.item();
       });
-      windowLoss = 0;
-      windowSteps = 0;
-      windowStart = now;
+      if (pg !== undefined && world > 1) {
+        reducer!.finish();
+        loss = pg.allReduceNumbers([loss], "avg")[0]!;
+      }
+      if (!Number.isFinite(loss)) throw new Error(`pretrain: the loss became ${loss} at step ${step + 1}; lower the learning rate (now ${opt.lr})`);
+      lastGradNorm = clipGradNorm(params.map(([, p]) => p), opts.maxGradNorm ?? 1.0);
+      opt.step();
+      opt.zeroGrad();
+      if (ema) {
+        const d = emaDecayAt(step, emaDecay);
+        noGrad(() => { for (const [name, p] of params) ema.get(name)!.lerp_(p, 1 - d); });
+      }
+      step++;
+      windowLoss += loss;
+      windowSteps++;
+      if (step % logEvery === 0 || step === opts.steps) {
+        const now = Date.now();
+        const mean = windowLoss / windowSteps;
+        losses.push([step, mean]);
+        const elapsed = (now - t0) / 1000;
+        const rate = (windowSteps * batchSize * world) / Math.max(1e-3, (now - windowStart) / 1000);
+        const done = step - start;
+        emit({
+          type: "step", step, totalSteps: opts.steps, loss: mean, lr: opt.lr, gradNorm: lastGradNorm,
+          imagesPerSecond: rate, elapsedSeconds: elapsed, etaSeconds: done > 0 ? (elapsed / done) * (opts.steps - step) : 0,
+        });
+        windowLoss = 0;
+        windowSteps = 0;
+        windowStart = now;
+      }
+      if (opts.checkpointEvery && step % opts.checkpointEvery === 0 && step < opts.steps) checkpoint();
     }
-    if (opts.checkpointEvery && step % opts.checkpointEvery === 0 && step < opts.steps) checkpoint();
+  } finally {
+    reducer?.dispose();
   }
   if (step > start || resumedFrom === null) checkpoint();
   if (pg !== undefined && world > 1) pg.barrier();

@@ -8,8 +8,9 @@
 //
 // Data parallel (`processGroup`, see docs/distributed.md): every rank runs this same loop on its
 // shard of each global batch. Trainable weights are broadcast from rank 0 before the reference is
-// copied; after a step's micro-batches (accumulated locally, as DDP's no_sync) the gradients are
-// averaged with the bucketed all-reduce, so every rank applies the same update; the per-pair
+// copied; the micro-batches before the last accumulate locally (DDP's no_sync) and the last one's
+// backward all-reduces gradient buckets as they become ready (src/distributed/reducer.ts, DDP's
+// overlap), so every rank applies the same averaged update; the per-pair
 // randomness is drawn for the global batch (dpo-step.ts), so W ranks × batch B/W train like one
 // process × batch B. Metrics are averaged across ranks; only rank 0 emits events and writes
 // checkpoints, validation grids and final weights; a checkpoint holds every rank's data position.
@@ -110,6 +111,13 @@ export interface DpoTrainerOptions {
    * process. `onEvent` is called on rank 0 only.
    */
   processGroup?: ProcessGroup;
+  /**
+   * How gradients are averaged across ranks: "overlapped" (default) all-reduces buckets from
+   * gradient hooks while the last micro-batch's backward runs, as DDP does; "after-backward" runs
+   * one bucketed all-reduce once backward has finished (for a model whose parameters take part in
+   * more than one backward of a micro-batch, which the overlapped reducer refuses).
+   */
+  gradientReduce?: "overlapped" | "after-backward";
   /** Stop after this many optimizer steps in this call (interruption tests, time-boxed jobs). */
   stopAfterSteps?: number;
   /** Test seam, passed to saveCheckpoint. */
@@ -309,90 +317,98 @@ export class DpoTrainer {
     const started = performance.now();
     const startStep = step;
     let stepsThisCall = 0;
+    const reducer = pg !== undefined && world > 1 && o.gradientReduce !== "after-backward" ? pg.createReducer(paramTensors) : null;
+    try {
+      while (step < cfg.maxSteps && (o.stopAfterSteps === undefined || stepsThisCall < o.stopAfterSteps)) {
+        const t0 = performance.now();
+        const lr = lrAt(step, baseLr, schedule);
+        optimizer.lr = lr;
 
-    while (step < cfg.maxSteps && (o.stopAfterSteps === undefined || stepsThisCall < o.stopAfterSteps)) {
-      const t0 = performance.now();
-      const lr = lrAt(step, baseLr, schedule);
-      optimizer.lr = lr;
-
-      // micro-batches
-      const results: StepResult[] = [];
-      let finite = true;
-      for (let k = 0; k < cfg.gradientAccumulation; k++) {
-        const batch = await o.data.batch(batchIndex);
-        batchIndex++;
-        try {
-          const r = dpoStep(models, batch, gen, {
-            method: cfg.method, beta: cfg.beta, mapo: cfg.mapo, schedule: o.schedule, noising: o.noising,
-            predictionType: cfg.predictionType, promptDropout: cfg.promptDropout,
-            lossScale: 1 / cfg.gradientAccumulation, mixedPrecision: cfg.mixedPrecision,
-            latentSampling: cfg.latentSampling,
-            ...(world > 1 ? { shard: o.data.shard! } : {}),
+        // micro-batches
+        const results: StepResult[] = [];
+        let finite = true;
+        for (let k = 0; k < cfg.gradientAccumulation; k++) {
+          const batch = await o.data.batch(batchIndex);
+          batchIndex++;
+          // only the last micro-batch's backward all-reduces (the others accumulate locally)
+          if (reducer !== null && k === cfg.gradientAccumulation - 1) reducer.arm();
+          try {
+            const r = dpoStep(models, batch, gen, {
+              method: cfg.method, beta: cfg.beta, mapo: cfg.mapo, schedule: o.schedule, noising: o.noising,
+              predictionType: cfg.predictionType, promptDropout: cfg.promptDropout,
+              lossScale: 1 / cfg.gradientAccumulation, mixedPrecision: cfg.mixedPrecision,
+              latentSampling: cfg.latentSampling,
+              ...(world > 1 ? { shard: o.data.shard! } : {}),
+            });
+            results.push(r);
+            finite &&= r.finite;
+          } finally {
+            batch.pixels.dispose();
+          }
+        }
+        const mean = (f: (r: StepResult) => number): number => results.reduce((a, r) => a + f(r), 0) / results.length;
+        let local = [mean((r) => r.loss), mean((r) => r.implicitAcc), mean((r) => r.policyMse), mean((r) => r.referenceMse), mean((r) => r.margin)];
+        if (pg !== undefined && world > 1) {
+          // the gradients of the accumulated micro-batches, averaged across ranks (the buckets the
+          // hooks launched during backward, then the rest); then the metrics, and whether every
+          // rank was finite
+          if (reducer !== null) reducer.finish();
+          else pg.averageGradients(paramTensors);
+          const reduced = pg.allReduceNumbers([...local, finite ? 0 : 1], "sum");
+          local = reduced.slice(0, 5).map((v) => v / world);
+          finite = reduced[5] === 0;
+        }
+        const gradNorm = clipGradNorm(paramTensors, cfg.maxGradNorm);
+        const badWhat = !finite ? "loss" : !Number.isFinite(gradNorm) ? "gradient norm" : null;
+        if (badWhat !== null) {
+          optimizer.zeroGrad();
+          if (cfg.onNonFinite === "stop" || skippedSteps >= cfg.maxSkippedSteps) {
+            throw new NonFiniteError(step + 1, badWhat, lastCheckpoint, cfg);
+          }
+          skippedSteps++;
+          this.#emit({
+            type: "warning", step: step + 1, code: "non-finite-skipped",
+            message: `non-finite ${badWhat} at step ${step + 1}: update skipped (${skippedSteps} skipped so far)`,
           });
-          results.push(r);
-          finite &&= r.finite;
-        } finally {
-          batch.pixels.dispose();
+        } else {
+          optimizer.step();
+          optimizer.zeroGrad();
+        }
+        step++;
+        stepsThisCall++;
+
+        const pairs = results.reduce((a, r) => a + r.pairs, 0);
+        const dt = (performance.now() - t0) / 1000;
+        const metrics: StepMetrics = {
+          loss: local[0]!,
+          implicitAcc: local[1]!,
+          policyMse: local[2]!,
+          referenceMse: local[3]!,
+          margin: local[4]!,
+          gradNorm,
+          lr,
+          pairsPerSec: (pairs * processes) / Math.max(dt, 1e-9),
+          skippedSteps,
+        };
+        history.push({ step, metrics });
+        const elapsedSec = (performance.now() - started) / 1000;
+        if (step % cfg.logEvery === 0 || step === cfg.maxSteps) {
+          const perStep = elapsedSec / (step - startStep);
+          this.#emit({ type: "step", step, maxSteps: cfg.maxSteps, metrics, elapsedSec, etaSec: perStep * (cfg.maxSteps - step) });
+        }
+
+        if (cfg.checkpointEvery > 0 && step % cfg.checkpointEvery === 0) {
+          lastCheckpoint = this.#save(step, batchIndex, skippedSteps, gen, optimizer);
+          lastSavedStep = step;
+          this.#emit({ type: "checkpoint", step, path: lastCheckpoint });
+        }
+        if (cfg.validation.every > 0 && step % cfg.validation.every === 0 && o.sampleValidation !== undefined && this.#isMain) {
+          const path = await this.#validate(step, policyFn, referenceFn);
+          this.#emit({ type: "validation", step, path });
         }
       }
-      const mean = (f: (r: StepResult) => number): number => results.reduce((a, r) => a + f(r), 0) / results.length;
-      let local = [mean((r) => r.loss), mean((r) => r.implicitAcc), mean((r) => r.policyMse), mean((r) => r.referenceMse), mean((r) => r.margin)];
-      if (pg !== undefined && world > 1) {
-        // the gradients of the accumulated micro-batches, averaged across ranks (one bucketed
-        // all-reduce per step, after backward); then the metrics, and whether every rank was finite
-        pg.averageGradients(paramTensors);
-        const reduced = pg.allReduceNumbers([...local, finite ? 0 : 1], "sum");
-        local = reduced.slice(0, 5).map((v) => v / world);
-        finite = reduced[5] === 0;
-      }
-      const gradNorm = clipGradNorm(paramTensors, cfg.maxGradNorm);
-      const badWhat = !finite ? "loss" : !Number.isFinite(gradNorm) ? "gradient norm" : null;
-      if (badWhat !== null) {
-        optimizer.zeroGrad();
-        if (cfg.onNonFinite === "stop" || skippedSteps >= cfg.maxSkippedSteps) {
-          throw new NonFiniteError(step + 1, badWhat, lastCheckpoint, cfg);
-        }
-        skippedSteps++;
-        this.#emit({
-          type: "warning", step: step + 1, code: "non-finite-skipped",
-          message: `non-finite ${badWhat} at step ${step + 1}: update skipped (${skippedSteps} skipped so far)`,
-        });
-      } else {
-        optimizer.step();
-        optimizer.zeroGrad();
-      }
-      step++;
-      stepsThisCall++;
-
-      const pairs = results.reduce((a, r) => a + r.pairs, 0);
-      const dt = (performance.now() - t0) / 1000;
-      const metrics: StepMetrics = {
-        loss: local[0]!,
-        implicitAcc: local[1]!,
-        policyMse: local[2]!,
-        referenceMse: local[3]!,
-        margin: local[4]!,
-        gradNorm,
-        lr,
-        pairsPerSec: (pairs * processes) / Math.max(dt, 1e-9),
-        skippedSteps,
-      };
-      history.push({ step, metrics });
-      const elapsedSec = (performance.now() - started) / 1000;
-      if (step % cfg.logEvery === 0 || step === cfg.maxSteps) {
-        const perStep = elapsedSec / (step - startStep);
-        this.#emit({ type: "step", step, maxSteps: cfg.maxSteps, metrics, elapsedSec, etaSec: perStep * (cfg.maxSteps - step) });
-      }
-
-      if (cfg.checkpointEvery > 0 && step % cfg.checkpointEvery === 0) {
-        lastCheckpoint = this.#save(step, batchIndex, skippedSteps, gen, optimizer);
-        lastSavedStep = step;
-        this.#emit({ type: "checkpoint", step, path: lastCheckpoint });
-      }
-      if (cfg.validation.every > 0 && step % cfg.validation.every === 0 && o.sampleValidation !== undefined && this.#isMain) {
-        const path = await this.#validate(step, policyFn, referenceFn);
-        this.#emit({ type: "validation", step, path });
-      }
+    } finally {
+      reducer?.dispose();
     }
 
     const finished = step >= cfg.maxSteps;

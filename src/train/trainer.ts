@@ -118,6 +118,8 @@ export interface DpoTrainerOptions {
    * more than one backward of a micro-batch, which the overlapped reducer refuses).
    */
   gradientReduce?: "overlapped" | "after-backward";
+  /** Gradient bucket size in bytes (DDP's bucket_cap_mb; default 25 MB, the first bucket 1 MB or this when smaller). */
+  gradientBucketBytes?: number;
   /** Stop after this many optimizer steps in this call (interruption tests, time-boxed jobs). */
   stopAfterSteps?: number;
   /** Test seam, passed to saveCheckpoint. */
@@ -317,7 +319,7 @@ export class DpoTrainer {
     const started = performance.now();
     const startStep = step;
     let stepsThisCall = 0;
-    const reducer = pg !== undefined && world > 1 && o.gradientReduce !== "after-backward" ? pg.createReducer(paramTensors) : null;
+    const reducer = pg !== undefined && world > 1 && o.gradientReduce !== "after-backward" ? pg.createReducer(paramTensors, { bucketBytes: o.gradientBucketBytes }) : null;
     try {
       while (step < cfg.maxSteps && (o.stopAfterSteps === undefined || stepsThisCall < o.stopAfterSteps)) {
         const t0 = performance.now();
@@ -353,7 +355,7 @@ export class DpoTrainer {
           // hooks launched during backward, then the rest); then the metrics, and whether every
           // rank was finite
           if (reducer !== null) reducer.finish();
-          else pg.averageGradients(paramTensors);
+          else pg.averageGradients(paramTensors, o.gradientBucketBytes);
           const reduced = pg.allReduceNumbers([...local, finite ? 0 : 1], "sum");
           local = reduced.slice(0, 5).map((v) => v / world);
           finite = reduced[5] === 0;

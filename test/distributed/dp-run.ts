@@ -22,6 +22,9 @@ export interface DpoSpec {
   lora?: boolean;
   /** Deal the pairs like a row-interleaving loader (rank r: positions r, r + W, … of each global batch). */
   interleaved?: boolean;
+  /** DpoTrainerOptions.gradientReduce / gradientBucketBytes (default: overlapped, 25 MB). */
+  gradientReduce?: "overlapped" | "after-backward";
+  bucketBytes?: number;
   /** This rank SIGKILLs itself when asked for this batch index (the dead-rank test). */
   killRank?: number;
   killAtBatch?: number;
@@ -98,6 +101,8 @@ async function runDpo(spec: DpoSpec, pg?: ProcessGroup): Promise<RunOutput> {
     config, model, encodePrompts, schedule: new NoiseSchedule(), data,
     ...(spec.lora ? { adapters: (model as TinyLoraDenoiser).adapters() } : {}),
     ...(pg ? { processGroup: pg } : {}),
+    ...(spec.gradientReduce ? { gradientReduce: spec.gradientReduce } : {}),
+    ...(spec.bucketBytes ? { gradientBucketBytes: spec.bucketBytes } : {}),
     onEvent: () => events++,
   });
   const result = await trainer.run();

@@ -8,6 +8,23 @@ import { fileURLToPath } from "node:url";
 import { liveTensorBytes } from "../src/tensor/index.js";
 import type { TensorPairSource, PairBatchSource } from "../src/train/data.js";
 import type { PairBatch } from "../src/train/dpo-step.js";
+import type { RatioSpread } from "./types.js";
+
+/**
+ * Per-round throughput ratios ours / PyTorch of an alternating run (round i: PyTorch's step i, then
+ * ours): theirs[i] / ours[i] in seconds. Undefined when PyTorch gave no steps.
+ */
+export function pairedRatioSpread(oursSeconds: number[], theirsSeconds: number[]): RatioSpread | undefined {
+  const n = Math.min(oursSeconds.length, theirsSeconds.length);
+  if (n === 0) return undefined;
+  const r = Array.from({ length: n }, (_, i) => theirsSeconds[i]! / oursSeconds[i]!).sort((a, b) => a - b);
+  const at = (q: number) => {
+    const x = q * (n - 1);
+    const lo = Math.floor(x);
+    return r[lo]! + (r[Math.min(lo + 1, n - 1)]! - r[lo]!) * (x - lo);
+  };
+  return { median: at(0.5), min: r[0]!, max: r[n - 1]!, q1: at(0.25), q3: at(0.75), rounds: n };
+}
 
 export class TorchTwin {
   readonly #pending: { resolve: (v: Record<string, unknown>) => void; reject: (e: Error) => void }[] = [];
@@ -19,7 +36,10 @@ export class TorchTwin {
   constructor(script: string, threads: number, cfg: unknown, readonly timeoutMs?: number) {
     this.#name = `bench/torch/${script}`;
     const path = fileURLToPath(new URL(`./torch/${script}`, import.meta.url));
-    this.#child = spawn("/usr/bin/python3", [path, "serve", String(threads), JSON.stringify(cfg)], { stdio: ["pipe", "pipe", "pipe"] });
+    // OpenBLAS's pool sized like ours (our binding resizes it with the thread count; torch does not)
+    this.#child = spawn("/usr/bin/python3", [path, "serve", String(threads), JSON.stringify(cfg)], {
+      stdio: ["pipe", "pipe", "pipe"], env: { ...process.env, OPENBLAS_NUM_THREADS: String(threads) },
+    });
     this.#child.stderr.on("data", (d: Buffer) => { this.#err = (this.#err + d.toString()).slice(-2000); });
     // a twin that dies fails every call still waiting for it
     this.#child.on("exit", (code) => {

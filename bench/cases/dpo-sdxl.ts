@@ -24,7 +24,7 @@ import { loadTrainConfig } from "../../src/config/train.js";
 import { DpoTrainer, loraAdapters } from "../../src/train/trainer.js";
 import { TensorPairSource } from "../../src/train/data.js";
 import { median } from "./engine.js";
-import { AlternatingSource, TorchTwin } from "../alternating.js";
+import { AlternatingSource, TorchTwin, pairedRatioSpread } from "../alternating.js";
 
 const PAIRS = 2;
 const LATENT = 32;
@@ -116,7 +116,7 @@ export const dpoSdxlBench: BenchCase = {
   async run({ quick, threads }) {
     setNumThreads(threads);
     const warmup = 1;
-    const reps = quick ? 2 : 4;
+    const reps = quick ? 3 : 10;
     const results: BenchResult[] = [];
     for (const mode of ["lora", "lora-checkpointed", "full"] as const) {
       const m = await runMode(mode, threads, warmup + reps, warmup);
@@ -126,7 +126,7 @@ export const dpoSdxlBench: BenchCase = {
       results.push({
         name: `DPO training, ${label} (SDXL arch 32/64/128, ${PAIRS} pairs of 32×32 latents, cached conditioning)`,
         unit: "pairs/s", ours,
-        ...(ref !== undefined ? { reference: ref, ratio: ours / ref } : {}),
+        ...(ref !== undefined ? { reference: ref, ratio: ours / ref, ratioSpread: pairedRatioSpread(m.ours, m.theirs) } : {}),
         note: [
           `${(median(m.ours) * 1e3).toFixed(0)} ms per step here${ref !== undefined ? `, ${(median(m.theirs) * 1e3).toFixed(0)} ms in PyTorch` : ""}`,
           `${m.trainable.toLocaleString("en")} trainable parameters`,

@@ -28,7 +28,7 @@ import { loadTrainConfig } from "../../src/config/train.js";
 import { DpoTrainer, loraAdapters } from "../../src/train/trainer.js";
 import { TensorPairSource } from "../../src/train/data.js";
 import { median } from "./engine.js";
-import { AlternatingSource, TorchTwin } from "../alternating.js";
+import { AlternatingSource, TorchTwin, pairedRatioSpread } from "../alternating.js";
 
 const MODEL = "models/emoji-base";
 const PAIRS = 8;
@@ -105,7 +105,7 @@ export const dpoBench: BenchCase = {
   async run({ quick, threads }) {
     setNumThreads(threads);
     const warmup = 1;
-    const reps = quick ? 2 : 4;
+    const reps = quick ? 4 : 16;
     const results: BenchResult[] = [];
     const modes: Partial<Record<"full" | "lora", ModeResult>> = {};
     let weightBytes = 0;
@@ -134,7 +134,7 @@ export const dpoBench: BenchCase = {
       results.push({
         name: `DPO training, ${mode === "full" ? "full fine-tuning" : `LoRA r${RANK}`} (emoji-base arch, ${PAIRS} pairs of 32×32)`,
         unit: "pairs/s", ours,
-        ...(ref !== undefined ? { reference: ref, ratio: ours / ref } : {}),
+        ...(ref !== undefined ? { reference: ref, ratio: ours / ref, ratioSpread: pairedRatioSpread(m.ours, m.theirs) } : {}),
         note: notes.join("; "),
       });
     }

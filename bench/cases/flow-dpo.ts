@@ -20,7 +20,7 @@ import { loadTrainConfig } from "../../src/config/train.js";
 import { DpoTrainer } from "../../src/train/trainer.js";
 import { TensorPairSource } from "../../src/train/data.js";
 import { median } from "./engine.js";
-import { AlternatingSource, TorchTwin } from "../alternating.js";
+import { AlternatingSource, TorchTwin, pairedRatioSpread } from "../alternating.js";
 
 const PAIRS = 2;
 const LATENT = 32;
@@ -117,7 +117,7 @@ export const flowDpoBench: BenchCase = {
   async run({ quick, threads }) {
     setNumThreads(threads);
     const warmup = 1;
-    const reps = quick ? 3 : 6;
+    const reps = quick ? 3 : 10;
     const results: BenchResult[] = [];
     for (const mode of ["lora", "full"] as const) {
       const m = await runMode(mode, threads, warmup + reps, warmup);
@@ -126,7 +126,7 @@ export const flowDpoBench: BenchCase = {
       results.push({
         name: `Flow-DPO training, ${mode === "lora" ? `LoRA r${RANK}` : "full fine-tuning"} (tiny SD3 MMDiT 4×128, ${PAIRS} pairs of 16×32×32 latents, cached conditioning)`,
         unit: "pairs/s", ours,
-        ...(ref !== undefined ? { reference: ref, ratio: ours / ref } : {}),
+        ...(ref !== undefined ? { reference: ref, ratio: ours / ref, ratioSpread: pairedRatioSpread(m.ours, m.theirs) } : {}),
         note: [
           `${(median(m.ours) * 1e3).toFixed(0)} ms per step here${ref !== undefined ? `, ${(median(m.theirs) * 1e3).toFixed(0)} ms in PyTorch` : ""}`,
           `${m.params.toLocaleString("en")} parameters (both sides), ${m.trainable.toLocaleString("en")} trainable`,

@@ -1,6 +1,9 @@
-// A local launcher like torchrun's: starts N worker processes with MASTER_ADDR, MASTER_PORT,
-// RANK, WORLD_SIZE and LOCAL_RANK set, and ends the whole job — naming the rank — as soon as one
-// worker fails, so a dead rank never leaves the others hanging in a collective.
+// A launcher like torchrun's: starts this machine's N worker processes with MASTER_ADDR,
+// MASTER_PORT, RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE and NODE_RANK (GROUP_RANK) set, and
+// ends the whole local job — naming the rank — as soon as one worker fails, so a dead rank never
+// leaves the others hanging in a collective. Several machines (torchrun's --nnodes/--node-rank):
+// run one launcher per machine with the same nnodes, masterAddr (node 0's address, reachable from
+// every node) and masterPort; node k's workers are ranks k·nproc … k·nproc + nproc − 1.
 import { spawn, type ChildProcess } from "node:child_process";
 import { createServer } from "node:net";
 import { PEER_FAILURE_EXIT_CODE } from "./process-group.js";
@@ -10,10 +13,17 @@ export interface LaunchOptions {
   /** Command and arguments of each worker (default: this same node program and arguments). */
   command?: string;
   args: string[];
+  /** Node 0's address; required when nnodes > 1 (default 127.0.0.1). */
   masterAddr?: string;
+  /** Required when nnodes > 1 (default: a free port on this machine). */
   masterPort?: number;
-  /** Number of the first rank on this machine (multi-machine: nodeRank × nproc). */
+  /** Machines taking part, each running one launcher (torchrun's --nnodes; default 1). */
+  nnodes?: number;
+  /** This machine's index in [0, nnodes) (torchrun's --node-rank; default 0). */
+  nodeRank?: number;
+  /** Number of the first rank on this machine (default nodeRank × nproc). */
   rankOffset?: number;
+  /** Default nnodes × nproc. */
   worldSize?: number;
   /** Threads per worker (OMP_NUM_THREADS-like; passed as DDPO_THREADS). */
   threadsPerWorker?: number;
@@ -53,10 +63,17 @@ export async function freePort(): Promise<number> {
 
 export async function launchLocal(opts: LaunchOptions): Promise<void> {
   if (!Number.isInteger(opts.nproc) || opts.nproc < 1) throw new Error(`--nproc must be a positive integer, got ${opts.nproc}`);
+  const nnodes = opts.nnodes ?? 1;
+  const nodeRank = opts.nodeRank ?? 0;
+  if (!Number.isInteger(nnodes) || nnodes < 1) throw new Error(`--nnodes must be a positive integer, got ${nnodes}`);
+  if (!Number.isInteger(nodeRank) || nodeRank < 0 || nodeRank >= nnodes) throw new Error(`--node-rank must be an integer in [0, ${nnodes}) (the --nnodes machines are numbered from 0), got ${nodeRank}`);
+  if (nnodes > 1 && (opts.masterAddr === undefined || opts.masterPort === undefined)) {
+    throw new Error("--nnodes > 1 needs --master-addr (node 0's address, reachable from every machine) and --master-port (the same on every machine)");
+  }
   const masterPort = opts.masterPort ?? (await freePort());
   const masterAddr = opts.masterAddr ?? "127.0.0.1";
-  const worldSize = opts.worldSize ?? opts.nproc;
-  const offset = opts.rankOffset ?? 0;
+  const worldSize = opts.worldSize ?? nnodes * opts.nproc;
+  const offset = opts.rankOffset ?? nodeRank * opts.nproc;
   const command = opts.command ?? process.execPath;
   const children: ChildProcess[] = [];
   return new Promise<void>((resolve, reject) => {
@@ -86,6 +103,9 @@ export async function launchLocal(opts: LaunchOptions): Promise<void> {
           MASTER_PORT: String(masterPort),
           RANK: String(rank),
           LOCAL_RANK: String(local),
+          LOCAL_WORLD_SIZE: String(opts.nproc),
+          NODE_RANK: String(nodeRank),
+          GROUP_RANK: String(nodeRank),
           WORLD_SIZE: String(worldSize),
           // as torchrun sets OMP_NUM_THREADS: BLAS thread pools of N workers must not oversubscribe the cores
           ...(opts.threadsPerWorker

@@ -76,3 +76,9 @@ test("torchrun-style environment parsing", () => {
   assert.throws(() => distributedEnvFromProcess({ WORLD_SIZE: "2", RANK: "0", MASTER_PORT: "1" }), /MASTER_ADDR is not set/);
   assert.throws(() => distributedEnvFromProcess({ WORLD_SIZE: "x" }), /WORLD_SIZE must be a positive integer/);
 });
+
+test("multi-node launch settings: --nnodes > 1 needs the master's address and port; --node-rank in range", async () => {
+  await assert.rejects(launchLocal({ nproc: 1, nnodes: 2, nodeRank: 1, args: [] }), /--nnodes > 1 needs --master-addr .* and --master-port/);
+  await assert.rejects(launchLocal({ nproc: 1, nnodes: 2, nodeRank: 2, masterAddr: "10.0.0.1", masterPort: 29500, args: [] }), /--node-rank must be an integer in \[0, 2\)/);
+  await assert.rejects(launchLocal({ nproc: 1, nnodes: 0, args: [] }), /--nnodes must be a positive integer/);
+});

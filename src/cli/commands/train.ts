@@ -4,7 +4,9 @@
 // metrics.jsonl in the run folder), print a summary (--json: one JSON object on stdout).
 //
 // --nproc N (N > 1, RANK unset): relaunches this same command as N local workers (torchrun's
-// environment variables); each worker joins the process group and trains its shard.
+// environment variables); each worker joins the process group and trains its shard. Several
+// machines, as torchrun: the same command on each with --nnodes M --node-rank k --master-addr
+// (node 0's address) --master-port P.
 import { defineCommand } from "citty";
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
@@ -103,6 +105,10 @@ export default defineCommand({
     logEvery: { type: "string", description: "Log metrics every N steps (default: 1)" },
     workers: { type: "string", description: "Image decoding threads, 0 = in the training thread (default: 1)" },
     nproc: { type: "string", description: "Data-parallel worker processes on this machine (default: 1)", default: "1" },
+    nnodes: { type: "string", description: "Machines taking part, each running this command with its --node-rank (default: 1)", default: "1" },
+    nodeRank: { type: "string", description: "This machine's index in [0, --nnodes) (default: 0)", default: "0" },
+    masterAddr: { type: "string", description: "Node 0's address, reachable from every machine (needed with --nnodes > 1; default 127.0.0.1)" },
+    masterPort: { type: "string", description: "Rendezvous port on node 0, the same on every machine (needed with --nnodes > 1; default: a free port)" },
     device: { type: "string", description: "cpu or cuda[:N]", default: "cpu" },
     json: { type: "boolean", description: "Print one JSON summary on stdout", default: false },
   },
@@ -121,7 +127,7 @@ export default defineCommand({
 
 type TrainArgs = Partial<Record<keyof typeof FLAG_KEYS | "config", string>> & {
   lora?: boolean; full?: boolean; bf16?: boolean; resume?: boolean; skipBad?: boolean; scaleLr?: boolean; referenceMetrics?: boolean;
-  nproc?: string; device?: string; json?: boolean; gradientCheckpointing?: boolean;
+  nproc?: string; nnodes?: string; nodeRank?: string; masterAddr?: string; masterPort?: string; device?: string; json?: boolean; gradientCheckpointing?: boolean;
 };
 
 function fmt(v: number | undefined): string {
@@ -185,6 +191,9 @@ function positiveInt(raw: string | undefined, flag: string): number {
 /** Runs the command; null when this process is the launcher or a non-zero rank. */
 export async function train(args: TrainArgs): Promise<TrainSummary | null> {
   const nproc = positiveInt(args.nproc ?? "1", "--nproc");
+  const nnodes = positiveInt(args.nnodes ?? "1", "--nnodes");
+  // every process of the job, on all machines: the data must hold a batch for each
+  const processes = nproc * nnodes;
   const { ConfigError, loadTrainConfig } = await import("../../config/train.js");
   const { latestCheckpoint } = await import("../../train/checkpoint.js");
   const { flags, names } = flagLayer(args);
@@ -236,7 +245,7 @@ export async function train(args: TrainArgs): Promise<TrainSummary | null> {
     const m = cache.manifest;
     const problem = resolve(m.model) !== modelDir ? `was encoded with the model ${m.model}, not --model ${cfg.model}; train that model or write a new cache`
       : cfg.data.resolution !== undefined && cfg.data.resolution !== m.resolution ? `holds ${m.resolution}-pixel latents; --resolution ${cfg.data.resolution} needs a new cache`
-      : nproc > 1 ? "is a training cache, which trains in one process (leave --nproc out)"
+      : processes > 1 ? "is a training cache, which trains in one process (leave --nproc and --nnodes out)"
       : m.pairs < cfg.batchSize ? `holds ${m.pairs} pairs, fewer than one batch of ${cfg.batchSize}` : null;
     if (problem !== null) {
       cache.close();
@@ -249,7 +258,7 @@ export async function train(args: TrainArgs): Promise<TrainSummary | null> {
       throw new UsageError(`--data ${dataPath}: ${(err as Error).message}`);
     }
     try {
-      await checkEnoughPairs(data, dataPath, cfg.batchSize * nproc);
+      await checkEnoughPairs(data, dataPath, cfg.batchSize * processes);
     } catch (err) {
       await data.close();
       throw err;
@@ -258,18 +267,26 @@ export async function train(args: TrainArgs): Promise<TrainSummary | null> {
 
   // --nproc N: the settings, model folder and data are checked once here, then this same command
   // runs as N workers (each with RANK set, so it does not relaunch)
-  if (nproc > 1 && process.env.RANK === undefined) {
+  if (processes > 1 && process.env.RANK === undefined) {
     await data?.close();
     const { launchLocal, WorkerFailedError } = await import("../../distributed/launch.js");
     const { getNumThreads } = await import("../../tensor/index.js");
+    const nodeRank = Number(args.nodeRank ?? "0");
+    if (!Number.isInteger(nodeRank) || nodeRank < 0 || nodeRank >= nnodes) throw new UsageError(`--node-rank must be an integer in [0, ${nnodes}) (--nnodes ${nnodes}), got "${args.nodeRank}"`);
+    if (nnodes > 1 && (args.masterAddr === undefined || args.masterPort === undefined)) {
+      throw new UsageError("--nnodes > 1 needs --master-addr (node 0's address, reachable from every machine) and --master-port (the same port on every machine)");
+    }
+    const masterPort = args.masterPort === undefined ? undefined : positiveInt(args.masterPort, "--master-port");
     try {
       await launchLocal({
-        nproc,
+        nproc, nnodes, nodeRank,
+        ...(args.masterAddr !== undefined ? { masterAddr: args.masterAddr } : {}),
+        ...(masterPort !== undefined ? { masterPort } : {}),
         args: [...process.execArgv, ...process.argv.slice(1)],
         threadsPerWorker: Math.max(1, Math.floor(getNumThreads() / nproc)),
       });
     } catch (err) {
-      if (err instanceof WorkerFailedError) throw new UsageError(`train --nproc ${nproc}: ${err.message}`);
+      if (err instanceof WorkerFailedError) throw new UsageError(`train --nproc ${nproc}${nnodes > 1 ? ` --nnodes ${nnodes} --node-rank ${nodeRank}` : ""}: ${err.message}`);
       throw err;
     }
     return null;
@@ -424,7 +441,7 @@ async function checkEnoughPairs(data: { rowCount(): Promise<number>; pairs(): As
   }
   if (usable === 0) throw new UsageError(`--data ${path}: holds no usable preference pairs${rows > 0 ? ` (${rows} rows, all ties or bad)` : ""}`);
   if (usable < need) {
-    throw new UsageError(`--data ${path}: ${usable} usable pairs, fewer than one batch of ${need} (--batch × --nproc); lower --batch or add data`);
+    throw new UsageError(`--data ${path}: ${usable} usable pairs, fewer than one batch of ${need} (--batch × --nproc × --nnodes); lower --batch or add data`);
   }
 }
 

@@ -76,6 +76,15 @@ export const DataConfigSchema = z.strictObject({
   workers: nonNegInt.default(1),
 });
 
+export const ReferenceCacheConfigSchema = z.strictObject({
+  /**
+   * K: fixed (t, ε) draws per pair whose reference errors are computed once before training
+   * (src/train/reference-cache.ts). Each step uses one of a pair's K draws, so the policy sees a
+   * finite set of K noises per pair instead of a fresh one every step.
+   */
+  draws: positiveInt,
+});
+
 /**
  * Defaults that depend on the fine-tuning mode. Full fine-tuning follows the official script (lr
  * 1e-8 per pair × the effective batch, 500 warmup steps). LoRA follows diffusers' DPO LoRA example
@@ -110,6 +119,14 @@ const TrainConfigObject = z.strictObject({
    * Off by default: with full fine-tuning it costs a second copy of the network and a forward pass.
    */
   referenceMetrics: z.boolean().default(REFERENCE_METRICS_DEFAULT),
+  /**
+   * Off by default. `{ draws: K }`: compute the frozen reference's per-sample errors once, for K
+   * fixed (t, ε) draws per pair (stored in outputDir/reference-cache.safetensors), and train
+   * against them: no reference forward in the step, and full fine-tuning frees its reference copy.
+   * Needs the same input for a pair every step (data.flip false, data.crop center, latentSampling
+   * mean) and one process.
+   */
+  referenceCache: ReferenceCacheConfigSchema.optional(),
   /** Target of the denoiser: ε or the velocity v (the official script supports ε only). */
   predictionType: z.enum(["epsilon", "v_prediction"]).default("epsilon"),
   /** Start from an earlier run's weights (LoRA adapters or UNet), fresh optimizer: an on-policy round. */

@@ -267,7 +267,18 @@ export class CachedPairSource implements PairBatchSource {
   batch(index: number): PairBatch {
     const epoch = Math.floor(index / this.batchesPerEpoch);
     const k = index % this.batchesPerEpoch;
-    const ids = this.permutation(epoch).slice(k * this.batchSize, (k + 1) * this.batchSize);
+    return this.#pairs(this.permutation(epoch).slice(k * this.batchSize, (k + 1) * this.batchSize));
+  }
+
+  /** All cached pairs in index order. */
+  *everyPair(): Generator<PairBatch> {
+    const m = this.cache.manifest.pairs;
+    for (let i = 0; i < m; i += this.batchSize) {
+      yield this.#pairs(Array.from({ length: Math.min(this.batchSize, m - i) }, (_, j) => i + j));
+    }
+  }
+
+  #pairs(ids: number[]): PairBatch {
     const res = this.cache.manifest.resolution;
     return {
       prompts: ids.map((i) => this.cache.promptTexts[this.cache.pairs[i]!.prompt]!),

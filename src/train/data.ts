@@ -37,6 +37,11 @@ export interface PairBatchSource {
    */
   state?(): unknown;
   restore?(state: unknown): void;
+  /**
+   * Every pair of the data once, in batches of up to batchSize (the last may be smaller), for a
+   * one-off pass such as building the reference cache; the caller disposes the pixels.
+   */
+  everyPair?(): Iterable<PairBatch> | AsyncIterable<PairBatch>;
 }
 
 /** What LoaderBatchSource needs from src/data's PreferenceLoader. */
@@ -179,7 +184,17 @@ export class TensorPairSource implements PairBatchSource {
     const k = index % this.batchesPerEpoch;
     const global = this.batchSize * (this.shard?.worldSize ?? 1);
     const start = k * global + (this.shard?.rank ?? 0) * this.batchSize;
-    const ids = this.permutation(epoch).slice(start, start + this.batchSize);
+    return this.#pairs(this.permutation(epoch).slice(start, start + this.batchSize));
+  }
+
+  /** All pairs in index order (every rank gets all of them). */
+  *everyPair(): Generator<PairBatch> {
+    for (let i = 0; i < this.#prompts.length; i += this.batchSize) {
+      yield this.#pairs(Array.from({ length: Math.min(this.batchSize, this.#prompts.length - i) }, (_, j) => i + j));
+    }
+  }
+
+  #pairs(ids: number[]): PairBatch {
     const ix = tensor(new BigInt64Array(ids.map(BigInt)), [ids.length], { device: this.#chosen.device });
     const chosen = this.#chosen.indexSelect(0, ix);
     const rejected = this.#rejected.indexSelect(0, ix);

@@ -15,6 +15,11 @@
 // positions of its own pairs (shard.layout), so each pair gets the t, ε and coin it gets in a
 // one-process run with batch N × worldSize, and the generator state stays identical on all ranks
 // (one state in checkpoints).
+//
+// Fixed draws (`pairDraws`, the reference cache of reference-cache.ts): the generator then draws
+// only a draw index k ∈ {0 … K−1} per pair (for the global batch, as above), and ε, t and the
+// dropout coin come from draw k of the pair, regenerated bit for bit; `cachedReference` then
+// supplies Rw, Rl for those draws instead of a reference forward.
 import {
   Generator,
   autocast,
@@ -31,6 +36,7 @@ import type { Module } from "../nn/index.js";
 import {
   perSampleErrors,
   preferenceLoss,
+  type ReferenceErrors,
   type PreferenceMethod,
   type PreferenceOptions,
 } from "../losses/preference.js";
@@ -101,6 +107,19 @@ export interface StepModels {
   encodeImages?: (pixels: Tensor, posteriorNoise?: (shape: readonly number[]) => Tensor) => Tensor;
 }
 
+/**
+ * K fixed (ε, t, dropout coin) draws per pair, keyed by the pair's content (reference-cache.ts's
+ * fixedPairDraws): the same key and k give the same draw in every step, rank and run.
+ */
+export interface PairDraws {
+  /** K, the draws per pair. */
+  draws: number;
+  /** A key per pair of the batch, from its prompt and input (before any encoder). */
+  keys(batch: PairBatch): string[];
+  /** Draw draws[i] of pair keys[i]: noise [N, ...shape] on `device`, timesteps and coins in [0, 1). */
+  sample(keys: string[], draws: number[], shape: readonly number[], device: string): { noisePairs: Tensor; tPairs: number[]; coins: number[] };
+}
+
 export interface StepOptions extends PreferenceOptions {
   method: PreferenceMethod;
   /** The DDPM schedule (UNet models). Not needed when `noising` is given. */
@@ -121,6 +140,10 @@ export interface StepOptions extends PreferenceOptions {
   shard?: { rank: number; worldSize: number; layout?: "contiguous" | "interleaved" };
   /** VAE latents: a posterior sample (default, as the official script) or the posterior mean. */
   latentSampling?: "sample" | "mean";
+  /** Fixed draws per pair instead of fresh ones from the generator (see the file comment). */
+  pairDraws?: PairDraws;
+  /** With pairDraws: the reference's cached errors of the drawn draws (no reference forward runs). */
+  cachedReference?: (keys: string[], draws: number[], tPairs: readonly number[], device: string) => ReferenceErrors;
 }
 
 /** A pair's image geometry in pixels (SDXL's add_time_ids: original size, crop top-left, target size). */
@@ -150,6 +173,8 @@ export interface StepResult {
   pairs: number;
   timesteps: number[];
   promptsDropped: number;
+  /** With pairDraws: the draw index used for each pair. */
+  draws?: number[];
 }
 
 /** How a model family noises its training inputs: a DDPM schedule and target, or its own process (flow matching). */
@@ -176,7 +201,8 @@ export function noisedPairs(
   return { noisy: process.noise(x0, noise, t), target: process.target(x0, noise, t), tTensor: process.modelTimesteps(t, device) };
 }
 
-function withAutocast<T>(device: string, mode: "no" | "bf16" | undefined, fn: () => T): T {
+/** Runs fn under bf16 autocast when asked (CUDA or CPU by the device). */
+export function withAutocast<T>(device: string, mode: "no" | "bf16" | undefined, fn: () => T): T {
   if (mode !== "bf16") return fn();
   return autocast(device.startsWith("cuda") ? "cuda" : "cpu", "bf16", fn);
 }
@@ -192,6 +218,13 @@ export function dpoStep(models: StepModels, batch: PairBatch, gen: Generator, op
       );
     }
     const device = pixels.device;
+    const fixed = opts.pairDraws;
+    if (opts.cachedReference !== undefined && fixed === undefined) throw new Error("dpoStep: cachedReference needs pairDraws (the cached errors belong to fixed draws)");
+    if (fixed !== undefined && models.encodeImages !== undefined && (opts.latentSampling ?? "sample") === "sample") {
+      throw new Error('dpoStep: fixed pair draws need deterministic latents: latentSampling "mean" (a sampled posterior differs every step)');
+    }
+    // the keys come from the step's input, before any encoder
+    const keys = fixed?.keys(batch);
     const world = opts.shard?.worldSize ?? 1;
     const rank = opts.shard?.rank ?? 0;
     const slots = Array.from({ length: n }, (_, j) => (opts.shard?.layout === "interleaved" ? j * world + rank : rank * n + j));
@@ -213,12 +246,22 @@ export function dpoStep(models: StepModels, batch: PairBatch, gen: Generator, op
     const schedule = opts.schedule;
     if (!noising && !schedule) throw new Error("dpoStep: pass a noise schedule (UNet models) or a noising process (flow models)");
     const T = noising ? noising.numTrainTimesteps : schedule!.numTrainTimesteps;
-    const globalNoise = randn([n * world, c, h, w], gen, { device });
-    const noisePairs = ownRows(globalNoise, slots);
-    const globalT = noising ? noising.drawTimesteps(n * world, gen) : randint(0, T, [n * world], gen).toArray();
-    const tPairs = slots.map((s) => (noising ? globalT[s]! : Math.round(globalT[s]!)));
-    const globalCoins = rand([n * world], gen).toArray();
-    const coins = slots.map((s) => globalCoins[s]!);
+    let noisePairs: Tensor;
+    let tPairs: number[];
+    let coins: number[];
+    let drawIndex: number[] | undefined;
+    if (fixed !== undefined) {
+      const globalDraw = randint(0, fixed.draws, [n * world], gen).toArray();
+      drawIndex = slots.map((s) => Math.round(globalDraw[s]!));
+      ({ noisePairs, tPairs, coins } = fixed.sample(keys!, drawIndex, [c, h, w], device));
+    } else {
+      const globalNoise = randn([n * world, c, h, w], gen, { device });
+      noisePairs = ownRows(globalNoise, slots);
+      const globalT = noising ? noising.drawTimesteps(n * world, gen) : randint(0, T, [n * world], gen).toArray();
+      tPairs = slots.map((s) => (noising ? globalT[s]! : Math.round(globalT[s]!)));
+      const globalCoins = rand([n * world], gen).toArray();
+      coins = slots.map((s) => globalCoins[s]!);
+    }
     const prompts = batch.prompts.map((p, i) => (coins[i]! < opts.promptDropout ? "" : p));
     const promptsDropped = prompts.filter((p, i) => p === "" && batch.prompts[i] !== "").length;
 
@@ -239,8 +282,10 @@ export function dpoStep(models: StepModels, batch: PairBatch, gen: Generator, op
       ? checkpointed.output.detach().setRequiresGrad(true)
       : withAutocast(device, opts.mixedPrecision, () => models.policy(noisy, tTensor, cond));
     const policy = perSampleErrors(pred, target);
-    let reference: { rw: Tensor; rl: Tensor } | undefined;
-    if (models.reference !== undefined) {
+    let reference: ReferenceErrors | undefined;
+    if (opts.cachedReference !== undefined) {
+      reference = opts.cachedReference(keys!, drawIndex!, tPairs, device);
+    } else if (models.reference !== undefined) {
       const refPred = noGrad(() => withAutocast(device, opts.mixedPrecision, () => models.reference!(noisy, tTensor, cond)));
       const e = perSampleErrors(refPred, target);
       reference = { rw: e.lw, rl: e.ll };
@@ -267,6 +312,7 @@ export function dpoStep(models: StepModels, batch: PairBatch, gen: Generator, op
       pairs: n,
       timesteps: tPairs,
       promptsDropped,
+      ...(drawIndex !== undefined ? { draws: drawIndex } : {}),
     };
   });
 }

@@ -37,14 +37,24 @@ export type TrainEvent =
   | { type: "step"; step: number; maxSteps: number; metrics: StepMetrics; elapsedSec: number; etaSec: number }
   | { type: "checkpoint"; step: number; path: string }
   | { type: "validation"; step: number; path: string }
-  | { type: "warning"; step: number; code: "non-finite-skipped" | "temporary-removed" | "config"; message: string }
+  | { type: "warning"; step: number; code: "non-finite-skipped" | "temporary-removed" | "config" | "reference-cache"; message: string }
+  /** Building the reference cache: pairs done so far (not written to metrics.jsonl). */
+  | { type: "reference-cache-progress"; pairs: number; draws: number }
+  /**
+   * The reference cache is ready: "built" now or "reused" from an earlier call. `referenceFreedBytes`:
+   * live tensor bytes released by freeing full fine-tuning's reference copy (null when none was freed).
+   */
+  | {
+      type: "reference-cache"; step: number; path: string; action: "built" | "reused"; pairs: number; draws: number;
+      seconds: number; referenceFreedBytes: number | null;
+    }
   | { type: "done"; step: number; outputDir: string; finalPath: string; skippedSteps: number; elapsedSec: number };
 
 /** An onEvent callback appending every step (and checkpoint/validation/warning/done) event as one JSON line. */
 export function jsonlMetricsLog(path: string): (e: TrainEvent) => void {
   mkdirSync(dirname(path), { recursive: true });
   return (e) => {
-    if (e.type === "start") return;
+    if (e.type === "start" || e.type === "reference-cache-progress") return;
     const record = e.type === "step" ? { type: e.type, step: e.step, time: Date.now(), ...e.metrics } : { ...e, time: Date.now() };
     // JSON has no NaN: write null for metrics that were not computed
     appendFileSync(path, `${JSON.stringify(record, (_k, v: unknown) => (typeof v === "number" && !Number.isFinite(v) ? null : v))}\n`);

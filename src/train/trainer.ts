@@ -16,7 +16,7 @@
 // checkpoints, validation grids and final weights; a checkpoint holds every rank's data position.
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { Generator, noGrad, type Tensor } from "../tensor/index.js";
+import { Generator, liveTensorBytes, noGrad, type Tensor } from "../tensor/index.js";
 import { AdamW, Adafactor, clipGradNorm, lrAt, type Optimizer } from "../optim/index.js";
 import { writeSafetensorsSync } from "../io/safetensors.js";
 import { methodNeedsReference } from "../losses/preference.js";
@@ -27,9 +27,21 @@ import {
   dpoStep,
   type DenoiserModule,
   type DenoisingModel,
+  type PairBatch,
   type StepModels,
+  type StepOptions,
   type StepResult,
 } from "./dpo-step.js";
+import {
+  REFERENCE_CACHE_FILE,
+  ReferenceCache,
+  buildReferenceCache,
+  fixedPairDraws,
+  identityDifferences,
+  noisingFingerprint,
+  referenceCacheIdentity,
+  weightsFingerprint,
+} from "./reference-cache.js";
 import type { NoiseSchedule } from "../diffusion/index.js";
 import type { TrainingNoising } from "../diffusion/flow/training.js";
 import { loraMetadata, loraStateDict, setLoraEnabled } from "../nn/lora.js";
@@ -124,6 +136,13 @@ export interface DpoTrainerOptions {
   stopAfterSteps?: number;
   /** Test seam, passed to saveCheckpoint. */
   afterCheckpointFile?: (name: string) => void;
+  /**
+   * With config.referenceCache: every training pair once, for building the cache (default the
+   * data source's everyPair()). The trainer disposes the pixels.
+   */
+  referencePairs?: () => Iterable<PairBatch> | AsyncIterable<PairBatch>;
+  /** With config.referenceCache: a description of the data (path, settings) kept in the cache's identity. */
+  referenceCacheData?: string;
 }
 
 export interface TrainResult {
@@ -156,6 +175,9 @@ export class DpoTrainer {
   readonly config: TrainConfig;
   #opts: DpoTrainerOptions;
   #reference: DenoiserModule | null = null;
+  /** Set when the reference copy was freed after building the reference cache: its weights' fingerprint. */
+  #freedReference: string | null = null;
+  #fingerprint: string | null = null;
   #optimizer: Optimizer | null = null;
 
   constructor(opts: DpoTrainerOptions) {
@@ -182,6 +204,19 @@ export class DpoTrainer {
     if (pg === undefined && shard !== undefined && shard.worldSize > 1) {
       throw new Error(`the data source reads shard ${shard.rank} of ${shard.worldSize} but no processGroup was given to the trainer`);
     }
+    if (this.config.referenceCache !== undefined) {
+      // the draws are keyed by pair content, so ranks would agree; building the cache across ranks is not written yet
+      if (world > 1) throw new Error("referenceCache (--reference-cache) trains in one process for now; leave --nproc out or drop the reference cache");
+      if (opts.encodeImages !== undefined && this.config.latentSampling === "sample") {
+        throw new Error(
+          'referenceCache (--reference-cache) needs the same latents for a pair every step: set latentSampling "mean" (--latents mean) ' +
+            "or train from a training cache (`diffusion-dpo cache`)",
+        );
+      }
+      if (opts.referencePairs === undefined && opts.data.everyPair === undefined) {
+        throw new Error("referenceCache: the data source cannot list every pair once (no everyPair()); pass referencePairs");
+      }
+    }
   }
 
   /** Rank 0 (or a single process): the one that emits events and writes files. */
@@ -199,7 +234,79 @@ export class DpoTrainer {
   }
 
   #needsReference(): boolean {
-    return methodNeedsReference(this.config.method) || this.config.referenceMetrics || this.config.validation.every > 0;
+    return methodNeedsReference(this.config.method) || this.config.referenceMetrics || this.config.validation.every > 0 ||
+      this.config.referenceCache !== undefined;
+  }
+
+  /** sha256 of the reference's weights: the frozen copy (full), or the base with the adapters left out (LoRA). */
+  #referenceFingerprint(): string {
+    if (this.#freedReference !== null) return this.#freedReference;
+    // the reference never changes, so hash it once (full fine-tuning of a large UNet: seconds)
+    if (this.#fingerprint !== null) return this.#fingerprint;
+    if (this.config.finetune === "lora") {
+      const adapters = new Set(this.#opts.adapters!.stateDict().keys());
+      const all = this.#opts.model.stateDict();
+      this.#fingerprint = weightsFingerprint(all, new Set([...all.keys()].filter((k) => adapters.has(k) || /(^|\.)lora[._]/.test(k))));
+    } else {
+      this.#fingerprint = weightsFingerprint(this.#reference!.stateDict());
+    }
+    return this.#fingerprint;
+  }
+
+  /**
+   * The reference cache of this run: reused when <outputDir>/reference-cache.safetensors was built
+   * for the same identity, else built (a fresh run rebuilds a mismatched one with a warning; a
+   * resumed run refuses it, since its checkpoint trained against that cache).
+   */
+  async #referenceCache(referenceFn: DenoisingModel | undefined, resumedFrom: string | null, step: number): Promise<{ cache: ReferenceCache; built: boolean; seconds: number }> {
+    const cfg = this.config;
+    const o = this.#opts;
+    const K = cfg.referenceCache!.draws;
+    const path = join(cfg.outputDir, REFERENCE_CACHE_FILE);
+    const identity = referenceCacheIdentity({
+      draws: K, seed: cfg.seed, promptDropout: cfg.promptDropout, predictionType: cfg.predictionType,
+      noising: noisingFingerprint(o.schedule, o.noising), mixedPrecision: cfg.mixedPrecision,
+      reference: this.#referenceFingerprint(), data: o.referenceCacheData ?? "",
+    });
+    const t0 = performance.now();
+    if (existsSync(path)) {
+      let problem: string;
+      try {
+        const cached = ReferenceCache.load(path);
+        const diffs = identityDifferences(cached.identity, identity);
+        if (diffs.length === 0) return { cache: cached, built: false, seconds: (performance.now() - t0) / 1000 };
+        problem = `was built for other settings (${diffs.join("; ")})`;
+      } catch (err) {
+        problem = `cannot be read (${(err as Error).message})`;
+      }
+      if (resumedFrom !== null) {
+        throw new Error(
+          `reference cache ${path} ${problem}, but this run resumes from ${resumedFrom}, which trained against it. ` +
+            `Resume with the settings the cache was built for, or delete ${path} to rebuild it (the rest of the run then trains against new draws)`,
+        );
+      }
+      this.#emit({ type: "warning", step, code: "reference-cache", message: `reference cache ${path} ${problem}: rebuilding it for this run` });
+    }
+    if (referenceFn === undefined) {
+      throw new Error(`reference cache ${path}: the reference copy was freed after the cache was built; create a new DpoTrainer to build another`);
+    }
+    const source = o.referencePairs?.() ?? o.data.everyPair!();
+    async function* disposing(src: Iterable<PairBatch> | AsyncIterable<PairBatch>): AsyncGenerator<PairBatch> {
+      for await (const b of src) {
+        try {
+          yield b;
+        } finally {
+          b.pixels.dispose();
+        }
+      }
+    }
+    const cache = await buildReferenceCache({
+      path, identity, pairs: disposing(source), reference: referenceFn, encodePrompts: o.encodePrompts, encodeImages: o.encodeImages,
+      seed: cfg.seed, draws: K, schedule: o.schedule, noising: o.noising, predictionType: cfg.predictionType,
+      promptDropout: cfg.promptDropout, mixedPrecision: cfg.mixedPrecision,
+      onProgress: (pairs) => this.#emit({ type: "reference-cache-progress", pairs, draws: K }),
+    });
+    return { cache, built: true, seconds: (performance.now() - t0) / 1000 };
   }
 
   #trainableWeights(): Map<string, Tensor> {
@@ -235,10 +342,11 @@ export class DpoTrainer {
       if (cfg.finetune === "lora") {
         referenceFn = adaptersOffReference(policyFn, (on) => o.adapters!.setEnabled(on));
       } else {
-        if (this.#reference === null) {
+        // (not again once freed for the reference cache: the model has trained since)
+        if (this.#reference === null && this.#freedReference === null) {
           this.#reference = model.deepCopy().requiresGrad(false).eval();
         }
-        referenceFn = denoiserOf(this.#reference);
+        referenceFn = this.#reference === null ? undefined : denoiserOf(this.#reference);
       }
     }
 
@@ -300,13 +408,41 @@ export class DpoTrainer {
       }
     }
 
+    // ---- reference cache: Rw, Rl of K fixed draws per pair, computed once; no reference forward in the steps ----
+    let referenceCache: ReferenceCache | null = null;
+    if (cfg.referenceCache !== undefined) {
+      const r = await this.#referenceCache(referenceFn, resumedFrom, step);
+      referenceCache = r.cache;
+      let freed: number | null = null;
+      // full fine-tuning: the frozen copy is no longer needed (kept when validation grids show the base)
+      if (this.#reference !== null && cfg.validation.every === 0) {
+        this.#freedReference = this.#referenceFingerprint();
+        const before = liveTensorBytes();
+        this.#reference.dispose();
+        this.#reference = null;
+        freed = before - liveTensorBytes();
+        referenceFn = undefined;
+      }
+      this.#emit({
+        type: "reference-cache", step, path: referenceCache.path, action: r.built ? "built" : "reused", pairs: referenceCache.pairs,
+        draws: referenceCache.draws, seconds: r.seconds, referenceFreedBytes: freed,
+      });
+    }
+
     const effectiveBatch = cfg.batchSize * cfg.gradientAccumulation * processes;
     this.#emit({
       type: "start", step, maxSteps: cfg.maxSteps, effectiveBatch, lr: baseLr,
       trainableParameters: params.reduce((n, [, p]) => n + p.size, 0), resumedFrom,
     });
 
-    const models: StepModels = { policy: policyFn, reference: referenceFn, encodePrompts: o.encodePrompts, encodeImages: o.encodeImages };
+    // with the reference cache the step gets no reference at all: it cannot run one by mistake
+    const models: StepModels = {
+      policy: policyFn, reference: referenceCache === null ? referenceFn : undefined, encodePrompts: o.encodePrompts, encodeImages: o.encodeImages,
+    };
+    const cached: Pick<StepOptions, "pairDraws" | "cachedReference"> = referenceCache === null ? {} : {
+      pairDraws: fixedPairDraws({ seed: cfg.seed, draws: referenceCache.draws, schedule: o.schedule, noising: o.noising }),
+      cachedReference: (keys, draws, tPairs, device) => referenceCache.lookup(keys, draws, tPairs, device),
+    };
     if (o.gradientCheckpointing === true) {
       if (model.forwardCheckpointed === undefined) throw new Error("gradientCheckpointing: this model has no forwardCheckpointed (UNet2DConditionModel has)");
       models.policyCheckpointed = (x, t, c) => model.forwardCheckpointed!(x, t, c);
@@ -339,7 +475,7 @@ export class DpoTrainer {
               method: cfg.method, beta: cfg.beta, mapo: cfg.mapo, schedule: o.schedule, noising: o.noising,
               predictionType: cfg.predictionType, promptDropout: cfg.promptDropout,
               lossScale: 1 / cfg.gradientAccumulation, mixedPrecision: cfg.mixedPrecision,
-              latentSampling: cfg.latentSampling,
+              latentSampling: cfg.latentSampling, ...cached,
               ...(world > 1 ? { shard: o.data.shard! } : {}),
             });
             results.push(r);

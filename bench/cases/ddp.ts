@@ -6,13 +6,19 @@
 // torch.nn transcription on PyTorch's side), B = 4 pairs per process → 8 images; per pair one t
 // and one ε shared by its two images; prompt dropout 0.2 on precomputed conditioning [B, 8, 64];
 // policy forward + backward, frozen reference copy forward without grad; per-sample MSE →
-// −logσ(−β/2·((Lw−Ll)−(Rw−Rl))) with β 5000; gradients averaged across processes (ours: one
-// bucketed all-reduce after backward; DDP: bucketed all-reduce overlapped with backward); metrics
+// −logσ(−β/2·((Lw−Ll)−(Rw−Rl))) with β 5000; gradients averaged across processes (both sides:
+// bucketed all-reduce overlapped with backward — ours src/distributed/reducer.ts, 1 MB first
+// bucket then 25 MB, as DDP); metrics
 // averaged across processes; clip at 1; AdamW. Ours runs the real DpoTrainer (TensorPairSource
 // sharded per rank). pairs/s = pairs over all processes / median step time of rank 0.
 //
 // This machine has 2 cores shared with other work: 2 processes can at best double 1 process's
 // pairs/s, and less when the cores are busy; the ratio to PyTorch in the same run is the figure.
+//
+// Then the link: a bucket-sized (25 MB f32) all-reduce between two "hosts" — network namespaces
+// joined by a veth pair (bench/netns.ts; needs root and iproute2) — and over loopback, ours
+// (ProcessGroup.allReduce) beside torch.distributed.all_reduce, both Gloo. MB/s = bucket bytes /
+// median time (algorithm bandwidth; with 2 ranks the ring's bus bandwidth is the same number).
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -20,6 +26,7 @@ import { fileURLToPath } from "node:url";
 import type { BenchCase, BenchResult } from "../types.js";
 import { launchLocal, ProcessGroup, WorkerFailedError, workerExitCode } from "../../src/distributed/index.js";
 import { median } from "./engine.js";
+import { makeHosts } from "../netns.js";
 
 const PAIRS_PER_PROCESS = 4;
 const COND_LEN = 8;
@@ -76,7 +83,36 @@ async function ourWorker(spec: WorkerSpec): Promise<void> {
   pg?.destroy();
 }
 
-if (process.env.DDPO_BENCH_DDP_WORKER === "1") {
+const BUCKET_BYTES = 25 * 1024 * 1024;
+
+interface AllReduceSpec { mode: "allreduce"; bytes: number; warmup: number; reps: number; result: string }
+
+/** Our all-reduce worker: times `reps` all-reduces of one bucket-sized f32 tensor; rank 0 writes the seconds. */
+async function ourAllReduceWorker(spec: AllReduceSpec): Promise<void> {
+  const { zeros } = await import("../../src/tensor/index.js");
+  const pg = ProcessGroup.fromEnvironment({ timeoutMs: 120_000 });
+  if (pg === null) throw new Error("the all-reduce bench worker needs WORLD_SIZE > 1");
+  const t = zeros([spec.bytes / 4]);
+  const seconds: number[] = [];
+  for (let i = 0; i < spec.warmup + spec.reps; i++) {
+    pg.barrier();
+    const t0 = performance.now();
+    pg.allReduce([t], "sum");
+    if (i >= spec.warmup) seconds.push((performance.now() - t0) / 1000);
+  }
+  if (pg.rank === 0) writeFileSync(spec.result, JSON.stringify({ seconds }));
+  t.dispose();
+  pg.destroy();
+}
+
+if (process.env.DDPO_BENCH_DDP_WORKER === "allreduce") {
+  try {
+    await ourAllReduceWorker(JSON.parse(process.argv[2]!) as AllReduceSpec);
+  } catch (err) {
+    process.stderr.write(`${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+    process.exit(workerExitCode(err));
+  }
+} else if (process.env.DDPO_BENCH_DDP_WORKER === "1") {
   try {
     await ourWorker(JSON.parse(process.argv[2]!) as WorkerSpec);
   } catch (err) {
@@ -93,7 +129,7 @@ async function job(side: "ours" | "torch", nproc: number, spec: Omit<WorkerSpec,
     await launchLocal(
       side === "ours"
         ? { nproc, args: ["--import", "tsx", fileURLToPath(import.meta.url), args], env: { DDPO_BENCH_DDP_WORKER: "1" }, threadsPerWorker: 1, stdio: "pipe" }
-        : { nproc, command: "/usr/bin/python3", args: [fileURLToPath(new URL("../torch/ddp.py", import.meta.url)), args], threadsPerWorker: 1, stdio: "pipe" },
+        : { nproc, command: "/usr/bin/python3", args: [TORCH_DDP, args], threadsPerWorker: 1, stdio: "pipe" },
     );
     return JSON.parse(readFileSync(result, "utf8")) as WorkerResult;
   } catch (err) {
@@ -102,6 +138,72 @@ async function job(side: "ours" | "torch", nproc: number, spec: Omit<WorkerSpec,
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+const TORCH_DDP = fileURLToPath(new URL("../torch/ddp.py", import.meta.url));
+
+/** Seconds per bucket all-reduce between 2 ranks, over loopback or between the two namespaces of `hosts`. */
+async function allReduceSeconds(side: "ours" | "torch", hosts: ReturnType<typeof makeHosts> | null, quick: boolean): Promise<number[]> {
+  const dir = mkdtempSync(join(tmpdir(), "ddp-bench-ar-"));
+  const spec: AllReduceSpec = { mode: "allreduce", bytes: BUCKET_BYTES, warmup: 2, reps: quick ? 5 : 10, result: join(dir, "rank0.json") };
+  const [command, args] = side === "ours"
+    ? [process.execPath, ["--import", "tsx", fileURLToPath(import.meta.url), JSON.stringify(spec)]] as const
+    : ["/usr/bin/python3", [TORCH_DDP, JSON.stringify(spec)]] as const;
+  const threads = { DDPO_THREADS: "1", OMP_NUM_THREADS: "1", OPENBLAS_NUM_THREADS: "1" };
+  try {
+    if (hosts === null) {
+      await launchLocal({ nproc: 2, command, args: [...args], env: { DDPO_BENCH_DDP_WORKER: "allreduce" }, threadsPerWorker: 1, stdio: "pipe" });
+    } else {
+      // one rank per host, the master on host A (a fresh namespace has every port free)
+      // torch's Gloo binds to the address its hostname resolves to, which no namespace has: name
+      // the interface (ours finds the one routing to MASTER_ADDR itself)
+      await Promise.all([0, 1].map((rank) => hosts.run(rank, command, [...args], {
+        ...threads, DDPO_BENCH_DDP_WORKER: "allreduce", MASTER_ADDR: hosts.addrs[0], MASTER_PORT: "29500",
+        RANK: String(rank), LOCAL_RANK: "0", WORLD_SIZE: "2", ...(side === "torch" ? { GLOO_SOCKET_IFNAME: hosts.links[rank] } : {}),
+      })));
+    }
+    return (JSON.parse(readFileSync(spec.result, "utf8")) as { seconds: number[] }).seconds;
+  } catch (err) {
+    if (err instanceof WorkerFailedError) err.message += `: ${err.stderr.trim().split("\n").slice(-3).join(" | ")}`;
+    throw err;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const spread = (s: number[]): string => {
+  const sorted = [...s].sort((a, b) => a - b);
+  return `median ${(median(s) * 1000).toFixed(0)} ms, range ${(sorted[0]! * 1000).toFixed(0)}–${(sorted[sorted.length - 1]! * 1000).toFixed(0)} ms over ${s.length}`;
+};
+
+async function linkResults(quick: boolean): Promise<BenchResult[]> {
+  const results: BenchResult[] = [];
+  const mbps = (s: number[]) => BUCKET_BYTES / 1e6 / median(s);
+  for (const where of ["loopback", "veth"] as const) {
+    let hosts: ReturnType<typeof makeHosts> | null = null;
+    try {
+      if (where === "veth") hosts = makeHosts("ddpb");
+      const ours = await allReduceSeconds("ours", hosts, quick);
+      let torch: number[] | undefined;
+      let torchError: string | undefined;
+      try {
+        torch = await allReduceSeconds("torch", hosts, quick);
+      } catch (err) {
+        torchError = (err as Error).message.split("\n")[0];
+      }
+      results.push({
+        name: `all-reduce of one 25 MB bucket, 2 ranks, ${where === "veth" ? "two hosts (netns + veth)" : "loopback"} (gloo)`, unit: "MB/s",
+        ours: mbps(ours), ...(torch ? { reference: mbps(torch), ratio: mbps(ours) / mbps(torch) } : {}),
+        note: [`ours ${spread(ours)}`, torch ? `PyTorch ${spread(torch)}` : `PyTorch failed: ${torchError}`].join("; "),
+      });
+    } catch (err) {
+      // no root / no iproute2: the step figures above still stand; say why the link figure is missing
+      results.push({ name: `all-reduce of one 25 MB bucket, 2 ranks, ${where}`, unit: "MB/s", ours: Number.NaN, note: `not measured: ${(err as Error).message.split("\n")[0]}` });
+    } finally {
+      hosts?.remove();
+    }
+  }
+  return results;
 }
 
 export const ddpBench: BenchCase = {
@@ -138,8 +240,10 @@ export const ddpBench: BenchCase = {
     for (const nproc of [1, 2]) {
       const ours = rate(nproc, times[`ours${nproc}`]!)!;
       const ref = rate(nproc, times[`torch${nproc}`]!);
+      const ts = times[`torch${nproc}`]!;
       const notes = [
         `${PAIRS_PER_PROCESS} pairs/process, 1 thread/process, emoji UNet (${params.ours?.toLocaleString("en")} params) + frozen reference, β ${BETA}`,
+        `step: ours ${spread(times[`ours${nproc}`]!)}${ts.length ? `, PyTorch ${spread(ts)}` : ""}`,
         nproc === 2 ? `scaling 1→2 processes: ours ${(ours / ours1).toFixed(2)}×, PyTorch DDP ${ref !== undefined && torch1 !== undefined ? (ref / torch1).toFixed(2) : "—"}×` : undefined,
         errors.length ? `PyTorch reference failed: ${errors[0]}` : undefined,
       ].filter((v): v is string => v !== undefined);
@@ -148,6 +252,7 @@ export const ddpBench: BenchCase = {
         ...(ref !== undefined ? { reference: ref, ratio: ours / ref } : {}), note: notes.join("; "),
       });
     }
+    results.push(...(await linkResults(quick)));
     return results;
   },
 };

@@ -31,8 +31,27 @@ sys.path.insert(0, os.path.join(HERE, "..", "..", "scripts", "golden", "models")
 import unet_reference  # noqa: E402
 
 
+def allreduce_bench(spec):
+    """Times spec["reps"] all-reduces of one spec["bytes"] f32 tensor (the ddp bench's link figure)."""
+    dist.init_process_group("gloo")
+    t = torch.zeros(spec["bytes"] // 4)
+    seconds = []
+    for i in range(spec["warmup"] + spec["reps"]):
+        dist.barrier()
+        t0 = time.perf_counter()
+        dist.all_reduce(t)
+        if i >= spec["warmup"]:
+            seconds.append(time.perf_counter() - t0)
+    if dist.get_rank() == 0:
+        with open(spec["result"], "w") as f:
+            json.dump({"seconds": seconds}, f)
+    dist.destroy_process_group()
+
+
 def main():
     spec = json.loads(sys.argv[1])
+    if spec.get("mode") == "allreduce":
+        return allreduce_bench(spec)
     torch.set_num_threads(int(os.environ.get("DDPO_THREADS", "1")))
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))

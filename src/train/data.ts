@@ -52,11 +52,22 @@ export interface SequentialPairLoader<S> {
 }
 
 /** A loader batch: prompts, [chosen…, rejected…] pixels and, optionally, each pair's augmentation geometry. */
-interface LoaderBatch {
+export interface LoaderBatch {
   prompts: string[];
   pixels: Float32Array;
   shape: [number, number, number, number];
   geometry?: { originalSize: [number, number]; cropTopLeft: [number, number] }[];
+}
+
+/** A loader batch as the trainer's PairBatch: pixels on `device` and, with geometry, SDXL's micro-conditioning. */
+export function loaderPairBatch(b: LoaderBatch, device = "cpu"): PairBatch {
+  const out: PairBatch = { prompts: b.prompts, pixels: tensor(b.pixels, b.shape, { device }) };
+  // the SDXL micro-conditioning of each pair (original size, crop; target = the training size)
+  if (b.geometry !== undefined) {
+    const target: [number, number] = [b.shape[2], b.shape[3]];
+    out.micro = b.geometry.map((g) => ({ originalSize: g.originalSize, cropTopLeft: g.cropTopLeft, targetSize: target }));
+  }
+  return out;
 }
 
 /**
@@ -93,13 +104,7 @@ export class LoaderBatchSource<S> implements PairBatchSource {
     if (b.prompts.length !== this.batchSize) {
       throw new Error(`the data loader yielded ${b.prompts.length} pairs, but the trainer expects batches of ${this.batchSize} (use dropLast)`);
     }
-    const out: PairBatch = { prompts: b.prompts, pixels: tensor(b.pixels, b.shape, { device: this.device }) };
-    // the SDXL micro-conditioning of each pair (original size, crop; target = the training size)
-    if (b.geometry !== undefined) {
-      const target: [number, number] = [b.shape[2], b.shape[3]];
-      out.micro = b.geometry.map((g) => ({ originalSize: g.originalSize, cropTopLeft: g.cropTopLeft, targetSize: target }));
-    }
-    return out;
+    return loaderPairBatch(b, this.device);
   }
 
   state(): S {

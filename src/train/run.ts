@@ -4,6 +4,7 @@
 // streaming loader over preference data, or a training cache), prompt / image encoders, the
 // validation sampler and the final save. The caller loads the model and opens the data (and
 // keeps them: dispose() frees only what the run made).
+import { resolve } from "node:path";
 import type { TrainConfig } from "../config/train.js";
 import type { PreferenceData } from "../data/open.js";
 import { NoiseSchedule } from "../diffusion/index.js";
@@ -15,8 +16,10 @@ import { setInitSeed } from "../nn/init.js";
 import { injectLora } from "../nn/lora.js";
 import { defaultImageSize } from "../sample/generate.js";
 import { CachedPairSource, type TrainingCache } from "./cache.js";
-import { LoaderBatchSource } from "./data.js";
-import type { PairMicroConditioning } from "./dpo-step.js";
+import { LoaderBatchSource, loaderPairBatch } from "./data.js";
+import type { PairBatch, PairMicroConditioning } from "./dpo-step.js";
+import { weightsFingerprint } from "./reference-cache.js";
+import type { Tensor } from "../tensor/index.js";
 import type { TrainEvent } from "./events.js";
 import { DpoTrainer, loraAdapters, type TrainResult } from "./trainer.js";
 import { validationSampler } from "./validation.js";
@@ -24,6 +27,24 @@ import { validationSampler } from "./validation.js";
 /** LoRA injection refused the targets (the CLI names its --lora-targets flag). */
 export class LoraTargetsError extends Error {
   override readonly name = "LoraTargetsError";
+}
+
+/**
+ * Why this run cannot use config.referenceCache, or null: the cached errors belong to one fixed
+ * input per pair, so the data must not be augmented at random nor the latents sampled, and the
+ * cache is built in one process. The message names the CLI flags and config keys to change.
+ */
+export function referenceCacheProblem(
+  cfg: TrainConfig, o: { trainingCache: boolean; hasVae: boolean; processes: number },
+): string | null {
+  if (cfg.referenceCache === undefined) return null;
+  const why = "the cached reference errors belong to one fixed input per pair";
+  if (o.processes > 1) return "--reference-cache trains in one process for now: leave --nproc out (or drop --reference-cache)";
+  if (o.trainingCache) return null; // latents are the posterior mean, augmentation was fixed when the cache was written
+  if (cfg.data.flip) return `--reference-cache: data.flip is on; ${why}: pass --no-flip (config: data.flip false)`;
+  if (cfg.data.crop === "random") return `--reference-cache: data.crop is "random"; ${why}: use data.crop "center"`;
+  if (o.hasVae && cfg.latentSampling === "sample") return `--reference-cache: latents are sampled from the VAE posterior each step; ${why}: pass --latents mean (or train from a \`diffusion-dpo cache\` folder)`;
+  return null;
 }
 
 export interface TrainingRunOptions {
@@ -77,6 +98,33 @@ export async function buildTrainingRun(o: TrainingRunOptions): Promise<TrainingR
   }
   await o.prepareUNet?.(unet);
 
+  const problem = referenceCacheProblem(cfg, { trainingCache: cache !== null, hasVae: Boolean(model.vae), processes: world });
+  if (problem !== null) throw new Error(problem);
+  // the reference cache's one pass over every pair: the training cache in index order, or the
+  // data read once in file order (no shuffle, the last partial batch kept, the run's augmentation)
+  let referencePairs: (() => AsyncIterable<PairBatch>) | undefined;
+  let referenceCacheData: string | undefined;
+  if (cfg.referenceCache !== undefined) {
+    // the text encoders (and VAE) shape the reference's inputs: their weights are part of the data's identity
+    const encoders = new Map<string, Tensor>();
+    for (const [name, m] of [["text_encoder", model.textEncoder], ["text_encoder_2", model.textEncoder2], ["vae", cache === null ? model.vae : null]] as const) {
+      if (m) for (const [k, t] of m.stateDict()) encoders.set(`${name}.${k}`, t);
+    }
+    referenceCacheData = JSON.stringify(cache !== null
+      ? { trainingCache: resolve(cache.dir), pairs: cache.manifest.pairs, resolution: cache.manifest.resolution, encoders: weightsFingerprint(encoders) }
+      : { data: cfg.data.path === undefined ? null : resolve(cfg.data.path), format: cfg.data.format ?? null, dropTies: cfg.data.dropTies, skipBad: cfg.data.skipBad, resolution, crop: cfg.data.crop, encoders: weightsFingerprint(encoders) });
+    if (!("cache" in o.data)) {
+      const pairs = o.data.pairs;
+      referencePairs = async function* () {
+        const loader = pairs.loader({
+          batchSize: cfg.batchSize, augment: { resolution, crop: cfg.data.crop, flip: cfg.data.flip }, seed: cfg.seed, workers: cfg.data.workers,
+          shuffle: false, dropLast: false,
+        });
+        for await (const b of loader.batches(1)) yield loaderPairBatch(b, device);
+      };
+    }
+  }
+
   let live: LoaderBatchSource<unknown> | null = null;
   const source = "cache" in o.data
     ? new CachedPairSource(o.data.cache, cfg.batchSize, cfg.seed, device)
@@ -104,6 +152,8 @@ export async function buildTrainingRun(o: TrainingRunOptions): Promise<TrainingR
     schedule,
     data: source,
     processGroup: o.processGroup,
+    referencePairs,
+    referenceCacheData,
     sampleValidation: validationSampler({
       encodePrompts: encode, unconditional: () => unconditionalConditioning(model, 1, { size: resolution }),
       schedule, shape: [unet.config.inChannels, latent, latent], steps: cfg.validation.steps,

@@ -49,6 +49,7 @@ const FLAG_KEYS = {
   validateEvery: "validation.every",
   logEvery: "logEvery",
   workers: "data.workers",
+  referenceCache: "referenceCache.draws",
 } as const;
 
 const kebab = (name: string): string => name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
@@ -104,6 +105,14 @@ export default defineCommand({
     validateEvery: { type: "string", description: "Write a base-vs-current sample grid every N steps, 0 = off (default: 0)" },
     logEvery: { type: "string", description: "Log metrics every N steps (default: 1)" },
     workers: { type: "string", description: "Image decoding threads, 0 = in the training thread (default: 1)" },
+    flip: { type: "boolean", description: "Random horizontal flip of each pair (default: on; --no-flip turns it off, as --reference-cache needs)" },
+    referenceCache: {
+      type: "string",
+      description:
+        "K: compute the frozen reference's errors once for K fixed (t, ε) draws per pair (in --out/reference-cache.safetensors) and train " +
+        "against them: no reference forward per step, full fine-tuning frees its reference copy. Trade-off: the policy sees only K noises " +
+        "per pair instead of a fresh one each step. Needs --no-flip and (with a VAE) --latents mean or a training cache; one process (default: off)",
+    },
     nproc: { type: "string", description: "Data-parallel worker processes on this machine (default: 1)", default: "1" },
     nnodes: { type: "string", description: "Machines taking part, each running this command with its --node-rank (default: 1)", default: "1" },
     nodeRank: { type: "string", description: "This machine's index in [0, --nnodes) (default: 0)", default: "0" },
@@ -126,7 +135,7 @@ export default defineCommand({
 });
 
 type TrainArgs = Partial<Record<keyof typeof FLAG_KEYS | "config", string>> & {
-  lora?: boolean; full?: boolean; bf16?: boolean; resume?: boolean; skipBad?: boolean; scaleLr?: boolean; referenceMetrics?: boolean;
+  lora?: boolean; full?: boolean; bf16?: boolean; resume?: boolean; skipBad?: boolean; scaleLr?: boolean; referenceMetrics?: boolean; flip?: boolean;
   nproc?: string; nnodes?: string; nodeRank?: string; masterAddr?: string; masterPort?: string; device?: string; json?: boolean; gradientCheckpointing?: boolean;
 };
 
@@ -147,6 +156,8 @@ export interface TrainSummary {
   pairsPerSec: number;
   /** The last step's metrics. */
   last: Record<string, number> | null;
+  /** With --reference-cache: the cache file, whether it was built or reused, and the seconds that took. */
+  referenceCache?: { path: string; action: "built" | "reused"; pairs: number; draws: number; seconds: number; referenceFreedBytes: number | null } | null;
   metricsLog: string;
   config: string;
   processes: number;
@@ -177,6 +188,8 @@ function flagLayer(args: TrainArgs): { flags: Record<string, unknown>; names: Re
   names.scaleLr = "--scale-lr";
   if (args.referenceMetrics !== undefined) flags.referenceMetrics = args.referenceMetrics;
   names.referenceMetrics = "--reference-metrics";
+  if (args.flip !== undefined) flags["data.flip"] = args.flip;
+  names["data.flip"] = "--flip";
   if (args.resume) flags.resume = true;
   names.resume = "--resume";
   return { flags, names };
@@ -265,6 +278,12 @@ export async function train(args: TrainArgs): Promise<TrainSummary | null> {
     }
   }
 
+  if (cfg.referenceCache !== undefined && nproc > 1) {
+    await data?.close();
+    cache?.close();
+    throw new UsageError("--reference-cache trains in one process for now: leave --nproc out (or drop --reference-cache)");
+  }
+
   // --nproc N: the settings, model folder and data are checked once here, then this same command
   // runs as N workers (each with RANK set, so it does not relaunch)
   if (processes > 1 && process.env.RANK === undefined) {
@@ -312,6 +331,11 @@ export async function train(args: TrainArgs): Promise<TrainSummary | null> {
       pg?.destroy();
       throw new UsageError(`--model ${cfg.model}: SD3 / Flux folders train from preference data (no training cache yet)`);
     }
+    if (cfg.referenceCache !== undefined) {
+      await data.close();
+      pg?.destroy();
+      throw new UsageError(`--model ${cfg.model}: --reference-cache is not wired for SD3 / Flux runs yet; drop it`);
+    }
     const { runFlowTrain } = await import("../flow-train.js");
     return runFlowTrain({ cfg, modelDir, data, device, gradientCheckpointing: args.gradientCheckpointing === true, processGroup: pg ?? undefined });
   }
@@ -335,7 +359,14 @@ export async function train(args: TrainArgs): Promise<TrainSummary | null> {
     throw new UsageError(`--model ${cfg.model}: its scheduler predicts "${schedule.predictionType}"; training supports epsilon and v_prediction`);
   }
 
-  const { buildTrainingRun, LoraTargetsError } = await import("../../train/run.js");
+  const { buildTrainingRun, LoraTargetsError, referenceCacheProblem } = await import("../../train/run.js");
+  const refProblem = referenceCacheProblem(cfg, { trainingCache: cache !== null, hasVae: Boolean(model.vae), processes: world });
+  if (refProblem !== null) {
+    await data?.close();
+    cache?.close();
+    disposeTextToImageModel(model);
+    throw new UsageError(refProblem);
+  }
   const { jsonlMetricsLog } = await import("../../train/events.js");
 
   const cleanup: (() => void | Promise<void>)[] = [() => data?.close(), () => cache?.close(), () => disposeTextToImageModel(model)];
@@ -346,6 +377,8 @@ export async function train(args: TrainArgs): Promise<TrainSummary | null> {
     let startStep = 0;
     let resumedFrom: string | null = null;
     let last: Record<string, number> | null = null;
+    let referenceCache: TrainSummary["referenceCache"] | null = null;
+    let referenceProgressShown = false;
     let pairsPerSecSum = 0;
     let stepsSeen = 0;
     let run: Awaited<ReturnType<typeof buildTrainingRun>>;
@@ -379,6 +412,19 @@ export async function train(args: TrainArgs): Promise<TrainSummary | null> {
             case "warning":
               process.stderr.write(`\nwarning: ${e.message}\n`);
               break;
+            case "reference-cache-progress":
+              if (!referenceProgressShown) process.stderr.write(`reference cache: computing the reference's errors for ${e.draws} draws per pair…\n`);
+              referenceProgressShown = true;
+              break;
+            case "reference-cache": {
+              const { type: _t, step: _s, ...rest } = e;
+              referenceCache = rest;
+              process.stderr.write(
+                `reference cache ${e.action} (${e.path}): ${e.pairs} pairs × ${e.draws} draws in ${e.seconds.toFixed(1)} s` +
+                  `${e.referenceFreedBytes !== null ? `; reference copy freed (${(e.referenceFreedBytes / 2 ** 20).toFixed(1)} MiB)` : ""}\n`,
+              );
+              break;
+            }
             default:
               break;
           }
@@ -404,6 +450,7 @@ export async function train(args: TrainArgs): Promise<TrainSummary | null> {
       elapsedSec: (performance.now() - started) / 1000,
       pairsPerSec: stepsSeen > 0 ? pairsPerSecSum / stepsSeen : 0,
       last,
+      referenceCache,
       metricsLog: resolve(metricsLog),
       config: result.lastCheckpoint === null ? "" : resolve(join(result.lastCheckpoint, "config.json")),
       processes: world,

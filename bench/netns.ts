@@ -26,11 +26,7 @@ export function makeHosts(tag = "ddpo"): Hosts {
   const names: [string, string] = [`${tag}${id}a`, `${tag}${id}b`];
   const links: [string, string] = [`vd${id}a`, `vd${id}b`]; // interface names: at most 15 characters
   const addrs: [string, string] = ["10.200.0.1", "10.200.0.2"];
-  let removed = false;
-  const remove = (): void => {
-    if (removed) return;
-    removed = true;
-    process.removeListener("exit", remove);
+  const del = (): void => {
     for (const n of names) {
       try {
         ip("netns", "del", n);
@@ -39,8 +35,17 @@ export function makeHosts(tag = "ddpo"): Hosts {
       }
     }
   };
+  let removed = false;
+  const remove = (): void => {
+    if (removed) return;
+    removed = true;
+    process.removeListener("exit", remove);
+    del();
+  };
   // a crash or a failed assertion still removes them
   process.once("exit", remove);
+  // a namespace with our pid's name can only be a leftover of a killed run whose pid was reused
+  del();
   try {
     for (const n of names) ip("netns", "add", n);
     ip("link", "add", links[0], "netns", names[0], "type", "veth", "peer", "name", links[1], "netns", names[1]);

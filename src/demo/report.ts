@@ -22,11 +22,27 @@ export interface DemoReportInput {
   targets: Target[];
   stageSeconds: Record<DemoStage, number>;
   command: string | null;
+  /** With --rounds R > 1: the labelling reward's win rate per round. */
+  roundWinRates?: { round: number; rate: number; interval: [number, number]; n: number }[];
 }
 
 const pct = (x: number | null) => (x === null || !Number.isFinite(x) ? "—" : `${(100 * x).toFixed(1)}%`);
 const signedPct = (x: number) => (Math.abs(x) < 5e-4 ? "0.0%" : `${x > 0 ? "+" : "−"}${(100 * Math.abs(x)).toFixed(1)}%`);
 const secs = (s: number) => (s >= 60 ? `${Math.floor(s / 60)} min ${Math.round(s % 60)} s` : `${s.toFixed(1)} s`);
+
+/** On-policy rounds: each round's pairs and its policy's win rate under the labelling reward. */
+function roundsParagraph(d: DemoReportInput): string {
+  const rounds = d.train.rounds;
+  if (rounds === undefined || rounds.length < 2) return "";
+  const rate = (r: number) => {
+    const w = d.roundWinRates?.find((x) => x.round === r);
+    return w === undefined ? "—" : `${pct(w.rate)} [${pct(w.interval[0])}, ${pct(w.interval[1])}]`;
+  };
+  const rows = rounds.map((r) => `<tr><th>${r.round}</th><td>${r.round === 1 ? "base model" : `round ${r.round - 1}'s policy`}</td><td>${r.pairs.trainPairs}</td>` +
+    `<td>${r.labels.meanGap.toPrecision(3)}</td><td>${pct(r.train.finalImplicitAcc)}</td><td>${rate(r.round)}</td><td>${secs(r.seconds)}</td></tr>`).join("");
+  return `<p>${rounds.length} on-policy rounds: each round after the first sampled its candidates from the previous round's policy and trained on from its adapters (the reference stays the base model).</p>
+<table class="cats"><thead><tr><th>round</th><th>candidates from</th><th>pairs</th><th>mean label gap</th><th>training implicit acc.</th><th>win rate vs base (${escapeHtml(d.labels.reward)})</th><th>time</th></tr></thead><tbody>${rows}</tbody></table>`;
+}
 
 /** The demo section (HTML) placed above the evaluation report's headline. */
 export function demoSection(d: DemoReportInput): string {
@@ -46,6 +62,7 @@ Diffusion-DPO (${s.finetune === "lora" ? `LoRA rank ${s.loraRank}, α ${s.loraAl
 trained ${d.train.trainableParameters.toLocaleString("en-US")} parameters on ${d.train.usablePairs} usable pairs; the last tenth of its steps averaged loss ${d.train.finalLoss?.toFixed(4) ?? "—"} and implicit accuracy ${pct(d.train.finalImplicitAcc)} on its training batches.
 Held out: ${d.pairs.heldoutPairs} pairs over ${d.pairs.heldoutPrompts} held-out captions, labelled the same way, never trained on (implicit accuracy below).
 Rewards that did not label the pairs: ${s.otherRewards.map(escapeHtml).join(", ") || "none"}.</p>
+${roundsParagraph(d)}
 <div style="display:grid;grid-template-columns:minmax(0,2fr) minmax(0,1fr);gap:14px;margin-top:12px">
 <div><table class="cats"><thead><tr><th>target</th><th>goal</th><th>this run</th></tr></thead><tbody>${targetRows}</tbody></table></div>
 <div><table class="cats"><thead><tr><th>stage</th><th>wall time</th></tr></thead><tbody>${stageRows}<tr><th>total</th><td><b>${secs(total)}</b></td></tr></tbody></table></div>

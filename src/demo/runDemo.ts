@@ -28,7 +28,8 @@ import { evalStage, headlineText, targetsOf } from "./stage-eval.js";
 import { labelHeadline, labelStage } from "./stage-label.js";
 import { pairsHeadline, pairsStage } from "./stage-pairs.js";
 import { reportStage } from "./stage-report.js";
-import { trainHeadline, trainStage } from "./stage-train.js";
+import { trainHeadline } from "./stage-train.js";
+import { trainRounds } from "./stage-rounds.js";
 import {
   DEMO_STAGES, modelFingerprint, readJson, readStageMark, stagesDone, writeJsonAtomic, writeStageMark,
   type DemoStage, type StageMark,
@@ -154,7 +155,8 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
     () => labelStage(settings, paths, loadReward, emit));
 
   // ---- 3. train ----
-  const train = await stage<TrainStageSummary>("train", trainHeadline, () => trainStage(settings, paths, emit));
+  const train = await stage<TrainStageSummary>("train", trainHeadline,
+    () => trainRounds(settings, paths, sets.train, { pairs, labels }, loadReward, emit));
 
   // ---- 4. eval ----
   const evalSummary = await stage<EvalStageSummary>("eval",
@@ -168,9 +170,11 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
     baseModelFingerprint: fingerprint, labelReward: settings.labelReward, otherRewards: settings.otherRewards,
     pairs, labels, train, winRate: evalSummary.winRate, implicitAccuracy: evalSummary.implicitAccuracy,
     diversity: evalSummary.diversity, targets,
+    ...(evalSummary.roundWinRates !== undefined ? { roundWinRates: evalSummary.roundWinRates } : {}),
   };
   await stage<{ report: string; summary: string }>("report", (s) => s.report, () => reportStage(paths, {
     settings, pairs, labels, train, targets, marks, command: readJson<SavedRun>(paths.settings).command,
+    ...(evalSummary.roundWinRates !== undefined ? { roundWinRates: evalSummary.roundWinRates } : {}),
   }));
   const stageSeconds = Object.fromEntries(DEMO_STAGES.map((s) => [s, marks[s]?.seconds ?? 0])) as Record<DemoStage, number>;
   const summary: DemoSummary = {

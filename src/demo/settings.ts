@@ -32,8 +32,13 @@ export interface DemoSettings {
   labelReward: string;
   /** Rewards that judge the evaluation too but did not label the pairs. */
   otherRewards: string[];
-  /** Optimizer steps of DPO. */
+  /** Optimizer steps of DPO (per round). */
   steps: number;
+  /**
+   * On-policy rounds: round 1 trains on the base model's pairs; each later round samples new pairs
+   * from the previous round's policy (the next `pairsPrompts` training captions), labels and trains on.
+   */
+  rounds: number;
   /** Pairs per optimizer step. */
   batch: number;
   /** β in the official convention: inside = −(β/2)·((Lw − Ll) − (Rw − Rl)). */
@@ -76,6 +81,7 @@ export const DEFAULT_SETTINGS: Omit<DemoSettings, "lr"> = {
   labelReward: "alignment",
   otherRewards: ["category", "appeal"],
   steps: 300,
+  rounds: 1,
   batch: 8,
   beta: 5000,
   warmup: 20,
@@ -92,7 +98,7 @@ export const DEFAULT_SETTINGS: Omit<DemoSettings, "lr"> = {
 /** Which stage first reads each knob (a knob changed after that stage finished cannot take effect). */
 export const SETTING_STAGE: Record<keyof DemoSettings, "pairs" | "label" | "train" | "eval"> = {
   model: "pairs", pairsPrompts: "pairs", heldoutPairsPrompts: "pairs", k: "pairs", pairing: "pairs", sampler: "pairs",
-  sampleSteps: "pairs", guidance: "pairs", seed: "pairs", labelReward: "label", finetune: "train", steps: "train",
+  sampleSteps: "pairs", guidance: "pairs", seed: "pairs", labelReward: "label", finetune: "train", steps: "train", rounds: "train",
   batch: "train", beta: "train", lr: "train", warmup: "train", loraRank: "train", loraAlpha: "train", promptDropout: "train",
   checkpointEvery: "train", otherRewards: "eval", evalPrompts: "eval", seeds: "eval", implicitDraws: "eval",
 };
@@ -112,7 +118,7 @@ export function resolveSettings(given: Partial<DemoSettings>): DemoSettings {
   };
   if (s.finetune !== "lora" && s.finetune !== "full") throw new DemoError(`demo: finetune must be "lora" or "full", got "${String(s.finetune)}"`);
   if (s.pairing !== "all" && s.pairing !== "consecutive") throw new DemoError(`demo: pairing must be "all" or "consecutive", got "${String(s.pairing)}"`);
-  int("pairsPrompts", 1); int("heldoutPairsPrompts", 1); int("k", 2); int("sampleSteps", 1); int("steps", 1); int("batch", 1);
+  int("pairsPrompts", 1); int("heldoutPairsPrompts", 1); int("k", 2); int("sampleSteps", 1); int("steps", 1); int("rounds", 1); int("batch", 1);
   int("warmup", 0); int("loraRank", 1); int("evalPrompts", 1); int("seeds", 1); int("implicitDraws", 1); int("seed", 0); int("checkpointEvery", 0);
   pos("guidance", true); pos("beta"); pos("lr"); pos("loraAlpha");
   if (!(s.promptDropout >= 0 && s.promptDropout <= 1)) throw new DemoError(`demo: promptDropout must be in [0, 1], got ${s.promptDropout}`);

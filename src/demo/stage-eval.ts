@@ -5,7 +5,9 @@ import { evaluate, type EvalEvent, type EvalPhase } from "../eval/evaluate.js";
 import { loadModelPair } from "../eval/models.js";
 import { readRunLog } from "../eval/runLog.js";
 import type { RewardModel } from "../feedback/reward.js";
+import { join } from "node:path";
 import type { DemoSettings } from "./settings.js";
+import { roundDir, roundTrainDir } from "./stage-rounds.js";
 import type { DemoPaths, Emit, EvalStageSummary, Headline, Target } from "./types.js";
 
 const EVAL_PHASE_LABEL: Record<EvalPhase, string> = {
@@ -48,6 +50,32 @@ export function targetsOf(s: EvalStageSummary, labelReward: string, otherRewards
   return out;
 }
 
+/** Each earlier round's policy vs the base under the labelling reward (same captions and seeds). */
+async function earlierRounds(
+  settings: DemoSettings, paths: DemoPaths, prompts: { prompt: string; category?: string }[], labelReward: RewardModel, emit: Emit,
+): Promise<NonNullable<EvalStageSummary["roundWinRates"]>> {
+  const out: NonNullable<EvalStageSummary["roundWinRates"]> = [];
+  for (let r = 1; r < settings.rounds; r++) {
+    const models = loadModelPair(settings.model, roundTrainDir(paths, r, settings.rounds));
+    try {
+      const result = await evaluate({
+        models, prompts, promptSource: `held-out emoji captions (${prompts.length})`,
+        seeds: Array.from({ length: settings.seeds }, (_, i) => 1000 + i),
+        sampler: settings.sampler, steps: settings.sampleSteps, guidance: settings.guidance, rewards: [labelReward],
+        outDir: join(roundDir(paths, r), "eval"), embedImages: false,
+        onEvent: (e: EvalEvent) => {
+          if (e.type === "progress") emit({ type: "progress", stage: "eval", label: `round ${r}: ${EVAL_PHASE_LABEL[e.phase]}`, done: e.done, total: e.total });
+        },
+      });
+      const w = result.summary.winRate[labelReward.name]!;
+      out.push({ round: r, rate: w.rate, interval: w.interval, n: w.n });
+    } finally {
+      models.dispose();
+    }
+  }
+  return out;
+}
+
 /** Stage 4: evaluate() of the tuned run against the base on the held-out captions. */
 export async function evalStage(
   settings: DemoSettings, paths: DemoPaths, prompts: { prompt: string; category?: string }[],
@@ -81,7 +109,13 @@ export async function evalStage(
     });
     const ia = result.summary.implicitAccuracy;
     const d = result.summary.diversity;
+    const roundWinRates = settings.rounds > 1 ? await earlierRounds(settings, paths, prompts, rewards[0]!, emit) : undefined;
+    if (roundWinRates !== undefined) {
+      const w = winRate[settings.labelReward]!;
+      roundWinRates.push({ round: settings.rounds, rate: w.rate, interval: w.interval, n: w.n });
+    }
     return {
+      ...(roundWinRates !== undefined ? { roundWinRates } : {}),
       winRate,
       implicitAccuracy: ia === null ? null : { accuracy: ia.accuracy, interval: ia.interval, pairs: ia.pairs, draws: ia.draws },
       diversity: d === null ? null : { base: d.base, tuned: d.tuned, change: d.base > 0 ? d.tuned / d.base - 1 : Number.NaN },

@@ -10,8 +10,9 @@ export function labelHeadline(s: LabelStageSummary): string {
   return `${s.reward}: training pairs ${s.train.a + s.train.b} decided, ${s.train.ties} ties; held-out ${s.heldout.a + s.heldout.b} decided, ${s.heldout.ties} ties`;
 }
 
+/** Labels paths.pairs and (unless null: a later round has none) paths.heldoutPairs. */
 export async function labelStage(
-  settings: DemoSettings, paths: DemoPaths, loadReward: (spec: string) => RewardModel, emit: Emit,
+  settings: DemoSettings, paths: { pairs: string; heldoutPairs: string | null }, loadReward: (spec: string) => RewardModel, emit: Emit,
 ): Promise<LabelStageSummary> {
     const reward = loadReward(settings.labelReward);
     try {
@@ -29,7 +30,9 @@ export async function labelStage(
         }
       };
       const train = await label(paths.pairs, "training pairs");
-      const heldout = await label(paths.heldoutPairs, "held-out pairs");
+      const heldout = paths.heldoutPairs === null
+        ? { reward: reward.name, margin: 0, labelled: 0, alreadyLabelled: 0, a: 0, b: 0, ties: 0, meanGap: Number.NaN, seconds: 0 }
+        : await label(paths.heldoutPairs, "held-out pairs");
       return { reward: reward.name, train, heldout };
     } finally {
       reward.dispose?.();

@@ -17,15 +17,16 @@ export interface ReportStageInput {
   marks: Partial<Record<DemoStage, StageMark>>;
   /** The command line saved with the run. */
   command: string | null;
+  roundWinRates?: { round: number; rate: number; interval: [number, number]; n: number }[];
 }
 
 export async function reportStage(paths: DemoPaths, input: ReportStageInput): Promise<{ report: string; summary: string }> {
-  const { settings, pairs, labels, train, targets, marks, command } = input;
+  const { settings, pairs, labels, train, targets, marks, command, roundWinRates } = input;
   const evalJson = readJson<EvalJson>(join(paths.eval, "eval.json"));
   const stageSeconds = Object.fromEntries(DEMO_STAGES.map((s) => [s, marks[s]?.seconds ?? 0])) as Record<DemoStage, number>;
   const html = renderDemoReport(evalJson, {
     evalDir: paths.eval, run: readRunLog(paths.train), settings, pairs, labels, train, targets, stageSeconds,
-    command,
+    command, ...(roundWinRates !== undefined ? { roundWinRates } : {}),
   });
   writeFileAtomic(paths.report, html);
   return { report: paths.report, summary: paths.summary };

@@ -9,6 +9,7 @@ import { readRunLog } from "../eval/runLog.js";
 import { disposeTextToImageModel, loadModelFolder } from "../models/pipeline.js";
 import { listCheckpoints } from "../train/checkpoint.js";
 import { jsonlMetricsLog } from "../train/events.js";
+import { initWeightsFrom } from "../eval/init-from.js";
 import { buildTrainingRun, type TrainingRun } from "../train/run.js";
 import { DemoError, type DemoSettings } from "./settings.js";
 import type { DemoPaths, Emit, TrainStageSummary } from "./types.js";
@@ -39,7 +40,13 @@ export function demoTrainConfig(
   });
 }
 
-export async function trainStage(settings: DemoSettings, paths: DemoPaths, emit: Emit): Promise<TrainStageSummary> {
+/**
+ * Trains on paths.pairs into paths.train; `initFrom` (a later round) starts from an earlier run's
+ * final weights, the reference staying the base model.
+ */
+export async function trainStage(
+  settings: DemoSettings, paths: Pick<DemoPaths, "train" | "pairs">, emit: Emit, initFrom: string | null = null,
+): Promise<TrainStageSummary> {
   const trainDir = paths.train;
   const checkpoints = listCheckpoints(trainDir);
   const last = checkpoints[checkpoints.length - 1];
@@ -84,6 +91,7 @@ export async function trainStage(settings: DemoSettings, paths: DemoPaths, emit:
     let effectiveBatch = cfg.batchSize;
     run = await buildTrainingRun({
       model, config: cfg, data: { pairs: data },
+      ...(initFrom !== null ? { prepareUNet: (unet) => initWeightsFrom(unet, initFrom, settings.finetune) } : {}),
       onEvent: (e) => {
         log(e);
         if (e.type === "start") {

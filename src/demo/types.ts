@@ -48,6 +48,19 @@ export interface TrainStageSummary {
   finalLoss: number | null;
   finalImplicitAcc: number | null;
   pairsPerSec: number | null;
+  /** With --rounds R > 1: each round's pairs, labels and training (the last round's is the fields above). */
+  rounds?: RoundSummary[];
+}
+
+/** One on-policy round: candidates from the previous round's policy, labelled, trained on. */
+export interface RoundSummary {
+  round: number;
+  /** Where its candidates came from: "base" or the previous round's training folder. */
+  policy: string;
+  pairs: PairsStageSummary;
+  labels: LabelSummary;
+  train: Omit<TrainStageSummary, "rounds">;
+  seconds: number;
 }
 
 export interface Headline {
@@ -60,6 +73,8 @@ export interface Headline {
 }
 
 export interface EvalStageSummary {
+  /** With --rounds R > 1: the labelling reward's win rate of each round's policy vs the base (last = winRate's). */
+  roundWinRates?: { round: number; rate: number; interval: [number, number]; n: number }[];
   winRate: Record<string, Headline>;
   implicitAccuracy: { accuracy: number; interval: [number, number]; pairs: number; draws: number } | null;
   /** Mean pairwise distance between a prompt's samples across seeds; change = tuned / base − 1. */
@@ -88,6 +103,7 @@ export interface DemoSummary {
   winRate: Record<string, Headline>;
   implicitAccuracy: EvalStageSummary["implicitAccuracy"];
   diversity: EvalStageSummary["diversity"];
+  roundWinRates?: EvalStageSummary["roundWinRates"];
   targets: Target[];
   /** Seconds each stage took when it ran, and their sum. */
   stageSeconds: Record<DemoStage, number>;
@@ -106,6 +122,7 @@ export function demoPaths(out: string) {
     pairs: join(out, "pairs.sqlite"),
     heldoutPairs: join(out, "heldout-pairs.sqlite"),
     train: join(out, "train"),
+    rounds: join(out, "rounds"),
     eval: join(out, "eval"),
     report: join(out, "report.html"),
     summary: join(out, "summary.json"),

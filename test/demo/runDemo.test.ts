@@ -6,7 +6,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, resolve as resolvePath } from "node:path";
 import { defineCommand } from "citty";
 import { runCli } from "../../src/cli/run.js";
 import demoCommand, { settingsFromArgs } from "../../src/cli/commands/demo.js";
@@ -200,6 +200,42 @@ test("runDemo --full on a v-prediction model: a full model folder, trained on th
   assert.equal(summary.settings.finetune, "full");
   assert.equal(summary.train.steps, 2);
   assert.equal(summary.winRate.bright!.n, 4);
+});
+
+test("runDemo --rounds 2: round 2 samples from round 1's policy on the next captions, trains on from its adapters, win rate per round", async () => {
+  const out = join(dir, "rounds");
+  const settings = { ...tiny, pairsPrompts: 2, rounds: 2 };
+  const { summary } = await run(out, { settings });
+  const p = demoPaths(out);
+  const r1Train = join(p.rounds, "round-1", "train");
+  assert.ok(existsSync(join(r1Train, "final", "pytorch_lora_weights.safetensors")), "round 1's adapters");
+  assert.ok(existsSync(join(p.train, "final", "pytorch_lora_weights.safetensors")), "the last round trains into <out>/train");
+  // round 2's candidates: the 3rd and 4th training captions, sampled from round 1's policy
+  const store = new PreferenceStore(join(p.rounds, "round-2", "pairs.sqlite"));
+  try {
+    const images = store.pairIds().flatMap((id) => { const pair = store.pair(id)!; return [store.image(pair.imageA)!, store.image(pair.imageB)!]; });
+    assert.ok(images.length > 0);
+    assert.deepEqual([...new Set(images.map((im) => im.model))], [resolvePath(r1Train)]);
+    const promptsSeen = new Set(store.pairIds().map((id) => store.pair(id)!.prompt));
+    assert.deepEqual([...promptsSeen].sort(), ["a green tree", "a yellow sun"]);
+  } finally {
+    store.close();
+  }
+  // round 1 starts at the base (adapters zero: policy = reference at step 1); round 2 from round 1's adapters
+  const firstStep = (d: string) => JSON.parse(readFileSync(join(d, "metrics.jsonl"), "utf8").split("\n")[0]!) as { policyMse: number; referenceMse: number };
+  const s1 = firstStep(r1Train);
+  const s2 = firstStep(p.train);
+  assert.equal(s1.policyMse, s1.referenceMse);
+  assert.notEqual(s2.policyMse, s2.referenceMse, "round 2 starts from trained adapters");
+  assert.deepEqual(summary.train.rounds!.map((r) => [r.round, r.policy]), [[1, "base"], [2, r1Train]]);
+  assert.ok(summary.train.rounds![1]!.pairs.trainPairs > 0 && summary.train.rounds![1]!.labels.labelled === summary.train.rounds![1]!.pairs.trainPairs);
+  assert.deepEqual(summary.roundWinRates!.map((w) => [w.round, w.n]), [[1, 4], [2, 4]]);
+  assert.deepEqual(summary.roundWinRates![1]!.rate, summary.winRate.bright!.rate, "the last round's rate is the headline's");
+  assert.match(readFileSync(p.report, "utf8"), /2 on-policy rounds/);
+  // resume: both rounds are done
+  const again = await run(out, { resume: true, settings: {} });
+  assert.deepEqual(again.summary.train.rounds!.map((r) => r.round), [1, 2]);
+  assert.equal(again.events.filter((e) => e.type === "progress").length, 0, "no work done");
 });
 
 test("demo prompt sets: round-robin over categories, training and held-out captions disjoint", () => {

@@ -44,6 +44,7 @@ export function settingsFromArgs(a: Args): Partial<DemoSettings> {
     labelReward: typeof a.reward === "string" ? a.reward : undefined,
     otherRewards,
     steps: int(a.steps, "--steps", 1),
+    rounds: int(a.rounds, "--rounds", 1),
     batch: int(a.batch, "--batch", 1),
     beta: num(a.beta, "--beta", 0, true),
     lr: num(a.lr, "--lr", 0, true),
@@ -83,6 +84,7 @@ export default defineCommand({
     reward: { type: "string", description: `The reward that labels the pairs (default: ${D.labelReward})` },
     otherRewards: { type: "string", description: `Comma-separated rewards that judge the evaluation but did not label (default: ${D.otherRewards.join(",")})` },
     steps: { type: "string", description: `DPO optimizer steps (default: ${D.steps})` },
+    rounds: { type: "string", description: `On-policy rounds: each round after the first samples new pairs from the previous round's policy (the next --pairs-prompts training captions), labels them and trains on (default: ${D.rounds})` },
     batch: { type: "string", description: `Pairs per DPO step (default: ${D.batch})` },
     beta: { type: "string", description: `β, official convention: inside = −(β/2)·margin (diffusers' beta_dpo is half) (default: ${D.beta})` },
     lr: { type: "string", description: `Learning rate as applied (not scaled by the batch, unlike \`train --lr\`) (default: ${DEFAULT_LR.lora} LoRA, ${DEFAULT_LR.full} full)` },
@@ -162,6 +164,9 @@ export default defineCommand({
     const lines = [`report: ${summary.report}`];
     for (const [name, w] of Object.entries(summary.winRate)) {
       lines.push(`win rate vs base (${name}${name === summary.labelReward ? ", labelled the pairs" : ", did not label"}): ${pct(w.rate)} [${pct(w.interval[0])}, ${pct(w.interval[1])}]  ${w.wins} W / ${w.ties} T / ${w.losses} L of ${w.n}`);
+    }
+    for (const w of summary.roundWinRates ?? []) {
+      lines.push(`  round ${w.round}: ${pct(w.rate)} [${pct(w.interval[0])}, ${pct(w.interval[1])}] under ${summary.labelReward}`);
     }
     const ia = summary.implicitAccuracy;
     if (ia) lines.push(`implicit-reward accuracy: ${pct(ia.accuracy)} [${pct(ia.interval[0])}, ${pct(ia.interval[1])}] on ${ia.pairs} held-out pairs`);

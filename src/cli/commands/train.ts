@@ -373,7 +373,8 @@ export async function train(args: TrainArgs): Promise<TrainSummary | null> {
   try {
     const metricsLog = join(cfg.outputDir, "metrics.jsonl");
     const log = isMain ? jsonlMetricsLog(metricsLog) : () => {};
-    const bar = isMain ? new ProgressBar("train") : null;
+    // made at "start", after the reference cache is ready, so its elapsed time and eta count training only
+    const progress: { bar: ProgressBar | null } = { bar: null };
     let startStep = 0;
     let resumedFrom: string | null = null;
     let last: Record<string, number> | null = null;
@@ -391,6 +392,7 @@ export async function train(args: TrainArgs): Promise<TrainSummary | null> {
           log(e);
           switch (e.type) {
             case "start":
+              if (isMain) progress.bar = new ProgressBar("train");
               startStep = e.step;
               resumedFrom = e.resumedFrom;
               if (e.resumedFrom !== null) process.stderr.write(`resuming from ${e.resumedFrom} (step ${e.step})\n`);
@@ -406,7 +408,7 @@ export async function train(args: TrainArgs): Promise<TrainSummary | null> {
               stepsSeen++;
               const detail = `${startStep > 0 ? `step ${e.step}/${e.maxSteps} ` : ""}loss ${fmt(e.metrics.loss)} acc ${fmt(e.metrics.implicitAcc)} ` +
                 `${e.metrics.pairsPerSec.toFixed(1)} pairs/s`;
-              bar?.update(e.step - startStep, e.maxSteps - startStep, detail);
+              progress.bar?.update(e.step - startStep, e.maxSteps - startStep, detail);
               break;
             }
             case "warning":
@@ -437,7 +439,7 @@ export async function train(args: TrainArgs): Promise<TrainSummary | null> {
     cleanup.unshift(() => run.dispose());
     const started = performance.now();
     const result = await run.run();
-    bar?.done();
+    progress.bar?.done();
     if (!isMain) return null;
     return {
       step: result.step,

@@ -6,6 +6,9 @@
 #include <c10/core/GradMode.h>
 
 #include <dlfcn.h>
+#include <torch/csrc/autograd/profiler_legacy.h>
+
+#include <memory>
 
 #include <algorithm>
 #include <sstream>
@@ -165,6 +168,19 @@ DDPO_OP(getBlasThreads) {
   static auto get = reinterpret_cast<BlasGetThreads>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
   return Napi::Number::New(env, get != nullptr ? get() : -1);
 }
+// libtorch's (legacy) op profiler: every ATen op between start and stop, forward and backward,
+// written as a Chrome trace to the path given at start (scripts/perf/profile-breakdown.ts sums it).
+static std::unique_ptr<torch::autograd::profiler::RecordProfile> activeProfile;
+DDPO_OP(profileStart) {
+  if (activeProfile) throw std::runtime_error("the profiler is already running; call profileStop first");
+  activeProfile = std::make_unique<torch::autograd::profiler::RecordProfile>(info[0].As<Napi::String>().Utf8Value());
+  return env.Undefined();
+}
+DDPO_OP(profileStop) {
+  if (!activeProfile) throw std::runtime_error("the profiler is not running");
+  activeProfile.reset();  // writes the trace
+  return env.Undefined();
+}
 DDPO_OP(hasCuda) { return Napi::Boolean::New(env, at::hasCUDA()); }
 DDPO_OP(cudaDeviceCount) {
   return Napi::Number::New(env, at::hasCUDA() ? at::detail::getCUDAHooks().getNumGPUs() : 0);
@@ -243,6 +259,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   EXPORT(setNumThreads);
   EXPORT(getNumThreads);
   EXPORT(getBlasThreads);
+  EXPORT(profileStart);
+  EXPORT(profileStop);
   EXPORT(hasCuda);
   EXPORT(cudaDeviceCount);
   EXPORT(manualSeed);

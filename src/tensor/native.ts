@@ -11,6 +11,9 @@ export interface NativeBinding {
   getNumThreads(): number;
   /** OpenBLAS's worker pool size (resized with setNumThreads), −1 when the BLAS is not OpenBLAS. */
   getBlasThreads(): number;
+  /** libtorch's op profiler on; profileStop() writes a Chrome trace to `path`. */
+  profileStart(path: string): void;
+  profileStop(): void;
   hasCuda(): boolean;
   cudaDeviceCount(): number;
   manualSeed(seed: number): void;

@@ -124,7 +124,10 @@ async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   if (args.child !== null) return runChild(args.child, args);
   setNumThreads(args.threads);
-  const cases = (await collectCases()).filter((c) => args.only.length === 0 || args.only.some((o) => c.name.includes(o)));
+  const all = await collectCases();
+  // --only NAME: the case of that exact name, else every case whose name contains NAME
+  const picks = (c: BenchCase, o: string) => (all.some((k) => k.name === o) ? c.name === o : c.name.includes(o));
+  const cases = all.filter((c) => args.only.length === 0 || args.only.some((o) => picks(c, o)));
   if (cases.length === 0) throw new Error(`no bench case matches --only ${args.only.join(", ")}`);
   const cpu = cpus()[0];
   const machine = {

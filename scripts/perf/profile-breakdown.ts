@@ -118,7 +118,9 @@ const lines = [
   "",
   `${"op".padEnd(44)} ${"ours ms".padStart(8)} ${"calls".padStart(6)} ${"torch ms".padStart(9)} ${"calls".padStart(6)}`,
 ];
-for (const k of names.slice(0, Number(values.top))) {
+const shown = names.slice(0, Number(values.top));
+if (process.env.PROFILE_CALL_DIFF) for (const k of names) if (!shown.includes(k) && Math.abs((ours.get(k)?.calls ?? 0) - (theirs.get(k)?.calls ?? 0)) > 20) shown.push(k);
+for (const k of shown) {
   const o = ours.get(k);
   const t = theirs.get(k);
   lines.push(`${k.slice(0, 44).padEnd(44)} ${(o ? per(o.selfUs) : "—").padStart(8)} ${(o ? (o.calls / PROFILED).toFixed(0) : "—").padStart(6)} ${(t ? per(t.selfUs) : "—").padStart(9)} ${(t ? (t.calls / PROFILED).toFixed(0) : "—").padStart(6)}`);

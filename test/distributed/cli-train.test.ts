@@ -65,6 +65,9 @@ test("train --nproc 2: 2 workers × batch 2 = 1 process × batch 4; the checkpoi
   const want = stepLosses(join(dir, "one"));
   const got = stepLosses(out);
   assert.equal(got.length, 3, "rank 0 alone wrote metrics.jsonl: one line per step");
-  // float tolerance: the same sums in another order, × β/2 = 25 inside logσ (measured ≤ 3e-7)
-  got.forEach((l, i) => assert.ok(Math.abs(l - want[i]!) < 1e-5, `step ${i + 1}: ${l} (2 processes) vs ${want[i]} (1 process)`));
+  // Tolerance: the all-reduce sums the gradients in another order (exp_avg after step 1 differs by
+  // ≤ 5e-9 of 4e-3), and Adam's normalised update m/(√v + ε) turns that into weight differences up
+  // to 3e-5 where a gradient is near ε; measured on one Xeon: step 2 1.5e-6, step 3 1.6e-5 (another
+  // machine: ≤ 3e-7). A wrong data split changes the step-2 loss by far more (its pairs differ).
+  got.forEach((l, i) => assert.ok(Math.abs(l - want[i]!) < 2e-4, `step ${i + 1}: ${l} (2 processes) vs ${want[i]} (1 process)`));
 });

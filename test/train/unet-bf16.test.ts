@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { autocast, Generator, randn, tensor, type Tensor } from "../../src/tensor/index.js";
+import { autocast, conv2d, Generator, randn, tensor, type Tensor } from "../../src/tensor/index.js";
 import { setInitSeed } from "../../src/nn/index.js";
 import { injectLora } from "../../src/nn/lora.js";
 import { TINY_UNET_CONFIG, UNet2DConditionModel } from "../../src/models/unet/index.js";
@@ -17,6 +17,22 @@ import { brightPairs, toyPromptEncoding } from "./tiny.js";
 const D = TINY_UNET_CONFIG.crossAttentionDim as number;
 const encode = (prompts: string[]): Tensor => toyPromptEncoding(prompts, D);
 
+/**
+ * Relative L2 error of ONE bf16 3×3 convolution (64 → 64 channels) against f32 on this machine's
+ * kernels. It is a property of the CPU: with AVX512-BF16 oneDNN accumulates in f32 and the error is
+ * the inputs' rounding (~0.24%); on AVX2-only CPUs (AMD EPYC Zen 3 measured) libtorch 1.13
+ * accumulates in bf16 and one convolution is off by ~2.7%. The network bounds below scale with it.
+ */
+function oneConvBf16Error(): number {
+  const g = new Generator(1);
+  const x = randn([2, 64, 16, 16], g);
+  const w = randn([64, 64, 3, 3], g).mul(0.05);
+  const a = conv2d(x, w, null, { padding: 1 });
+  const b = autocast("cpu", "bf16", () => conv2d(x, w, null, { padding: 1 }));
+  return a.sub(b.float()).norm().item() / a.norm().item();
+}
+const OP_ERROR = oneConvBf16Error();
+
 test("the UNet forward runs under CPU bf16 autocast and stays within bf16 rounding of f32", () => {
   setInitSeed(0);
   const unet = new UNet2DConditionModel(TINY_UNET_CONFIG);
@@ -28,8 +44,11 @@ test("the UNet forward runs under CPU bf16 autocast and stays within bf16 roundi
   const b = autocast("cpu", "bf16", () => unet.forward(x, t, c));
   assert.equal(b.dtype, "bf16", "the last convolution ran in bf16");
   const rel = a.sub(b.float()).norm().item() / a.norm().item();
-  // bf16 keeps 8 mantissa bits (relative step 2^-8 ≈ 0.4%); a dozen layers accumulate a few of those
-  assert.ok(rel > 0 && rel < 0.03, `relative L2 difference bf16 vs f32: ${rel}`);
+  // bf16 keeps 8 mantissa bits (relative step 2^-8 ≈ 0.4%); a dozen layers accumulate a few of
+  // those: measured < 0.03 where one convolution is off by 0.24%, 0.064 where it is off by 2.7%
+  // (bf16 accumulation, see oneConvBf16Error), so the bound is the larger of 0.03 and 5 × one op's
+  const bound = Math.max(0.03, 5 * OP_ERROR);
+  assert.ok(rel > 0 && rel < bound, `relative L2 difference bf16 vs f32: ${rel} (bound ${bound}; one bf16 conv here: ${OP_ERROR})`);
   unet.dispose();
 });
 
@@ -66,9 +85,15 @@ test("a DPO trainer step with bf16 autocast runs on the UNet (full and LoRA) and
       // near init the DPO loss is a function of the small policy − reference margin, which bf16
       // resolves only to ~2⁻⁸ ≈ 0.4% of each MSE, and dloss/dmargin = ½·β/2 = 25 at β = 100; after
       // one bf16 vs f32 update the LoRA run's step-2 losses differed by 0.025 on an AVX512-BF16 Xeon
-      // (0.6661 vs 0.6907; under 0.01 on AVX2 kernels). 0.06 keeps a 2.4× margin on a loss ≈ 0.69.
-      assert.ok(Math.abs(b.loss - a.loss) < 0.06, `${finetune} step ${i + 1}: loss bf16 ${b.loss} vs f32 ${a.loss}`);
-      assert.ok(Math.abs(b.gradNorm - a.gradNorm) / a.gradNorm < 0.1, `${finetune} step ${i + 1}: grad norm bf16 ${b.gradNorm} vs f32 ${a.gradNorm}`);
+      // (0.6661 vs 0.6907; under 0.01 on AVX2 Intel kernels). 0.06 keeps a 2.4× margin on a loss ≈ 0.69.
+      // Where bf16 kernels accumulate in bf16 (one conv off by > 1%: AMD EPYC Zen 3 measured 2.7%),
+      // the same step-2 loss differed by 0.124 (0.5670 vs 0.6907); 0.25 keeps a 2× margin there.
+      const lossBound = OP_ERROR < 0.01 ? 0.06 : 0.25;
+      assert.ok(Math.abs(b.loss - a.loss) < lossBound, `${finetune} step ${i + 1}: loss bf16 ${b.loss} vs f32 ${a.loss} (bound ${lossBound}; one bf16 conv here: ${OP_ERROR})`);
+      // the gradient goes through twice the bf16 ops of the forward: within 10% where one bf16
+      // convolution is off by 0.24%; 15.6% (full, step 2) where it is off by 2.7%
+      const gradBound = Math.max(0.1, 10 * OP_ERROR);
+      assert.ok(Math.abs(b.gradNorm - a.gradNorm) / a.gradNorm < gradBound, `${finetune} step ${i + 1}: grad norm bf16 ${b.gradNorm} vs f32 ${a.gradNorm} (bound ${gradBound}; one bf16 conv here: ${OP_ERROR})`);
     }
   }
 });

@@ -501,28 +501,11 @@ async function checkEnoughPairs(data: { rowCount(): Promise<number>; pairs(): As
  * weights, loaded before the trainer copies its reference, so the reference is the previous round.
  */
 async function initWeightsFrom(unet: Module, spec: string, finetune: "full" | "lora"): Promise<void> {
-  const { resolveTuned } = await import("../../eval/models.js");
-  const { SafetensorsFile } = await import("../../io/safetensors.js");
-  const { loadLoraStateDict } = await import("../../nn/lora.js");
-  let found;
+  const lib = await import("../../eval/init-from.js");
   try {
-    found = resolveTuned(spec);
+    lib.initWeightsFrom(unet, spec, finetune);
   } catch (err) {
-    throw new UsageError(`--init-from ${spec}: ${(err as Error).message}`);
-  }
-  if ((found.kind === "lora") !== (finetune === "lora")) {
-    throw new UsageError(`--init-from ${spec}: holds ${found.kind === "lora" ? "LoRA adapters" : "full UNet weights"}, but this run is ${finetune === "lora" ? "LoRA" : "full fine-tuning"}`);
-  }
-  const file = found.kind === "full" ? join(found.path, "unet", "diffusion_pytorch_model.safetensors") : found.path;
-  const f = SafetensorsFile.open(file);
-  const weights = f.readAll();
-  try {
-    if (finetune === "lora") loadLoraStateDict(unet, weights, { source: file });
-    else unet.loadStateDict(weights, { source: file });
-  } catch (err) {
-    throw new UsageError(`--init-from ${spec}: ${(err as Error).message}`);
-  } finally {
-    f.close();
-    for (const t of weights.values()) t.dispose();
+    // the library names the spec; the CLI adds the flag
+    throw new UsageError(`--init-from ${(err as Error).message}`);
   }
 }

@@ -12,12 +12,18 @@
 // Memory: what stays alive between steps (weights + reference + optimizer state: our live tensor
 // bytes, PyTorch's parameters and state) for full vs LoRA; with LoRA the reference is the same
 // network with adapters off, so it must not hold a second copy of the UNet. RSS high-water marks
-// are reported too (ours: this process, LoRA measured before full; PyTorch: one worker per mode).
+// are reported too (each mode in its own process on both sides).
+//
+// Each mode runs in a fresh child process (this file with --mode-child): run in one process, the
+// second mode inherited a warm allocator and primitive caches while PyTorch's worker started cold,
+// which flattered whichever mode ran second. The first WARMUP steps of each side are not timed.
+import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { BenchCase, BenchResult } from "../types.js";
-import { Generator, rand, setNumThreads } from "../../src/tensor/index.js";
+import { Generator, keep, rand, setNumThreads, tidy } from "../../src/tensor/index.js";
 import { clipTextConfigToJson } from "../../src/models/clip/text-model.js";
 import { toDiffusersConfig } from "../../src/models/unet/config.js";
 import { disposeTextToImageModel, encodePrompts, loadModelFolder, type TextToImageModel } from "../../src/models/pipeline.js";
@@ -49,11 +55,12 @@ async function runMode(model: TextToImageModel, mode: "full" | "lora", threads: 
   const out = mkdtempSync(join(tmpdir(), `bench-dpo-${mode}-`));
   const g = new Generator(0);
   const n = 4 * PAIRS;
-  const pairs = {
+  // tidy: the temporaries of rand·2−1 would otherwise stay alive until a GC and count as held memory
+  const pairs = tidy(() => ({
     prompts: Array.from({ length: n }, (_, i) => ["grinning face", "red heart", "cat face with tears of joy", "rocket"][i % 4]!),
-    chosen: rand([n, 3, 32, 32], g).mul(2).sub(1),
-    rejected: rand([n, 3, 32, 32], g).mul(2).sub(1),
-  };
+    chosen: keep(rand([n, 3, 32, 32], g).mul(2).sub(1)),
+    rejected: keep(rand([n, 3, 32, 32], g).mul(2).sub(1)),
+  }));
   const inner = new TensorPairSource(pairs, PAIRS, 0);
   pairs.chosen.dispose();
   pairs.rejected.dispose();
@@ -100,24 +107,43 @@ async function runMode(model: TextToImageModel, mode: "full" | "lora", threads: 
   }
 }
 
+/** One mode in this process: the model loaded fresh, `steps` alternating steps. */
+async function runModeHere(mode: "full" | "lora", threads: number, steps: number, warmup: number): Promise<ModeResult & { weightBytes: number }> {
+  setNumThreads(threads);
+  const model = loadModelFolder(MODEL);
+  try {
+    return { ...(await runMode(model, mode, threads, steps, warmup)), weightBytes: model.unet.numParameters() * 4 };
+  } finally {
+    disposeTextToImageModel(model);
+  }
+}
+
+/** One mode in a fresh process (see the file comment). */
+function runModeInChild(mode: "full" | "lora", threads: number, steps: number, warmup: number): ModeResult & { weightBytes: number } {
+  const argv = [...process.execArgv, fileURLToPath(import.meta.url), "--mode-child", mode, String(threads), String(steps), String(warmup)];
+  const r = spawnSync(process.execPath, argv, { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"], maxBuffer: 64 * 2 ** 20 });
+  if (r.status !== 0) throw new Error(`dpo bench, ${mode}: the child process exited with ${r.status ?? r.signal} (its output is above)`);
+  return JSON.parse(r.stdout) as ModeResult & { weightBytes: number };
+}
+
+if (process.argv[2] === "--mode-child") {
+  const [mode, threads, steps, warmup] = process.argv.slice(3);
+  const result = await runModeHere(mode as "full" | "lora", Number(threads), Number(steps), Number(warmup));
+  process.stdout.write(JSON.stringify(result));
+}
+
 export const dpoBench: BenchCase = {
   name: "dpo",
   async run({ quick, threads }) {
-    setNumThreads(threads);
-    const warmup = 1;
+    const warmup = 3;
     const reps = quick ? 4 : 16;
     const results: BenchResult[] = [];
     const modes: Partial<Record<"full" | "lora", ModeResult>> = {};
     let weightBytes = 0;
-    // LoRA first, so its RSS high-water mark is not the full run's
     for (const mode of ["lora", "full"] as const) {
-      const model = loadModelFolder(MODEL);
-      weightBytes = model.unet.numParameters() * 4;
-      try {
-        modes[mode] = await runMode(model, mode, threads, warmup + reps, warmup);
-      } finally {
-        disposeTextToImageModel(model);
-      }
+      const m = runModeInChild(mode, threads, warmup + reps, warmup);
+      weightBytes = m.weightBytes;
+      modes[mode] = m;
     }
     for (const mode of ["full", "lora"] as const) {
       const m = modes[mode]!;
@@ -126,9 +152,9 @@ export const dpoBench: BenchCase = {
       const notes = [
         `${(median(m.ours) * 1e3).toFixed(0)} ms per step here${ref !== undefined ? `, ${(median(m.theirs) * 1e3).toFixed(0)} ms in PyTorch` : ""}`,
         `${m.trainable.toLocaleString("en")} trainable parameters`,
-        `weights+reference+optimizer state between steps: ours ${(m.liveBytes / MiB).toFixed(1)} MiB` +
+        `weights+reference+optimizer state+data pool between steps: ours ${(m.liveBytes / MiB).toFixed(1)} MiB` +
           (m.ref ? `, PyTorch ${(m.ref.persistentBytes! / MiB).toFixed(1)} MiB` : ""),
-        `RSS high-water: ours ${(m.rss / MiB).toFixed(0)} MiB (this process, cumulative)` + (m.ref ? `, PyTorch ${(m.ref.maxRssBytes! / MiB).toFixed(0)} MiB` : ""),
+        `RSS high-water: ours ${(m.rss / MiB).toFixed(0)} MiB (its own process)` + (m.ref ? `, PyTorch ${(m.ref.maxRssBytes! / MiB).toFixed(0)} MiB` : ""),
         ...(m.error ? [`PyTorch reference failed: ${m.error}`] : []),
       ];
       results.push({

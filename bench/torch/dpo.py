@@ -151,8 +151,9 @@ def setup(cfg):
         gnorm = torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        # what stays alive between steps: weights, the reference, the optimizer state
-        held = list(unet.parameters()) + list(text.parameters())
+        # what stays alive between steps: weights, the reference, the optimizer state, the data pool
+        # (ours counts its live tensors, its data pool among them)
+        held = list(unet.parameters()) + list(text.parameters()) + [chosen_all, rejected_all, ids_all, ids_empty]
         held += list(reference.parameters()) if reference is not None else []
         held += [v for st in opt.state.values() for v in st.values() if torch.is_tensor(v) and v.dim() > 0]
         state["persistent"] = max(state["persistent"], tensor_bytes(held))

@@ -236,8 +236,9 @@ export function dpoStep(models: StepModels, batch: PairBatch, gen: Generator, op
     const posteriorNoise = (shape: readonly number[]): Tensor =>
       ownRows(randn([2 * n * world, ...shape.slice(1)], gen, { device }), [...slots, ...slots.map((s) => n * world + s)]);
     const sampleLatents = (opts.latentSampling ?? "sample") === "sample";
+    // own scope: the encoder's activations are freed before the UNet runs
     const x0 = models.encodeImages
-      ? noGrad(() => models.encodeImages!(pixels, sampleLatents ? posteriorNoise : undefined)).detach()
+      ? tidy(() => noGrad(() => models.encodeImages!(pixels, sampleLatents ? posteriorNoise : undefined)).detach())
       : pixels;
     const [, c, h, w] = x0.shape as [number, number, number, number];
 
@@ -286,9 +287,12 @@ export function dpoStep(models: StepModels, batch: PairBatch, gen: Generator, op
     if (opts.cachedReference !== undefined) {
       reference = opts.cachedReference(keys!, drawIndex!, tPairs, device);
     } else if (models.reference !== undefined) {
-      const refPred = noGrad(() => withAutocast(device, opts.mixedPrecision, () => models.reference!(noisy, tTensor, cond)));
-      const e = perSampleErrors(refPred, target);
-      reference = { rw: e.lw, rl: e.ll };
+      // own scope: the reference's prediction is freed once its errors are known
+      reference = tidy(() => {
+        const refPred = noGrad(() => withAutocast(device, opts.mixedPrecision, () => models.reference!(noisy, tTensor, cond)));
+        const e = perSampleErrors(refPred, target);
+        return { rw: e.lw, rl: e.ll };
+      });
     }
 
     // 4. loss and backward

@@ -2,6 +2,7 @@
 // structured and named exactly as diffusers' unets/unet_2d_condition.py so that a diffusers
 // `diffusion_pytorch_model.safetensors` loads unchanged (see describeParameters for the names).
 import type { Tensor } from "../../tensor/tensor.js";
+import { tidy } from "../../tensor/tensor.js";
 import { cat, full, getDefaultDevice, setDefaultDevice } from "../../tensor/ops.js";
 import { Module, ModuleList } from "../../nn/module.js";
 import { Conv2d, GroupNorm } from "../../nn/layers.js";
@@ -164,12 +165,16 @@ export class UNet2DConditionModel extends Module implements UNetParts {
     let h = c.centerInputSample ? sample.mul(2).sub(1) : sample;
     h = this.conv_in.forward(h);
     const skips: Tensor[] = [h];
+    // Each block in its own scope: its temporaries are freed when it returns, not when the caller's
+    // scope ends (a step's scope would otherwise hold every activation of the reference forward
+    // and the non-saved ones of the policy's; autograd keeps its own references to what it saved).
     for (const block of this.down_blocks) {
-      const out = block.forward(h, emb, encoderHiddenStates);
+      const out = tidy(() => block.forward(h, emb, encoderHiddenStates));
       h = out.h;
       skips.push(...out.skips);
     }
-    if (this.mid_block) h = this.mid_block.forward(h, emb, encoderHiddenStates);
+    const mid = this.mid_block;
+    if (mid) h = tidy(() => mid.forward(h, emb, encoderHiddenStates));
 
     // Sizes that are not a multiple of 2^(number of upsamplers) need explicit upsample sizes.
     const factor = 2 ** (this.up_blocks.length - 1);
@@ -179,7 +184,10 @@ export class UNet2DConditionModel extends Module implements UNetParts {
       const mine = skips.splice(skips.length - block.resnets.length);
       const last = skips[skips.length - 1];
       const size = forwardSize && i < this.up_blocks.length - 1 && last ? [last.shape[2]!, last.shape[3]!] as [number, number] : undefined;
-      h = block.forward(h, mine, emb, encoderHiddenStates, size);
+      const input = h;
+      h = tidy(() => block.forward(input, mine, emb, encoderHiddenStates, size));
+      // the skips are this forward's own tensors and used once (autograd holds what it saved)
+      for (const t of mine) if (t !== h) t.dispose();
     }
     h = this.conv_norm_out.forward(h).silu();
     return this.conv_out.forward(h);

@@ -6,7 +6,7 @@ import { spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { liveTensorBytes } from "../src/tensor/index.js";
-import type { TensorPairSource, PairBatchSource } from "../src/train/data.js";
+import type { PairBatchSource } from "../src/train/data.js";
 import type { PairBatch } from "../src/train/dpo-step.js";
 import type { RatioSpread } from "./types.js";
 
@@ -71,7 +71,7 @@ export class AlternatingSource implements PairBatchSource {
   liveBytes = 0;
   error: string | undefined;
   #handedAt: number | null = null;
-  constructor(readonly inner: TensorPairSource, readonly worker: TorchTwin | null) {
+  constructor(readonly inner: PairBatchSource, readonly worker: TorchTwin | null) {
     this.batchSize = inner.batchSize;
   }
   async batch(index: number): Promise<PairBatch> {
@@ -84,7 +84,7 @@ export class AlternatingSource implements PairBatchSource {
         this.error = (e as Error).message;
       }
     }
-    const b = this.inner.batch(index);
+    const b = await this.inner.batch(index);
     this.#handedAt = performance.now();
     return b;
   }

@@ -136,7 +136,7 @@ async function runMode(folder: string, mode: Mode, threads: number, steps: numbe
       error = (e as Error).message;
     }
     // AlternatingSource only calls batch(index) and reads batchSize, which CachedPairSource has too
-    const source = new AlternatingSource(inner as TensorPairSource, error === undefined ? worker : null);
+    const source = new AlternatingSource(inner, error === undefined ? worker : null);
     if (finetune === "lora") {
       setInitSeed(0);
       injectLora(unet, { rank: RANK, alpha: RANK, targets: ["to_q", "to_k", "to_v", "to_out.0"] });

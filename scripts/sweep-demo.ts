@@ -40,7 +40,8 @@ for (const set of sets) {
   for (const f of ["stages/train.json", "stages/eval.json", "stages/report.json", "train", "eval", "report.html", "summary.json"]) {
     rmSync(join(dir, f), { recursive: true, force: true });
   }
-  const flags = Object.entries(knobs).flatMap(([k, v]) => [`--${k}`, v]);
+  // the demo's CLI spells the fine-tuning mode --full / --lora
+  const flags = Object.entries(knobs).flatMap(([k, v]) => (k === "finetune" ? [`--${v}`] : [`--${k}`, v]));
   const started = performance.now();
   const r = spawnSync(process.execPath, ["--import", "tsx", "src/cli/main.ts", "demo", "--resume", "--out", dir, ...flags, "--json"], {
     encoding: "utf8", stdio: ["ignore", "pipe", "inherit"],

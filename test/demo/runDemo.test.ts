@@ -262,10 +262,11 @@ test("demo settings: defaults, lr by fine-tuning mode, bad knobs named", () => {
   assert.equal(resolveSettings({ finetune: "full", lr: 5e-5 }).lr, 5e-5);
   assert.throws(() => resolveSettings({ k: 1 }), /k must be an integer ≥ 2/);
   assert.throws(() => resolveSettings({ otherRewards: ["alignment"] }), /must not include the labelling reward/);
-  assert.deepEqual(settingsFromArgs({ full: true, k: "3", beta: "2500", otherRewards: "category, appeal" }), {
+  assert.deepEqual(settingsFromArgs({ full: true, k: "3", beta: "2500", otherRewards: "category, appeal", promptDropout: "0" }), {
     ...Object.fromEntries(Object.keys(settingsFromArgs({})).map((k) => [k, undefined])),
-    finetune: "full", k: 3, beta: 2500, otherRewards: ["category", "appeal"],
+    finetune: "full", k: 3, beta: 2500, otherRewards: ["category", "appeal"], promptDropout: 0,
   });
+  assert.throws(() => resolveSettings({ promptDropout: 1.5 }), /promptDropout must be in \[0, 1\]/);
 });
 
 test("demo command: usage errors name the flag; --help lists the knobs with defaults", async () => {
@@ -277,7 +278,7 @@ test("demo command: usage errors name the flag; --help lists the knobs with defa
   };
   const help = await cli(["demo", "--help"]);
   assert.equal(help.code, 0);
-  for (const flag of ["--out", "--resume", "--full", "--pairsPrompts", "--k", "--steps", "--beta", "--lr", "--loraRank", "--evalPrompts", "--seeds", "--json"]) {
+  for (const flag of ["--out", "--resume", "--full", "--pairsPrompts", "--k", "--steps", "--beta", "--lr", "--loraRank", "--promptDropout", "--evalPrompts", "--seeds", "--json"]) {
     assert.ok(help.stdout.includes(flag), `--help lists ${flag}`);
   }
   const bad = await cli(["demo", "--k", "1", "--out", join(dir, "never")]);

@@ -76,6 +76,23 @@ def inject_lora(model, r, alpha):
     return layers
 
 
+def reference_forward_of(policy, reference, lora):
+    """The frozen reference's prediction without autograd: `reference` (a deep copy, full
+    fine-tuning) or, when it is None, the policy with its LoRA adapters switched off for the call."""
+    def reference_forward(*args):
+        with torch.no_grad():
+            if reference is not None:
+                return reference(*args)
+            for layer in lora:
+                layer.enabled = False
+            try:
+                return policy(*args)
+            finally:
+                for layer in lora:
+                    layer.enabled = True
+    return reference_forward
+
+
 def linear_alphas_cumprod(T=1000, start=1e-4, end=0.02):
     betas = torch.linspace(start, end, T, dtype=torch.float64)
     return torch.cumprod(1 - betas, 0)
@@ -110,17 +127,7 @@ def setup(cfg):
     ids_empty = torch.randint(0, V, (1, L), generator=g)
     state = {"k": 0, "persistent": 0}
 
-    def reference_forward(x, t, ctx):
-        with torch.no_grad():
-            if reference is not None:
-                return reference(x, t, ctx)
-            for layer in lora:
-                layer.enabled = False
-            try:
-                return unet(x, t, ctx)
-            finally:
-                for layer in lora:
-                    layer.enabled = True
+    reference_forward = reference_forward_of(unet, reference, lora)
 
     def step():
         k = state["k"] % 4

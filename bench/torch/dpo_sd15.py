@@ -43,7 +43,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "..", "scripts", "golden", "models")
 import clip_text  # noqa: E402
 import unet_reference  # noqa: E402
 import vae_autoencoder_kl  # noqa: E402
-from dpo import inject_lora, tensor_bytes  # noqa: E402
+from dpo import inject_lora, reference_forward_of, tensor_bytes  # noqa: E402
 
 
 def read_safetensors(path):
@@ -128,17 +128,7 @@ def setup(cfg):
     ids_empty = torch.randint(0, V, (1, L), generator=g)
     state = {"k": 0, "persistent": 0}
 
-    def reference_forward(x, t, ctx):
-        with torch.no_grad():
-            if reference is not None:
-                return reference(x, t, ctx)
-            for layer in lora:
-                layer.enabled = False
-            try:
-                return unet(x, t, ctx)
-            finally:
-                for layer in lora:
-                    layer.enabled = True
+    reference_forward = reference_forward_of(unet, reference, lora)
 
     def step():
         k = state["k"] % 4

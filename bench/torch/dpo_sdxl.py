@@ -30,7 +30,7 @@ import torch.nn.functional as F
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "scripts", "golden", "models"))
 import unet_reference  # noqa: E402
-from dpo import inject_lora, linear_alphas_cumprod, tensor_bytes  # noqa: E402
+from dpo import inject_lora, linear_alphas_cumprod, reference_forward_of, tensor_bytes  # noqa: E402
 
 
 class SdxlUNet(unet_reference.UNet2DConditionModel):
@@ -86,17 +86,7 @@ def setup(cfg):
     time_ids = torch.tensor([[8.0 * lat, 8.0 * lat, 0.0, 0.0, 8.0 * lat, 8.0 * lat]])
     state = {"k": 0, "persistent": 0}
 
-    def reference_forward(*args):
-        with torch.no_grad():
-            if reference is not None:
-                return reference(*args)
-            for layer in lora:
-                layer.enabled = False
-            try:
-                return unet(*args)
-            finally:
-                for layer in lora:
-                    layer.enabled = True
+    reference_forward = reference_forward_of(unet, reference, lora)
 
     def step():
         k = state["k"] % 4

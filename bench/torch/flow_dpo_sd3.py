@@ -41,7 +41,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dpo import LoraLinear, tensor_bytes  # noqa: E402
+from dpo import LoraLinear, reference_forward_of, tensor_bytes  # noqa: E402
 
 
 def layer_norm(x):
@@ -242,17 +242,7 @@ def setup(cfg):
     pooled_empty = torch.randn(1, P, generator=g)
     state = {"k": 0, "persistent": 0}
 
-    def reference_forward(*args):
-        with torch.no_grad():
-            if reference is not None:
-                return reference(*args)
-            for layer in lora:
-                layer.enabled = False
-            try:
-                return model(*args)
-            finally:
-                for layer in lora:
-                    layer.enabled = True
+    reference_forward = reference_forward_of(model, reference, lora)
 
     def step():
         k = state["k"] % 4

@@ -93,6 +93,24 @@ def reference_forward_of(policy, reference, lora):
     return reference_forward
 
 
+def dpo_update(pred, ref, target, beta, trainable, opt):
+    """The Diffusion-DPO loss of a [chosen..., rejected...] batch (per-sample MSE over C, H, W;
+    inside = -beta/2 ((Lw - Ll) - (Rw - Rl)); mean -logsigmoid), backward, global grad-norm clip at
+    1, optimizer step; returns the logged metrics read back as floats: loss, implicit accuracy,
+    policy MSE, reference MSE, margin, grad norm."""
+    lw, ll = (pred - target).pow(2).mean(dim=[1, 2, 3]).chunk(2)
+    rw, rl = (ref - target).pow(2).mean(dim=[1, 2, 3]).chunk(2)
+    margin = (lw - ll) - (rw - rl)
+    inside = -0.5 * beta * margin
+    loss = -F.logsigmoid(inside).mean()
+    loss.backward()
+    gnorm = torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return [loss.item(), (inside > 0).float().mean().item(), (0.5 * (lw + ll)).mean().item(),
+            (0.5 * (rw + rl)).mean().item(), margin.mean().item(), gnorm.item()]
+
+
 def linear_alphas_cumprod(T=1000, start=1e-4, end=0.02):
     betas = torch.linspace(start, end, T, dtype=torch.float64)
     return torch.cumprod(1 - betas, 0)
@@ -148,24 +166,15 @@ def setup(cfg):
         xt = a * x0 + s * noise2
         target = a * noise2 - s * x0
         pred = unet(xt, t2, ctx)
-        lw, ll = (pred - target).pow(2).mean(dim=[1, 2, 3]).chunk(2)
         ref = reference_forward(xt, t2, ctx)
-        rw, rl = (ref - target).pow(2).mean(dim=[1, 2, 3]).chunk(2)
-        margin = (lw - ll) - (rw - rl)
-        inside = -0.5 * beta * margin
-        loss = -F.logsigmoid(inside).mean()
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        metrics = dpo_update(pred, ref, target, beta, trainable, opt)
         # what stays alive between steps: weights, the reference, the optimizer state, the data pool
         # (ours counts its live tensors, its data pool among them)
         held = list(unet.parameters()) + list(text.parameters()) + [chosen_all, rejected_all, ids_all, ids_empty]
         held += list(reference.parameters()) if reference is not None else []
         held += [v for st in opt.state.values() for v in st.values() if torch.is_tensor(v) and v.dim() > 0]
         state["persistent"] = max(state["persistent"], tensor_bytes(held))
-        return [loss.item(), (inside > 0).float().mean().item(), (0.5 * (lw + ll)).mean().item(),
-                (0.5 * (rw + rl)).mean().item(), margin.mean().item(), gnorm.item()]
+        return metrics
 
     def memory():
         return {"persistentBytes": state["persistent"], "maxRssBytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,

@@ -36,14 +36,13 @@ import sys
 from serve_loop import serve_forever  # noqa: E402 (bench/torch is the script directory)
 
 import torch
-import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "scripts", "golden", "models"))
 import clip_text  # noqa: E402
 import unet_reference  # noqa: E402
 import vae_autoencoder_kl  # noqa: E402
-from dpo import inject_lora, reference_forward_of, tensor_bytes  # noqa: E402
+from dpo import dpo_update, inject_lora, reference_forward_of, tensor_bytes  # noqa: E402
 
 
 def read_safetensors(path):
@@ -161,22 +160,13 @@ def setup(cfg):
         xt = a * x0 + s * noise2
         target = noise2
         pred = unet(xt, t2, ctx)
-        lw, ll = (pred - target).pow(2).mean(dim=[1, 2, 3]).chunk(2)
         ref = reference_forward(xt, t2, ctx)
-        rw, rl = (ref - target).pow(2).mean(dim=[1, 2, 3]).chunk(2)
-        margin = (lw - ll) - (rw - rl)
-        inside = -0.5 * beta * margin
-        loss = -F.logsigmoid(inside).mean()
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        metrics = dpo_update(pred, ref, target, beta, trainable, opt)
         held = list(unet.parameters()) + list(text.parameters()) + list(vae.parameters())
         held += list(reference.parameters()) if reference is not None else []
         held += [v for st in opt.state.values() for v in st.values() if torch.is_tensor(v) and v.dim() > 0]
         state["persistent"] = max(state["persistent"], tensor_bytes(held))
-        return [loss.item(), (inside > 0).float().mean().item(), (0.5 * (lw + ll)).mean().item(),
-                (0.5 * (rw + rl)).mean().item(), margin.mean().item(), gnorm.item()]
+        return metrics
 
     def memory():
         return {"persistentBytes": state["persistent"], "maxRssBytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "scripts", "golden", "models"))
 import unet_reference  # noqa: E402
-from dpo import inject_lora, linear_alphas_cumprod, reference_forward_of, tensor_bytes  # noqa: E402
+from dpo import dpo_update, inject_lora, linear_alphas_cumprod, reference_forward_of, tensor_bytes  # noqa: E402
 
 
 class SdxlUNet(unet_reference.UNet2DConditionModel):
@@ -108,19 +108,12 @@ def setup(cfg):
         s = (1 - abar[t2]).sqrt().view(-1, 1, 1, 1)
         xt = a * x0 + s * noise2
         pred = unet(xt, t2, ctx, text_embeds, ids)
-        lw, ll = (pred - noise2).pow(2).mean(dim=[1, 2, 3]).chunk(2)
         ref = reference_forward(xt, t2, ctx, text_embeds, ids)
-        rw, rl = (ref - noise2).pow(2).mean(dim=[1, 2, 3]).chunk(2)
-        inside = -0.5 * beta * ((lw - ll) - (rw - rl))
-        loss = -F.logsigmoid(inside).mean()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        loss = dpo_update(pred, ref, noise2, beta, trainable, opt)[0]
         held = list(unet.parameters()) + (list(reference.parameters()) if reference is not None else [])
         held += [v for st in opt.state.values() for v in st.values() if torch.is_tensor(v) and v.dim() > 0]
         state["persistent"] = max(state["persistent"], tensor_bytes(held))
-        return loss.item()
+        return loss
 
     def memory():
         return {"persistentBytes": state["persistent"], "maxRssBytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}

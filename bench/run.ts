@@ -12,6 +12,7 @@ import { spawnSync } from "node:child_process";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { join, resolve } from "node:path";
 import type { BenchCase, BenchResult } from "./types.js";
+import { runJsonChild } from "./child.js";
 import { getNumThreads, setNumThreads } from "../src/tensor/index.js";
 import { peakGflops } from "./cases/engine.js";
 
@@ -106,11 +107,8 @@ function relateSamplerToUnet(results: (BenchResult & { case: string })[]): void 
 
 /** One case in a fresh process (this file with --child), its results read from the child's stdout. */
 function runCaseInChild(name: string, args: Args): BenchResult[] {
-  const self = fileURLToPath(import.meta.url);
-  const argv = [...process.execArgv, self, "--child", name, "--threads", String(args.threads), ...(args.quick ? ["--quick"] : [])];
-  const r = spawnSync(process.execPath, argv, { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"], maxBuffer: 64 * 2 ** 20 });
-  if (r.status !== 0) throw new Error(`bench case ${name} exited with ${r.status ?? r.signal} (its output is above)`);
-  return JSON.parse(r.stdout) as BenchResult[];
+  const argv = ["--child", name, "--threads", String(args.threads), ...(args.quick ? ["--quick"] : [])];
+  return runJsonChild<BenchResult[]>(fileURLToPath(import.meta.url), argv, `bench case ${name}`);
 }
 
 async function runChild(name: string, args: Args): Promise<void> {

@@ -135,7 +135,6 @@ async function runMode(folder: string, mode: Mode, threads: number, steps: numbe
     } catch (e) {
       error = (e as Error).message;
     }
-    // AlternatingSource only calls batch(index) and reads batchSize, which CachedPairSource has too
     const source = new AlternatingSource(inner, error === undefined ? worker : null);
     if (finetune === "lora") {
       setInitSeed(0);

@@ -16,8 +16,7 @@
 //
 // Each mode runs in a fresh child process (this file with --mode-child): run in one process, the
 // second mode inherited a warm allocator and primitive caches while PyTorch's worker started cold,
-// which flattered whichever mode ran second. The first WARMUP steps of each side are not timed.
-import { spawnSync } from "node:child_process";
+// which flattered whichever mode ran second. The first `warmup` steps of each side are not timed.
 import { mkdtempSync, rmSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { tmpdir } from "node:os";
@@ -35,6 +34,7 @@ import { DpoTrainer, loraAdapters } from "../../src/train/trainer.js";
 import { TensorPairSource } from "../../src/train/data.js";
 import { median } from "./engine.js";
 import { AlternatingSource, TorchTwin, pairedRatioSpread } from "../alternating.js";
+import { runJsonChild } from "../child.js";
 
 const MODEL = "models/emoji-base";
 const PAIRS = 8;
@@ -120,10 +120,8 @@ async function runModeHere(mode: "full" | "lora", threads: number, steps: number
 
 /** One mode in a fresh process (see the file comment). */
 function runModeInChild(mode: "full" | "lora", threads: number, steps: number, warmup: number): ModeResult & { weightBytes: number } {
-  const argv = [...process.execArgv, fileURLToPath(import.meta.url), "--mode-child", mode, String(threads), String(steps), String(warmup)];
-  const r = spawnSync(process.execPath, argv, { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"], maxBuffer: 64 * 2 ** 20 });
-  if (r.status !== 0) throw new Error(`dpo bench, ${mode}: the child process exited with ${r.status ?? r.signal} (its output is above)`);
-  return JSON.parse(r.stdout) as ModeResult & { weightBytes: number };
+  const args = ["--mode-child", mode, String(threads), String(steps), String(warmup)];
+  return runJsonChild<ModeResult & { weightBytes: number }>(fileURLToPath(import.meta.url), args, `dpo bench, ${mode}: the child process`);
 }
 
 if (process.argv[2] === "--mode-child") {

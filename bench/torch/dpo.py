@@ -120,6 +120,14 @@ def tensor_bytes(tensors):
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
+def held_bytes(tensors, reference, opt):
+    """Bytes alive between steps: the given tensors (weights, data), the frozen reference copy's
+    parameters when there is one, and the optimizer's state tensors."""
+    held = list(tensors) + (list(reference.parameters()) if reference is not None else [])
+    held += [v for st in opt.state.values() for v in st.values() if torch.is_tensor(v) and v.dim() > 0]
+    return tensor_bytes(held)
+
+
 def setup(cfg):
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
@@ -170,10 +178,8 @@ def setup(cfg):
         metrics = dpo_update(pred, ref, target, beta, trainable, opt)
         # what stays alive between steps: weights, the reference, the optimizer state, the data pool
         # (ours counts its live tensors, its data pool among them)
-        held = list(unet.parameters()) + list(text.parameters()) + [chosen_all, rejected_all, ids_all, ids_empty]
-        held += list(reference.parameters()) if reference is not None else []
-        held += [v for st in opt.state.values() for v in st.values() if torch.is_tensor(v) and v.dim() > 0]
-        state["persistent"] = max(state["persistent"], tensor_bytes(held))
+        pool = [chosen_all, rejected_all, ids_all, ids_empty]
+        state["persistent"] = max(state["persistent"], held_bytes([*unet.parameters(), *text.parameters(), *pool], reference, opt))
         return metrics
 
     def memory():

@@ -42,7 +42,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "..", "scripts", "golden", "models")
 import clip_text  # noqa: E402
 import unet_reference  # noqa: E402
 import vae_autoencoder_kl  # noqa: E402
-from dpo import dpo_update, inject_lora, reference_forward_of, tensor_bytes  # noqa: E402
+from dpo import dpo_update, held_bytes, inject_lora, reference_forward_of  # noqa: E402
 
 
 def read_safetensors(path):
@@ -162,10 +162,8 @@ def setup(cfg):
         pred = unet(xt, t2, ctx)
         ref = reference_forward(xt, t2, ctx)
         metrics = dpo_update(pred, ref, target, beta, trainable, opt)
-        held = list(unet.parameters()) + list(text.parameters()) + list(vae.parameters())
-        held += list(reference.parameters()) if reference is not None else []
-        held += [v for st in opt.state.values() for v in st.values() if torch.is_tensor(v) and v.dim() > 0]
-        state["persistent"] = max(state["persistent"], tensor_bytes(held))
+        weights = [*unet.parameters(), *text.parameters(), *vae.parameters()]
+        state["persistent"] = max(state["persistent"], held_bytes(weights, reference, opt))
         return metrics
 
     def memory():

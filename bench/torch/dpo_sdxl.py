@@ -30,7 +30,7 @@ import torch.nn.functional as F
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "scripts", "golden", "models"))
 import unet_reference  # noqa: E402
-from dpo import dpo_update, inject_lora, linear_alphas_cumprod, reference_forward_of, tensor_bytes  # noqa: E402
+from dpo import dpo_update, held_bytes, inject_lora, linear_alphas_cumprod, reference_forward_of  # noqa: E402
 
 
 class SdxlUNet(unet_reference.UNet2DConditionModel):
@@ -110,9 +110,7 @@ def setup(cfg):
         pred = unet(xt, t2, ctx, text_embeds, ids)
         ref = reference_forward(xt, t2, ctx, text_embeds, ids)
         loss = dpo_update(pred, ref, noise2, beta, trainable, opt)[0]
-        held = list(unet.parameters()) + (list(reference.parameters()) if reference is not None else [])
-        held += [v for st in opt.state.values() for v in st.values() if torch.is_tensor(v) and v.dim() > 0]
-        state["persistent"] = max(state["persistent"], tensor_bytes(held))
+        state["persistent"] = max(state["persistent"], held_bytes(unet.parameters(), reference, opt))
         return loss
 
     def memory():

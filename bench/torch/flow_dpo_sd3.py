@@ -41,7 +41,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dpo import LoraLinear, reference_forward_of, tensor_bytes  # noqa: E402
+from dpo import LoraLinear, held_bytes, reference_forward_of  # noqa: E402
 
 
 def layer_norm(x):
@@ -273,9 +273,7 @@ def setup(cfg):
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        held = list(model.parameters()) + (list(reference.parameters()) if reference is not None else [])
-        held += [v for st in opt.state.values() for v in st.values() if torch.is_tensor(v) and v.dim() > 0]
-        state["persistent"] = max(state["persistent"], tensor_bytes(held))
+        state["persistent"] = max(state["persistent"], held_bytes(model.parameters(), reference, opt))
         return loss.item()
 
     def memory():

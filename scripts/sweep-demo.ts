@@ -12,7 +12,6 @@ import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } fr
 import { join } from "node:path";
 import { spawnSync } from "node:child_process";
 import { parseArgs } from "node:util";
-import { DEFAULT_LR } from "../src/demo/settings.js";
 
 const { values } = parseArgs({
   options: {
@@ -41,15 +40,9 @@ for (const set of sets) {
   for (const f of ["stages/train.json", "stages/eval.json", "stages/report.json", "train", "eval", "report.html", "summary.json"]) {
     rmSync(join(dir, f), { recursive: true, force: true });
   }
-  // a resumed demo keeps the saved lr, which is the source run's mode's default: a new mode
-  // without an lr gets its own default (LoRA's 1e-3 made full fine-tuning diverge, loss 10–47)
-  if (knobs["finetune"] !== undefined && knobs["lr"] === undefined) {
-    const mode = knobs["finetune"];
-    if (mode !== "lora" && mode !== "full") {
-      console.error(`--set ${set}: finetune must be lora or full`);
-      process.exit(2);
-    }
-    knobs["lr"] = String(DEFAULT_LR[mode]);
+  if (knobs["finetune"] !== undefined && knobs["finetune"] !== "lora" && knobs["finetune"] !== "full") {
+    console.error(`--set ${set}: finetune must be lora or full`);
+    process.exit(2);
   }
   // the demo's CLI spells the fine-tuning mode --full / --lora
   const flags = Object.entries(knobs).flatMap(([k, v]) => (k === "finetune" ? [`--${v}`] : [`--${k}`, v]));

@@ -23,7 +23,7 @@ import { join } from "node:path";
 import { loadReward as loadRewardByName } from "../feedback/registry.js";
 import type { RewardModel } from "../feedback/reward.js";
 import { demoPromptSets, splitHeldout, type DemoPromptSets } from "./prompts.js";
-import { DemoError, resolveSettings, settingConflicts, SETTING_STAGE, type DemoSettings } from "./settings.js";
+import { DemoError, resolveSettings, resumedSettings, settingConflicts, SETTING_STAGE, type DemoSettings } from "./settings.js";
 import { evalStage, headlineText, targetsOf } from "./stage-eval.js";
 import { labelHeadline, labelStage } from "./stage-label.js";
 import { pairsHeadline, pairsStage } from "./stage-pairs.js";
@@ -99,8 +99,7 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
       );
     }
     // knobs not given keep the saved values (given holds undefined for every flag left out)
-    const givenDefined = Object.fromEntries(Object.entries(given).filter(([, v]) => v !== undefined)) as Partial<DemoSettings>;
-    settings = resolveSettings({ ...settings, ...givenDefined });
+    settings = resumedSettings(settings, given);
     fingerprint = modelFingerprint(settings.model);
     if (fingerprint !== saved.baseModelFingerprint && done0.length > 0) {
       throw new DemoError(

@@ -127,6 +127,19 @@ export function resolveSettings(given: Partial<DemoSettings>): DemoSettings {
   return s;
 }
 
+/**
+ * A resumed run's settings: the saved ones with the knobs given now on top. A new fine-tuning mode
+ * without an lr takes that mode's default when the saved lr was the old mode's default (LoRA's
+ * 1e-3 makes full fine-tuning diverge); an lr set by hand is kept.
+ */
+export function resumedSettings(saved: DemoSettings, given: Partial<DemoSettings>): DemoSettings {
+  const defined = Object.fromEntries(Object.entries(given).filter(([, v]) => v !== undefined)) as Partial<DemoSettings>;
+  const merged: Partial<DemoSettings> = { ...saved, ...defined };
+  const modeChanged = defined.finetune !== undefined && defined.finetune !== saved.finetune;
+  if (modeChanged && defined.lr === undefined && saved.lr === DEFAULT_LR[saved.finetune]) delete merged.lr;
+  return resolveSettings(merged);
+}
+
 /** Knobs given now that differ from a run's saved ones: [name, saved, given]. */
 export function settingConflicts(saved: DemoSettings, given: Partial<DemoSettings>): [keyof DemoSettings, unknown, unknown][] {
   const out: [keyof DemoSettings, unknown, unknown][] = [];

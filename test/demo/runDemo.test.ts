@@ -13,7 +13,7 @@ import demoCommand, { settingsFromArgs } from "../../src/cli/commands/demo.js";
 import { PreferenceStore } from "../../src/data/store.js";
 import { decodeImage } from "../../src/data/images.js";
 import { DEMO_STAGES, demoPaths, runDemo, type DemoEvent, type DemoSummary } from "../../src/demo/runDemo.js";
-import { DemoError, resolveSettings, type DemoSettings } from "../../src/demo/settings.js";
+import { DemoError, resolveSettings, resumedSettings, type DemoSettings } from "../../src/demo/settings.js";
 import { demoPromptSets, roundRobin, splitHeldout } from "../../src/demo/prompts.js";
 import { listEmoji } from "../../src/datasets/emoji.js";
 import type { EvalJson } from "../../src/eval/evaluate.js";
@@ -267,6 +267,19 @@ test("demo settings: defaults, lr by fine-tuning mode, bad knobs named", () => {
     finetune: "full", k: 3, beta: 2500, otherRewards: ["category", "appeal"], promptDropout: 0,
   });
   assert.throws(() => resolveSettings({ promptDropout: 1.5 }), /promptDropout must be in \[0, 1\]/);
+});
+
+test("demo resume settings: a new fine-tuning mode takes its own default lr unless one was set by hand", () => {
+  const lora = resolveSettings({});
+  const notGiven = settingsFromArgs({});
+  assert.equal(resumedSettings(lora, { ...notGiven, finetune: "full" }).lr, 1e-4, "LoRA's default lr is not carried into full");
+  assert.equal(resumedSettings(resolveSettings({ finetune: "full" }), { finetune: "lora" }).lr, 1e-3);
+  assert.equal(resumedSettings(resolveSettings({ lr: 5e-4 }), { finetune: "full" }).lr, 5e-4, "a hand-set lr is kept");
+  assert.equal(resumedSettings(lora, { finetune: "full", lr: 3e-5 }).lr, 3e-5);
+  assert.equal(resumedSettings(lora, { finetune: "lora" }).lr, 1e-3, "same mode: saved lr kept");
+  const kept = resumedSettings({ ...lora, beta: 2000 }, { ...notGiven, steps: 7 });
+  assert.equal(kept.beta, 2000, "knobs not given keep the saved values");
+  assert.equal(kept.steps, 7);
 });
 
 test("demo command: usage errors name the flag; --help lists the knobs with defaults", async () => {

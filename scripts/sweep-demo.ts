@@ -6,7 +6,7 @@
 //     --set "beta=2000" --set "lr=0.003" --set "beta=2000,loraRank=16,steps=600"
 //
 // Each --set is a comma-separated list of demo knobs (the `diffusion-dpo demo` flags in camelCase:
-// beta, lr, warmup, steps, batch, loraRank, loraAlpha, promptDropout, finetune). Writes
+// beta, sftWeight, lr, warmup, steps, batch, loraRank, loraAlpha, promptDropout, finetune). Writes
 // <out>/<name>/ (a demo run resumed after its label stage) and <out>/sweep.md + sweep.json.
 import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";

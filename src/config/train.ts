@@ -115,6 +115,11 @@ const TrainConfigObject = z.strictObject({
   beta: z.number().positive().default(5000),
   mapo: MapoConfigSchema.prefault({}),
   /**
+   * λ of an SFT term on the chosen image mixed into dpo / hinge / ipo: loss + λ·L_w. 0 (the
+   * default) is the paper's loss; λ = β/4 weighs the SFT term like the DPO term at the start.
+   */
+  sftWeight: z.number().nonnegative().default(0),
+  /**
    * Run the frozen reference for the metrics even when the method does not need it (sft, mapo).
    * Off by default: with full fine-tuning it costs a second copy of the network and a forward pass.
    */
@@ -184,7 +189,11 @@ const TrainConfigObject = z.strictObject({
 });
 
 /** The schema with the mode-dependent defaults filled in after parsing. */
-export const TrainConfigSchema = TrainConfigObject.transform((cfg) => {
+export const TrainConfigSchema = TrainConfigObject.superRefine((cfg, ctx) => {
+  if (cfg.sftWeight > 0 && (cfg.method === "sft" || cfg.method === "mapo")) {
+    ctx.addIssue({ code: "custom", path: ["sftWeight"], message: `mixes an SFT term into dpo, hinge or ipo; method "${cfg.method}" already trains on the chosen image (leave it 0)` });
+  }
+}).transform((cfg) => {
   const d = FINETUNE_DEFAULTS[cfg.finetune];
   return {
     ...cfg,

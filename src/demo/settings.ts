@@ -43,6 +43,8 @@ export interface DemoSettings {
   batch: number;
   /** β in the official convention: inside = −(β/2)·((Lw − Ll) − (Rw − Rl)). */
   beta: number;
+  /** λ of an SFT term on the chosen image mixed into the DPO loss (loss + λ·L_w); 0 is the paper's loss. */
+  sftWeight: number;
   /** The optimizer's learning rate (as applied: not multiplied by the batch, unlike `train --lr`). */
   lr: number;
   warmup: number;
@@ -84,6 +86,7 @@ export const DEFAULT_SETTINGS: Omit<DemoSettings, "lr"> = {
   rounds: 1,
   batch: 8,
   beta: 5000,
+  sftWeight: 0,
   warmup: 20,
   loraRank: 8,
   loraAlpha: 8,
@@ -99,7 +102,7 @@ export const DEFAULT_SETTINGS: Omit<DemoSettings, "lr"> = {
 export const SETTING_STAGE: Record<keyof DemoSettings, "pairs" | "label" | "train" | "eval"> = {
   model: "pairs", pairsPrompts: "pairs", heldoutPairsPrompts: "pairs", k: "pairs", pairing: "pairs", sampler: "pairs",
   sampleSteps: "pairs", guidance: "pairs", seed: "pairs", labelReward: "label", finetune: "train", steps: "train", rounds: "train",
-  batch: "train", beta: "train", lr: "train", warmup: "train", loraRank: "train", loraAlpha: "train", promptDropout: "train",
+  batch: "train", beta: "train", sftWeight: "train", lr: "train", warmup: "train", loraRank: "train", loraAlpha: "train", promptDropout: "train",
   checkpointEvery: "train", otherRewards: "eval", evalPrompts: "eval", seeds: "eval", implicitDraws: "eval",
 };
 
@@ -120,7 +123,7 @@ export function resolveSettings(given: Partial<DemoSettings>): DemoSettings {
   if (s.pairing !== "all" && s.pairing !== "consecutive") throw new DemoError(`demo: pairing must be "all" or "consecutive", got "${String(s.pairing)}"`);
   int("pairsPrompts", 1); int("heldoutPairsPrompts", 1); int("k", 2); int("sampleSteps", 1); int("steps", 1); int("rounds", 1); int("batch", 1);
   int("warmup", 0); int("loraRank", 1); int("evalPrompts", 1); int("seeds", 1); int("implicitDraws", 1); int("seed", 0); int("checkpointEvery", 0);
-  pos("guidance", true); pos("beta"); pos("lr"); pos("loraAlpha");
+  pos("guidance", true); pos("beta"); pos("sftWeight", true); pos("lr"); pos("loraAlpha");
   if (!(s.promptDropout >= 0 && s.promptDropout <= 1)) throw new DemoError(`demo: promptDropout must be in [0, 1], got ${s.promptDropout}`);
   if (s.labelReward.trim() === "") throw new DemoError("demo: labelReward must name a reward");
   if (s.otherRewards.includes(s.labelReward)) throw new DemoError(`demo: otherRewards must not include the labelling reward "${s.labelReward}"`);

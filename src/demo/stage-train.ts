@@ -30,7 +30,7 @@ export function demoTrainConfig(
 ): TrainConfig {
   return loadTrainConfig({
     flags: {
-      model: settings.model, outputDir: paths.train, predictionType, method: "dpo", beta: settings.beta, finetune: settings.finetune,
+      model: settings.model, outputDir: paths.train, predictionType, method: "dpo", beta: settings.beta, sftWeight: settings.sftWeight, finetune: settings.finetune,
       lora: { rank: settings.loraRank, alpha: settings.loraAlpha }, learningRate: settings.lr, scaleLr: false,
       batchSize: settings.batch, gradientAccumulation: 1, maxSteps: settings.steps, warmupSteps: Math.min(settings.warmup, settings.steps),
       lrSchedule: "constant_with_warmup", seed: settings.seed, promptDropout: settings.promptDropout,

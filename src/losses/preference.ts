@@ -80,6 +80,13 @@ export interface PreferenceOptions {
    * multiplies the log-odds (default 1000).
    */
   mapo?: { weight?: number; snrValue?: number; numTrainTimesteps?: number };
+  /**
+   * dpo, hinge and ipo: λ of an SFT term on the chosen image added to every pair's loss,
+   * loss = method + λ·L_w (SimpleTuner's SFT mix; RPO's NLL term). Default 0, the paper's loss.
+   * The DPO term's slope in L_w is (β/2)·σ(−inside), β/4 at the start, so λ = β/4 weighs the two alike.
+   * It keeps the policy's denoising of the chosen images from degrading while the margin grows.
+   */
+  sftWeight?: number;
 }
 
 export interface PreferenceInput extends PreferenceOptions {
@@ -241,7 +248,13 @@ export function preferenceLoss(method: PreferenceMethod, input: PreferenceInput)
     terms.rl = rl;
     terms.inside = insideOf({ lw, ll }, { rw, rl }, beta);
   }
-  const perPair = spec.perPair(terms, input);
+  const sftWeight = input.sftWeight ?? 0;
+  if (!(Number.isFinite(sftWeight) && sftWeight >= 0)) throw new Error(`sftWeight must be a non-negative number, got ${sftWeight}`);
+  if (sftWeight > 0 && !spec.needsReference) {
+    throw new Error(`sftWeight mixes an SFT term into dpo, hinge or ipo; "${method}" already trains on the chosen image (use sftWeight 0)`);
+  }
+  const methodPerPair = spec.perPair(terms, input);
+  const perPair = sftWeight > 0 ? methodPerPair.add(lw.mul(sftWeight)) : methodPerPair;
   const loss = perPair.mean();
   const metrics = noGrad((): PreferenceMetrics => {
     const chosenMse = lw.detach().mean();

@@ -297,7 +297,7 @@ export function dpoStep(models: StepModels, batch: PairBatch, gen: Generator, op
 
     // 4. loss and backward
     const mapo = { ...opts.mapo, numTrainTimesteps: opts.mapo?.numTrainTimesteps ?? T };
-    const r = preferenceLoss(opts.method, { policy, reference, beta: opts.beta, mapo });
+    const r = preferenceLoss(opts.method, { policy, reference, beta: opts.beta, mapo, sftWeight: opts.sftWeight });
     const loss = r.loss.item();
     const finite = Number.isFinite(loss);
     if (finite) {

@@ -472,7 +472,7 @@ export class DpoTrainer {
           if (reducer !== null && k === cfg.gradientAccumulation - 1) reducer.arm();
           try {
             const r = dpoStep(models, batch, gen, {
-              method: cfg.method, beta: cfg.beta, mapo: cfg.mapo, schedule: o.schedule, noising: o.noising,
+              method: cfg.method, beta: cfg.beta, mapo: cfg.mapo, sftWeight: cfg.sftWeight, schedule: o.schedule, noising: o.noising,
               predictionType: cfg.predictionType, promptDropout: cfg.promptDropout,
               lossScale: 1 / cfg.gradientAccumulation, mixedPrecision: cfg.mixedPrecision,
               latentSampling: cfg.latentSampling, ...cached,

@@ -18,6 +18,7 @@ test("defaults follow the official recipe", () => {
   const c = defaultTrainConfig();
   assert.equal(c.beta, 5000);
   assert.equal(c.method, "dpo");
+  assert.equal(c.sftWeight, 0, "the paper's loss: no SFT term");
   assert.equal(c.promptDropout, 0.2);
   assert.equal(c.maxGradNorm, 1.0);
   assert.equal(c.lrSchedule, "constant_with_warmup");
@@ -70,6 +71,9 @@ test("unknown keys and wrong types are errors naming the key and the source", ()
   assert.throws(() => loadTrainConfig({ flags: { method: "dpo2" } }), /"method"/);
   assert.throws(() => loadTrainConfig({ flags: { batchSize: "1.5" } }), /"batchSize"/);
   assert.throws(() => loadTrainConfig({ flags: { promptDropout: "2" } }), /"promptDropout"/);
+  assert.equal(loadTrainConfig({ flags: { sftWeight: "125" } }).sftWeight, 125);
+  assert.throws(() => loadTrainConfig({ flags: { sftWeight: "-1" } }), /"sftWeight"/);
+  assert.throws(() => loadTrainConfig({ flags: { method: "mapo", sftWeight: "1" } }), /"sftWeight": mixes an SFT term into dpo, hinge or ipo; method "mapo"/);
   const notYaml = join(dir, "x.toml");
   writeFileSync(notYaml, "a = 1");
   assert.throws(() => loadTrainConfig({ file: notYaml }), /unknown extension ".toml"/);

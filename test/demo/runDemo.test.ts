@@ -15,6 +15,7 @@ import { decodeImage } from "../../src/data/images.js";
 import { DEMO_STAGES, demoPaths, runDemo, type DemoEvent, type DemoSummary } from "../../src/demo/runDemo.js";
 import { DemoError, resolveSettings, resumedSettings, type DemoSettings } from "../../src/demo/settings.js";
 import { demoPromptSets, roundRobin, splitHeldout } from "../../src/demo/prompts.js";
+import { demoTrainConfig } from "../../src/demo/stage-train.js";
 import { listEmoji } from "../../src/datasets/emoji.js";
 import type { EvalJson } from "../../src/eval/evaluate.js";
 import type { RewardModel } from "../../src/feedback/reward.js";
@@ -267,6 +268,13 @@ test("demo settings: defaults, lr by fine-tuning mode, bad knobs named", () => {
     finetune: "full", k: 3, beta: 2500, otherRewards: ["category", "appeal"], promptDropout: 0,
   });
   assert.throws(() => resolveSettings({ promptDropout: 1.5 }), /promptDropout must be in \[0, 1\]/);
+  assert.equal(resolveSettings({}).sftWeight, 0, "the paper's loss by default");
+  assert.equal(settingsFromArgs({ sftWeight: "125" }).sftWeight, 125);
+  assert.throws(() => resolveSettings({ sftWeight: -1 }), /sftWeight must be a non-negative number/);
+  const saved = resolveSettings({}) as Partial<DemoSettings>;
+  delete saved.sftWeight; // a run saved before the knob existed resumes with the paper's loss
+  assert.equal(resumedSettings(saved as DemoSettings, {}).sftWeight, 0);
+  assert.equal(demoTrainConfig(resolveSettings({ sftWeight: 40 }), { train: join(dir, "t"), pairs: join(dir, "p.sqlite") }, "v_prediction", false).sftWeight, 40);
 });
 
 test("demo resume settings: a new fine-tuning mode takes its own default lr unless one was set by hand", () => {
@@ -291,7 +299,7 @@ test("demo command: usage errors name the flag; --help lists the knobs with defa
   };
   const help = await cli(["demo", "--help"]);
   assert.equal(help.code, 0);
-  for (const flag of ["--out", "--resume", "--full", "--pairsPrompts", "--k", "--steps", "--beta", "--lr", "--loraRank", "--promptDropout", "--evalPrompts", "--seeds", "--json"]) {
+  for (const flag of ["--out", "--resume", "--full", "--pairsPrompts", "--k", "--steps", "--beta", "--sftWeight", "--lr", "--loraRank", "--promptDropout", "--evalPrompts", "--seeds", "--json"]) {
     assert.ok(help.stdout.includes(flag), `--help lists ${flag}`);
   }
   const bad = await cli(["demo", "--k", "1", "--out", join(dir, "never")]);

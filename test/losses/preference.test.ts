@@ -185,3 +185,35 @@ test("reference-needing methods refuse to run without the reference; sft and map
     assert.equal(scalar(1).item(), 1);
   });
 });
+
+test("sftWeight λ adds λ·L_w per pair to dpo, hinge and ipo (closed form, and its gradient λ/N on each L_w); sft and mapo refuse it", () => {
+  tidy(() => {
+    const c = golden.cases[0]!;
+    const n = c.lw.length;
+    for (const method of ["dpo", "hinge", "ipo"] as const) {
+      for (const lambda of [0.5, 250]) {
+        const plainLw = inputs(c).policy.lw.clone().setRequiresGrad(true);
+        const plain = preferenceLoss(method, { ...inputs(c), policy: { lw: plainLw, ll: inputs(c).policy.ll } });
+        plain.loss.backward();
+        const mixedLw = inputs(c).policy.lw.clone().setRequiresGrad(true);
+        const mixed = preferenceLoss(method, { ...inputs(c), policy: { lw: mixedLw, ll: inputs(c).policy.ll }, sftWeight: lambda });
+        mixed.loss.backward();
+        const meanLw = c.lw.reduce((a, v) => a + v, 0) / n;
+        // float64 throughout: the only error is the summation order of the mean (≤ a few ulps)
+        close(mixed.loss.item(), plain.loss.item() + lambda * meanLw, 1e-12 * Math.max(1, lambda), `${method} λ=${lambda} loss`);
+        const pp = mixed.perPair.toArray();
+        plain.perPair.toArray().forEach((v, i) => close(pp[i]!, v + lambda * c.lw[i]!, 1e-12 * Math.max(1, lambda), `${method} λ=${lambda} pair ${i}`));
+        const gm = mixedLw.grad!.toArray();
+        plainLw.grad!.toArray().forEach((g, i) => close(gm[i]!, g + lambda / n, 1e-12 * Math.max(1, lambda), `${method} λ=${lambda} dL/dlw[${i}]`));
+        // the metrics describe the same errors as without the term
+        close(mixed.metrics.implicitAcc!.item(), plain.metrics.implicitAcc!.item(), 0, `${method} implicitAcc`);
+      }
+      const zero = preferenceLoss(method, { ...inputs(c), sftWeight: 0 });
+      close(zero.loss.item(), preferenceLoss(method, inputs(c)).loss.item(), 0, `${method} λ=0 is the plain loss`);
+    }
+    for (const method of ["sft", "mapo"] as const) {
+      assert.throws(() => preferenceLoss(method, { ...inputs(c), sftWeight: 1 }), new RegExp(`"${method}" already trains on the chosen image`));
+    }
+    assert.throws(() => preferenceLoss("dpo", { ...inputs(c), sftWeight: -1 }), /sftWeight must be a non-negative number, got -1/);
+  });
+});

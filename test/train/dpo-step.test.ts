@@ -111,6 +111,24 @@ test("at initialisation (policy = reference) the DPO loss is exactly ln 2 and im
   });
 });
 
+test("sftWeight reaches the step: at initialisation the loss is ln 2 + λ·(the sft loss of the same draws)", () => {
+  tidy(() => {
+    const model = new TinyDenoiser(3, 8, 3);
+    const ref = model.deepCopy().requiresGrad(false);
+    const data = brightPairs(4, 8, 5);
+    const models = { policy: denoiserOf(model), reference: denoiserOf(ref), encodePrompts };
+    const step = (opts: Partial<StepOptions>) => dpoStep(models, pairBatch(data, [0, 1, 2, 3]), new Generator(3), { ...baseOpts, ...opts });
+    const sft = step({ method: "sft" });
+    const mixed = step({ sftWeight: 40 });
+    assert.deepEqual(mixed.timesteps, sft.timesteps, "same generator seed, same draws");
+    assert.ok(sft.loss > 0);
+    // float32 errors: the mixed loss is ln 2 + 40·mean(L_w) up to f32 rounding of that sum
+    assert.ok(Math.abs(mixed.loss - (Math.LN2 + 40 * sft.loss)) < 1e-5 * (1 + 40 * sft.loss), `${mixed.loss} vs ln 2 + 40·${sft.loss}`);
+    model.dispose();
+    ref.dispose();
+  });
+});
+
 test("a small step along −∇ lowers the loss on the batch (every method), the reference gets no gradient", () => {
   for (const method of PREFERENCE_METHODS) {
     tidy(() => {

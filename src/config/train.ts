@@ -190,6 +190,8 @@ const TrainConfigObject = z.strictObject({
 
 /** The schema with the mode-dependent defaults filled in after parsing. */
 export const TrainConfigSchema = TrainConfigObject.superRefine((cfg, ctx) => {
+  // sft and mapo are the methods without a reference (losses' methodNeedsReference, which checks the
+  // same at the loss); config/ sits below losses/, so the names are spelled here to fail at parse time
   if (cfg.sftWeight > 0 && (cfg.method === "sft" || cfg.method === "mapo")) {
     ctx.addIssue({ code: "custom", path: ["sftWeight"], message: `mixes an SFT term into dpo, hinge or ipo; method "${cfg.method}" already trains on the chosen image (leave it 0)` });
   }

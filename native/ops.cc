@@ -4,9 +4,14 @@
 #include "common.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
 #include <c10/core/GradMode.h>
 
 #include <algorithm>
+#include <dlfcn.h>
+#include <exception>
+#include <omp.h>
+#include <thread>
 #include <cstring>
 #include <limits>
 #include <sstream>
@@ -517,6 +522,60 @@ DDPO_OP(backward) {
   t.backward(grad.has_value() ? *grad : at::Tensor(), retain, false);
   return env.Undefined();
 }
+// A backward on a second thread: the loss's graph is backpropagated there while JavaScript goes
+// on issuing the ops of independent work (the DPO step's next half-batch), so the two use both
+// cores. CPU backward runs on the thread that calls it, so this thread does the work. Its OpenMP
+// team size is its own (set after libtorch's lazy per-thread init, which copies the global count).
+namespace {
+struct BackgroundBackward {
+  std::thread thread;
+  std::exception_ptr error;
+  bool running = false;
+};
+BackgroundBackward background;
+}  // namespace
+DDPO_OP(backwardStart) {
+  if (background.running) throw std::runtime_error("a background backward is already running; call backwardJoin first");
+  at::Tensor t = T(info, 0);
+  c10::optional<at::Tensor> grad = OptT(info, 1);
+  int threads = static_cast<int>(I(info, 2));
+  background.error = nullptr;
+  background.running = true;
+  background.thread = std::thread([t, grad, threads]() {
+    try {
+      at::init_num_threads();
+      omp_set_num_threads(threads);
+      t.backward(grad.has_value() ? *grad : at::Tensor(), false, false);
+    } catch (...) {
+      background.error = std::current_exception();
+    }
+  });
+  return env.Undefined();
+}
+DDPO_OP(backwardJoin) {
+  if (!background.running) return env.Undefined();
+  background.thread.join();
+  background.running = false;
+  if (background.error) {
+    std::exception_ptr e = background.error;
+    background.error = nullptr;
+    std::rethrow_exception(e);
+  }
+  return env.Undefined();
+}
+// OpenMP team size of the calling thread only (at::set_num_threads also changes the global
+// count that new threads start from), and OpenBLAS's pool, which is process-wide.
+DDPO_OP(setThreadTeam) {
+  int n = static_cast<int>(I(info, 0));
+  at::init_num_threads();
+  omp_set_num_threads(n);
+  if (info.Length() > 1 && info[1].IsNumber()) {
+    using BlasSetThreads = void (*)(int);
+    static auto set = reinterpret_cast<BlasSetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+    if (set != nullptr) set(static_cast<int>(I(info, 1)));
+  }
+  return env.Undefined();
+}
 DDPO_OP(grad) {
   const at::Tensor& t = T(info, 0);
   const at::Tensor& g = t.grad();
@@ -596,7 +655,7 @@ void registerTensorOps(Napi::Env env, Napi::Object exports) {
   EXPORT(layerNorm); EXPORT(softmax); EXPORT(logSoftmax); EXPORT(embedding);
   EXPORT(upsampleNearest2d); EXPORT(upsampleBilinear2d); EXPORT(avgPool2d); EXPORT(attention);
   EXPORT(mseLoss);
-  EXPORT(setRequiresGrad); EXPORT(requiresGrad); EXPORT(backward); EXPORT(grad); EXPORT(setGrad);
+  EXPORT(setRequiresGrad); EXPORT(requiresGrad); EXPORT(backward); EXPORT(backwardStart); EXPORT(backwardJoin); EXPORT(setThreadTeam); EXPORT(grad); EXPORT(setGrad);
   EXPORT(copyInto); EXPORT(lerpInto); EXPORT(addInto); EXPORT(mulInto); EXPORT(fillInto);
   EXPORT(normalInto); EXPORT(uniformInto);
 #undef EXPORT

@@ -14,6 +14,10 @@
 // network with adapters off, so it must not hold a second copy of the UNet. RSS high-water marks
 // are reported too (each mode in its own process on both sides).
 //
+// Our step runs as `train` runs it by default: on CPU with ≥ 2 threads the first half of the pairs
+// backpropagates on a second thread while the second half's forwards run (overlapBackward);
+// BENCH_NO_OVERLAP=1 measures the one-pass step instead, to see what the overlap is worth.
+//
 // Each mode runs in a fresh child process (this file with --mode-child): run in one process, the
 // second mode inherited a warm allocator and primitive caches while PyTorch's worker started cold,
 // which flattered whichever mode ran second. The first `warmup` steps of each side are not timed.
@@ -88,6 +92,7 @@ async function runMode(model: TextToImageModel, mode: "full" | "lora", threads: 
   const trainer = new DpoTrainer({
     config, model: unet, adapters: mode === "lora" ? loraAdapters(unet) : undefined,
     encodePrompts: (p) => encodePrompts(model, p), schedule: new NoiseSchedule(model.scheduler), data: source,
+    overlapBackward: process.env.BENCH_NO_OVERLAP === undefined,
     saveFinal: () => {},
     onEvent: (e) => { if (e.type === "step" && e.step === steps) source.finish(); },
   });

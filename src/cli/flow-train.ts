@@ -29,6 +29,8 @@ export interface FlowTrainInput {
   device: string;
   /** Per-block gradient checkpointing of the transformer (src/models/flow-checkpoint.ts). */
   gradientCheckpointing?: boolean;
+  /** DpoTrainerOptions.overlapBackward (default on). */
+  overlapBackward?: boolean;
   /** Data-parallel workers (train --nproc): this rank's group; only rank 0 logs, writes and returns a summary. */
   processGroup?: ProcessGroup;
 }
@@ -94,7 +96,7 @@ export async function runFlowTrain(o: FlowTrainInput) {
     const bar = isMain ? new ProgressBar("train") : null;
     let startStep = 0, resumedFrom: string | null = null, last: Record<string, number> | null = null, pairsPerSecSum = 0, stepsSeen = 0;
     const trainer = new DpoTrainer({
-      config: cfg, model: denoiser, adapters, encodePrompts, noising, data: source, gradientCheckpointing: o.gradientCheckpointing === true,
+      config: cfg, model: denoiser, adapters, encodePrompts, noising, data: source, gradientCheckpointing: o.gradientCheckpointing === true, overlapBackward: o.overlapBackward !== false,
       processGroup: pg,
       encodeImages: (px, noise) => vae.encodeLatents(px, noise),
       sampleValidation: flowValidationSampler({

@@ -52,10 +52,25 @@ export function demoPromptSets(seed = 0): DemoPromptSets {
  * Splits the held-out set into evaluation prompts and held-out pair prompts: disjoint when there
  * are enough captions (evaluation first), else the pair prompts wrap around to the start.
  */
-export function splitHeldout(heldout: readonly EvalPrompt[], evalCount: number, pairCount: number): { evalPrompts: EvalPrompt[]; pairPrompts: EvalPrompt[] } {
-  if (evalCount > heldout.length) throw new DemoError(`demo: ${evalCount} evaluation prompts asked for, but there are only ${heldout.length} held-out captions`);
-  if (pairCount > heldout.length) throw new DemoError(`demo: ${pairCount} held-out pair prompts asked for, but there are only ${heldout.length} held-out captions`);
+export function splitHeldout(
+  heldout: readonly EvalPrompt[], evalCount: number, pairCount: number, what = "held-out captions",
+): { evalPrompts: EvalPrompt[]; pairPrompts: EvalPrompt[] } {
+  if (evalCount > heldout.length) throw new DemoError(`demo: ${evalCount} evaluation prompts asked for, but there are only ${heldout.length} ${what}`);
+  if (pairCount > heldout.length) throw new DemoError(`demo: ${pairCount} held-out pair prompts asked for, but there are only ${heldout.length} ${what}`);
   const evalPrompts = heldout.slice(0, evalCount);
   const start = evalCount + pairCount <= heldout.length ? evalCount : 0;
   return { evalPrompts, pairPrompts: heldout.slice(start, start + pairCount) };
+}
+
+/**
+ * The pool the evaluation and held-out pair captions are split from (see DemoSettings.evalCaptions):
+ * the held-out emoji, or the training emoji after every caption DPO's rounds train on (rounds take
+ * consecutive slices of `perRound` from the start of sets.train, see roundCaptions).
+ */
+export function evaluationPool(
+  sets: DemoPromptSets, evalCaptions: "heldout-emoji" | "dpo-unseen", perRound: number, rounds: number,
+): { pool: EvalPrompt[]; what: string } {
+  if (evalCaptions === "heldout-emoji") return { pool: sets.heldout, what: "held-out emoji captions" };
+  const used = perRound * rounds;
+  return { pool: sets.train.slice(Math.min(used, sets.train.length)), what: `pretraining emoji captions left after the ${used} that DPO trains on` };
 }

@@ -60,7 +60,7 @@ export function demoSection(d: DemoReportInput): string {
 <b>${d.pairs.trainPairs}</b> pairs, labelled by the <b>${escapeHtml(l.reward)}</b> reward (AI feedback): ${l.train.a + l.train.b} decided, ${l.train.ties} ties (skipped), mean score gap ${l.train.meanGap.toPrecision(3)}.
 Diffusion-DPO (${s.finetune === "lora" ? `LoRA rank ${s.loraRank}, α ${s.loraAlpha}` : "full fine-tune"}, β ${s.beta}, ${lr}, ${s.steps} steps × ${s.batch} pairs, warmup ${s.warmup})
 trained ${d.train.trainableParameters.toLocaleString("en-US")} parameters on ${d.train.usablePairs} usable pairs; the last tenth of its steps averaged loss ${d.train.finalLoss?.toFixed(4) ?? "—"} and implicit accuracy ${pct(d.train.finalImplicitAcc)} on its training batches.
-Held out: ${d.pairs.heldoutPairs} pairs over ${d.pairs.heldoutPrompts} held-out captions, labelled the same way, never trained on (implicit accuracy below).
+Held out: ${d.pairs.heldoutPairs} pairs over ${d.pairs.heldoutPrompts} ${s.evalCaptions === "dpo-unseen" ? "captions of pretraining emoji that DPO never trains on" : "captions of emoji held out of pretraining"}, labelled the same way, never trained on (implicit accuracy below); the evaluation captions come from the same pool.
 Rewards that did not label the pairs: ${s.otherRewards.map(escapeHtml).join(", ") || "none"}.</p>
 ${roundsParagraph(d)}
 <div style="display:grid;grid-template-columns:minmax(0,2fr) minmax(0,1fr);gap:14px;margin-top:12px">

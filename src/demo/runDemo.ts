@@ -22,7 +22,7 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { loadReward as loadRewardByName } from "../feedback/registry.js";
 import type { RewardModel } from "../feedback/reward.js";
-import { demoPromptSets, splitHeldout, type DemoPromptSets } from "./prompts.js";
+import { demoPromptSets, evaluationPool, splitHeldout, type DemoPromptSets } from "./prompts.js";
 import { DemoError, resolveSettings, resumedSettings, settingConflicts, SETTING_STAGE, type DemoSettings } from "./settings.js";
 import { evalStage, headlineText, targetsOf } from "./stage-eval.js";
 import { labelHeadline, labelStage } from "./stage-label.js";
@@ -120,7 +120,8 @@ export async function runDemo(opts: DemoOptions): Promise<DemoSummary> {
   const sets = opts.prompts ?? demoPromptSets(settings.seed);
   if (settings.pairsPrompts > sets.train.length) throw new DemoError(`demo: ${settings.pairsPrompts} training prompts asked for, but there are only ${sets.train.length} training captions`);
   const trainPrompts = sets.train.slice(0, settings.pairsPrompts).map((p) => p.prompt);
-  const { evalPrompts, pairPrompts } = splitHeldout(sets.heldout, settings.evalPrompts, settings.heldoutPairsPrompts);
+  const { pool, what } = evaluationPool(sets, settings.evalCaptions, settings.pairsPrompts, settings.rounds);
+  const { evalPrompts, pairPrompts } = splitHeldout(pool, settings.evalPrompts, settings.heldoutPairsPrompts, what);
 
   emit({ type: "start", out, settings, resumed: Boolean(opts.resume) && done0.length > 0, stagesDone: done0 });
   const marks: Partial<Record<DemoStage, StageMark>> = {};

@@ -53,6 +53,14 @@ export interface DemoSettings {
   loraAlpha: number;
   /** Probability of an empty caption per pair while training (keeps guidance working). */
   promptDropout: number;
+  /**
+   * Where the evaluation captions and the held-out pairs' captions come from:
+   *   "heldout-emoji"  emoji held out of the base model's pretraining (new concepts to it)
+   *   "dpo-unseen"     emoji the base model was pretrained on, but whose captions DPO never trains on
+   *                    in any round (the paper's setting: SDXL knows PartiPrompts' concepts, and
+   *                    Pick-a-Pic training never saw those prompts)
+   */
+  evalCaptions: EvalCaptions;
   /** Held-out captions the tuned and the base model are compared on. */
   evalPrompts: number;
   /** Seeds per evaluation prompt (≥ 2 for the diversity figure). */
@@ -64,6 +72,9 @@ export interface DemoSettings {
   /** Training checkpoints every N steps (what a killed run resumes from). */
   checkpointEvery: number;
 }
+
+export const EVAL_CAPTIONS = ["heldout-emoji", "dpo-unseen"] as const;
+export type EvalCaptions = (typeof EVAL_CAPTIONS)[number];
 
 /** Learning rate per fine-tuning mode when none is given. */
 export const DEFAULT_LR = { lora: 1e-3, full: 1e-4 } as const;
@@ -91,6 +102,7 @@ export const DEFAULT_SETTINGS: Omit<DemoSettings, "lr"> = {
   loraRank: 8,
   loraAlpha: 8,
   promptDropout: 0.1,
+  evalCaptions: "heldout-emoji",
   evalPrompts: 32,
   seeds: 2,
   implicitDraws: 10,
@@ -101,7 +113,7 @@ export const DEFAULT_SETTINGS: Omit<DemoSettings, "lr"> = {
 /** Which stage first reads each knob (a knob changed after that stage finished cannot take effect). */
 export const SETTING_STAGE: Record<keyof DemoSettings, "pairs" | "label" | "train" | "eval"> = {
   model: "pairs", pairsPrompts: "pairs", heldoutPairsPrompts: "pairs", k: "pairs", pairing: "pairs", sampler: "pairs",
-  sampleSteps: "pairs", guidance: "pairs", seed: "pairs", labelReward: "label", finetune: "train", steps: "train", rounds: "train",
+  sampleSteps: "pairs", guidance: "pairs", seed: "pairs", evalCaptions: "pairs", labelReward: "label", finetune: "train", steps: "train", rounds: "train",
   batch: "train", beta: "train", sftWeight: "train", lr: "train", warmup: "train", loraRank: "train", loraAlpha: "train", promptDropout: "train",
   checkpointEvery: "train", otherRewards: "eval", evalPrompts: "eval", seeds: "eval", implicitDraws: "eval",
 };
@@ -125,6 +137,7 @@ export function resolveSettings(given: Partial<DemoSettings>): DemoSettings {
   int("warmup", 0); int("loraRank", 1); int("evalPrompts", 1); int("seeds", 1); int("implicitDraws", 1); int("seed", 0); int("checkpointEvery", 0);
   pos("guidance", true); pos("beta"); pos("sftWeight", true); pos("lr"); pos("loraAlpha");
   if (!(s.promptDropout >= 0 && s.promptDropout <= 1)) throw new DemoError(`demo: promptDropout must be in [0, 1], got ${s.promptDropout}`);
+  if (!(EVAL_CAPTIONS as readonly string[]).includes(s.evalCaptions)) throw new DemoError(`demo: evalCaptions must be one of ${EVAL_CAPTIONS.join(", ")}, got "${String(s.evalCaptions)}"`);
   if (s.labelReward.trim() === "") throw new DemoError("demo: labelReward must name a reward");
   if (s.otherRewards.includes(s.labelReward)) throw new DemoError(`demo: otherRewards must not include the labelling reward "${s.labelReward}"`);
   return s;

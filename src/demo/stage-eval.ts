@@ -50,6 +50,13 @@ export function targetsOf(s: EvalStageSummary, labelReward: string, otherRewards
   return out;
 }
 
+/** What the evaluation captions are, for the report (see DemoSettings.evalCaptions). */
+export function evalSourceText(settings: Pick<DemoSettings, "evalCaptions">, count: number): string {
+  return settings.evalCaptions === "heldout-emoji"
+    ? `held-out emoji captions (${count}; emoji the base model never saw)`
+    : `captions DPO never trained on (${count}; emoji the base model was pretrained on)`;
+}
+
 /** Each earlier round's policy vs the base under the labelling reward (same captions and seeds). */
 async function earlierRounds(
   settings: DemoSettings, paths: DemoPaths, prompts: { prompt: string; category?: string }[], labelReward: RewardModel, emit: Emit,
@@ -59,7 +66,7 @@ async function earlierRounds(
     const models = loadModelPair(settings.model, roundTrainDir(paths, r, settings.rounds));
     try {
       const result = await evaluate({
-        models, prompts, promptSource: `held-out emoji captions (${prompts.length})`,
+        models, prompts, promptSource: evalSourceText(settings, prompts.length),
         seeds: Array.from({ length: settings.seeds }, (_, i) => 1000 + i),
         sampler: settings.sampler, steps: settings.sampleSteps, guidance: settings.guidance, rewards: [labelReward],
         outDir: join(roundDir(paths, r), "eval"), embedImages: false,
@@ -88,7 +95,7 @@ export async function evalStage(
     const names = rewards.map((r) => r.name);
     if (new Set(names).size !== names.length) throw new Error(`demo: the rewards' names repeat (${names.join(", ")})`);
     const result = await evaluate({
-      models, prompts, promptSource: `held-out emoji captions (${prompts.length})`,
+      models, prompts, promptSource: evalSourceText(settings, prompts.length),
       seeds: Array.from({ length: settings.seeds }, (_, i) => 1000 + i),
       sampler: settings.sampler, steps: settings.sampleSteps, guidance: settings.guidance, rewards,
       pairs: { spec: paths.heldoutPairs, open: { format: "sqlite" }, batchSize: 16 },

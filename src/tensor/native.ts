@@ -101,6 +101,12 @@ export interface NativeBinding {
   setRequiresGrad(h: number, flag: boolean): void;
   requiresGrad(h: number): boolean;
   backward(h: number, grad: number, retainGraph: boolean): void;
+  /** Starts h's backward on a second thread with an OpenMP team of `threads`; backwardJoin waits for it. */
+  backwardStart(h: number, grad: number, threads: number): void;
+  /** Waits for the background backward (no-op when none runs) and rethrows its error. */
+  backwardJoin(): void;
+  /** The calling thread's OpenMP team size; OpenBLAS's (process-wide) pool too when `blas` is given. */
+  setThreadTeam(threads: number, blas?: number): void;
   grad(h: number): number;
   setGrad(h: number, grad: number): void;
 
@@ -142,6 +148,17 @@ function findBinding(): string {
     "The native libtorch binding is not built (build/Release/diffusion_dpo.node is missing). " +
       "Run `npm run build:native` after installing libtorch (`apt-get install -y libtorch-dev libopenblas0-pthread`).",
   );
+}
+
+// libgomp reads its wait policy once, when libtorch loads it with the binding below. Its default
+// lets a worker spin after each parallel region, and on a 2-core machine those spinning workers
+// take the cores that OpenBLAS's pool and the JavaScript thread need: a LoRA DPO step on
+// emoji-base took 1,874 ms at 2 threads against 1,279 ms at 1 thread, and 1,098 ms with passive
+// waiting (scripts/perf/overlap-probe.ts, medians of 8). A policy the user set is kept. Child
+// processes (the bench's PyTorch twin) inherit the variable, so both sides run with it.
+export const OMP_WAIT_POLICY_DEFAULT = "PASSIVE";
+if ((process.env.OMP_WAIT_POLICY ?? "").trim() === "" && (process.env.GOMP_SPINCOUNT ?? "").trim() === "") {
+  process.env.OMP_WAIT_POLICY = OMP_WAIT_POLICY_DEFAULT;
 }
 
 const require = createRequire(import.meta.url);

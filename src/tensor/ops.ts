@@ -341,6 +341,28 @@ export function setNumThreads(n: number): void {
   if (!Number.isInteger(n) || n < 1) throw new Error(`thread count must be a positive integer, got ${n}`);
   native.setNumThreads(n);
 }
+/**
+ * Backpropagates `loss` on a second thread while `foreground` runs on this one, the cores split
+ * between them (OpenMP teams of ⌈n/2⌉ behind and ⌊n/2⌋ here; OpenBLAS's process-wide pool ⌊n/2⌋),
+ * then restores this thread's n. For independent work only: foreground must not read or reset the
+ * gradients the backward writes. CPU backward runs on the thread that calls it, so this is real
+ * parallelism, not a queue; a failed backward's error is thrown here after foreground finishes.
+ */
+export function overlapBackward<T>(loss: Tensor, foreground: () => T): T {
+  const n = native.getNumThreads();
+  const here = Math.max(1, Math.floor(n / 2));
+  native.setThreadTeam(here, here);
+  native.backwardStart(loss.handle, -1, Math.max(1, n - here));
+  try {
+    return foreground();
+  } finally {
+    try {
+      native.backwardJoin();
+    } finally {
+      native.setThreadTeam(n, n);
+    }
+  }
+}
 /** Native generators alive (for leak tests). */
 export function liveGenerators(): number {
   return native.liveGenerators();

@@ -24,7 +24,9 @@ import {
   Generator,
   autocast,
   cat,
+  getNumThreads,
   noGrad,
+  overlapBackward,
   rand,
   randint,
   randn,
@@ -142,6 +144,15 @@ export interface StepOptions extends PreferenceOptions {
   latentSampling?: "sample" | "mean";
   /** Fixed draws per pair instead of fresh ones from the generator (see the file comment). */
   pairDraws?: PairDraws;
+  /**
+   * CPU, one process, no checkpointing, ≥ 2 pairs: run the step in two halves of the pairs, the
+   * first half's backward on a second thread beside the second half's forwards (overlapBackward in
+   * src/tensor), so a step uses two cores' worth of independent work instead of splitting each op.
+   * Same gradient up to summation order. Ignored where it does not apply.
+   */
+  overlapBackward?: boolean;
+  /** With overlapBackward: the parts the pairs are split into (default 2); part k's backward runs behind part k+1's forwards. */
+  overlapChunks?: number;
   /** With pairDraws: the reference's cached errors of the drawn draws (no reference forward runs). */
   cachedReference?: (keys: string[], draws: number[], tPairs: readonly number[], device: string) => ReferenceErrors;
 }
@@ -175,6 +186,8 @@ export interface StepResult {
   promptsDropped: number;
   /** With pairDraws: the draw index used for each pair. */
   draws?: number[];
+  /** Present when the step ran in two overlapped halves (StepOptions.overlapBackward). */
+  overlapped?: true;
 }
 
 /** How a model family noises its training inputs: a DDPM schedule and target, or its own process (flow matching). */
@@ -205,6 +218,12 @@ export function noisedPairs(
 export function withAutocast<T>(device: string, mode: "no" | "bf16" | undefined, fn: () => T): T {
   if (mode !== "bf16") return fn();
   return autocast(device.startsWith("cuda") ? "cuda" : "cpu", "bf16", fn);
+}
+
+/** Whether a step runs in two overlapped halves (StepOptions.overlapBackward). */
+function overlapsBackward(opts: StepOptions, pairs: number, device: string, models: StepModels): boolean {
+  return opts.overlapBackward === true && pairs >= 2 && device === "cpu" && (opts.shard?.worldSize ?? 1) === 1 &&
+    models.policyCheckpointed === undefined && getNumThreads() >= 2;
 }
 
 /** Runs the step (forward, loss, backward; no optimizer update) and returns plain numbers. */
@@ -274,36 +293,85 @@ export function dpoStep(models: StepModels, batch: PairBatch, gen: Generator, op
       x0, noisePairs, tPairs, noising ?? { schedule: schedule!, predictionType: opts.predictionType },
     );
 
-    // 3. policy (with autograd) and reference (without)
-    const checkpointed = models.policyCheckpointed === undefined
-      ? undefined
-      : withAutocast(device, opts.mixedPrecision, () => models.policyCheckpointed!(noisy, tTensor, cond));
-    // with checkpointing the prediction is a leaf: the loss's backward stops at it
-    const pred = checkpointed !== undefined
-      ? checkpointed.output.detach().setRequiresGrad(true)
-      : withAutocast(device, opts.mixedPrecision, () => models.policy(noisy, tTensor, cond));
-    const policy = perSampleErrors(pred, target);
-    let reference: ReferenceErrors | undefined;
-    if (opts.cachedReference !== undefined) {
-      reference = opts.cachedReference(keys!, drawIndex!, tPairs, device);
-    } else if (models.reference !== undefined) {
-      // own scope: the reference's prediction is freed once its errors are known
-      reference = tidy(() => {
-        const refPred = noGrad(() => withAutocast(device, opts.mixedPrecision, () => models.reference!(noisy, tTensor, cond)));
-        const e = perSampleErrors(refPred, target);
+    const mapo = { ...opts.mapo, numTrainTimesteps: opts.mapo?.numTrainTimesteps ?? T };
+    // the reference's errors: cached, or a forward under noGrad in its own scope (its prediction
+    // is freed once its errors are known)
+    const cachedAll = opts.cachedReference?.(keys!, drawIndex!, tPairs, device);
+    const referenceOf = (rows: Tensor | null, x: Tensor, tt: Tensor, cc: Tensor, tgt: Tensor): ReferenceErrors | undefined => {
+      if (cachedAll !== undefined) {
+        const all = cachedAll;
+        if (rows === null) return all;
+        const pairRows = rows.slice(0, 0, rows.shape[0]! / 2);
+        return { rw: all.rw.indexSelect(0, pairRows), rl: all.rl.indexSelect(0, pairRows) };
+      }
+      if (models.reference === undefined) return undefined;
+      return tidy(() => {
+        const refPred = noGrad(() => withAutocast(device, opts.mixedPrecision, () => models.reference!(x, tt, cc)));
+        const e = perSampleErrors(refPred, tgt);
         return { rw: e.lw, rl: e.ll };
       });
-    }
+    };
 
-    // 4. loss and backward
-    const mapo = { ...opts.mapo, numTrainTimesteps: opts.mapo?.numTrainTimesteps ?? T };
-    const r = preferenceLoss(opts.method, { policy, reference, beta: opts.beta, mapo, sftWeight: opts.sftWeight });
-    const loss = r.loss.item();
-    const finite = Number.isFinite(loss);
-    if (finite) {
-      r.loss.mul(opts.lossScale).backward();
-      const gradPred = checkpointed !== undefined ? pred.grad : null;
-      if (gradPred !== null) withAutocast(device, opts.mixedPrecision, () => checkpointed!.backward(gradPred));
+    let r: ReturnType<typeof preferenceLoss>;
+    let finite: boolean;
+    let loss: number;
+    const overlapped = overlapsBackward(opts, n, device, models);
+    if (overlapped) {
+      // 3–4 in parts of the pairs (two by default): a part's backward runs on a second thread while
+      // this one runs the next part's forwards (see overlapBackward). Each part backpropagates
+      // its share of the batch mean; the per-pair losses are independent, so the gradient is the
+      // whole batch's up to summation order.
+      const chunks = Math.min(n, Math.max(2, opts.overlapChunks ?? 2));
+      const bounds = Array.from({ length: chunks + 1 }, (_, i) => Math.round((i * n) / chunks));
+      const part = (lo: number, hi: number) => {
+        const idx = Array.from({ length: hi - lo }, (_, i) => lo + i);
+        const rows = tensor(new BigInt64Array([...idx, ...idx.map((i) => n + i)].map(BigInt)), [2 * idx.length], { device });
+        const x = noisy.indexSelect(0, rows), tt = tTensor.indexSelect(0, rows), cc = cond.indexSelect(0, rows), tgt = target.indexSelect(0, rows);
+        const pol = perSampleErrors(withAutocast(device, opts.mixedPrecision, () => models.policy(x, tt, cc)), tgt);
+        const ref = referenceOf(rows, x, tt, cc, tgt);
+        const own = preferenceLoss(opts.method, { policy: pol, reference: ref, beta: opts.beta, mapo, sftWeight: opts.sftWeight });
+        // this part's share of the batch mean, × lossScale
+        const scaled = own.perPair.sum().mul(opts.lossScale / n);
+        return { pol, ref, scaled, finite: Number.isFinite(own.loss.item()) };
+      };
+      // part k's backward runs behind part k+1's forwards; the last one's runs here
+      const parts = [part(bounds[0]!, bounds[1]!)];
+      for (let k = 1; k < chunks; k++) {
+        const prev = parts[k - 1]!;
+        const next = () => part(bounds[k]!, bounds[k + 1]!);
+        parts.push(prev.finite ? overlapBackward(prev.scaled, next) : next());
+      }
+      finite = parts.every((p) => p.finite);
+      if (finite) parts[chunks - 1]!.scaled.backward();
+      const refs = parts.map((p) => p.ref);
+      const catRef = refs.every((x) => x !== undefined) ? { rw: cat(refs.map((x) => x!.rw), 0), rl: cat(refs.map((x) => x!.rl), 0) } : undefined;
+      r = noGrad(() => preferenceLoss(opts.method, {
+        policy: { lw: cat(parts.map((p) => p.pol.lw), 0).detach(), ll: cat(parts.map((p) => p.pol.ll), 0).detach() },
+        reference: catRef, beta: opts.beta, mapo, sftWeight: opts.sftWeight,
+      }));
+      loss = r.loss.item();
+      finite &&= Number.isFinite(loss);
+    } else {
+      // 3. policy (with autograd) and reference (without)
+      const checkpointed = models.policyCheckpointed === undefined
+        ? undefined
+        : withAutocast(device, opts.mixedPrecision, () => models.policyCheckpointed!(noisy, tTensor, cond));
+      // with checkpointing the prediction is a leaf: the loss's backward stops at it
+      const pred = checkpointed !== undefined
+        ? checkpointed.output.detach().setRequiresGrad(true)
+        : withAutocast(device, opts.mixedPrecision, () => models.policy(noisy, tTensor, cond));
+      const policy = perSampleErrors(pred, target);
+      const reference = referenceOf(null, noisy, tTensor, cond, target);
+
+      // 4. loss and backward
+      r = preferenceLoss(opts.method, { policy, reference, beta: opts.beta, mapo, sftWeight: opts.sftWeight });
+      loss = r.loss.item();
+      finite = Number.isFinite(loss);
+      if (finite) {
+        r.loss.mul(opts.lossScale).backward();
+        const gradPred = checkpointed !== undefined ? pred.grad : null;
+        if (gradPred !== null) withAutocast(device, opts.mixedPrecision, () => checkpointed!.backward(gradPred));
+      }
     }
     const num = (x: Tensor | undefined): number => (x === undefined ? Number.NaN : x.item());
     return {
@@ -317,6 +385,7 @@ export function dpoStep(models: StepModels, batch: PairBatch, gen: Generator, op
       timesteps: tPairs,
       promptsDropped,
       ...(drawIndex !== undefined ? { draws: drawIndex } : {}),
+      ...(overlapped ? { overlapped: true as const } : {}),
     };
   });
 }

@@ -57,6 +57,8 @@ export interface TrainingRunOptions {
   device?: string;
   processGroup?: ProcessGroup;
   gradientCheckpointing?: boolean;
+  /** DpoTrainerOptions.overlapBackward (default on). */
+  overlapBackward?: boolean;
   /** Runs on the UNet after LoRA injection, before the trainer snapshots anything (the CLI's --init-from). */
   prepareUNet?: (unet: UNet2DConditionModel) => void | Promise<void>;
   onEvent?: (e: TrainEvent) => void;
@@ -148,6 +150,7 @@ export async function buildTrainingRun(o: TrainingRunOptions): Promise<TrainingR
     adapters,
     encodePrompts: encodeForStep,
     gradientCheckpointing: o.gradientCheckpointing === true,
+    overlapBackward: o.overlapBackward !== false,
     encodeImages: vae && cache === null ? (px, noise) => vae.encodeLatents(px, noise) : undefined,
     schedule,
     data: source,

@@ -97,6 +97,13 @@ export interface DpoTrainerOptions {
    * Gradients equal the plain run's up to float rounding.
    */
   gradientCheckpointing?: boolean;
+  /**
+   * Each step in two halves of the pairs, the first half's backward on a second thread beside the
+   * second half's forwards (StepOptions.overlapBackward): CPU, one process, ≥ 2 threads, no
+   * checkpointing; ignored elsewhere. Gradients equal the one-pass step's up to float rounding.
+   * Default: on.
+   */
+  overlapBackward?: boolean;
   /** Frozen VAE encoder (scaled latents); identity when absent. */
   encodeImages?: (pixels: Tensor, posteriorNoise?: (shape: readonly number[]) => Tensor) => Tensor;
   /** The DDPM schedule (UNet models); flow models pass `noising` instead. */
@@ -475,7 +482,7 @@ export class DpoTrainer {
               method: cfg.method, beta: cfg.beta, mapo: cfg.mapo, sftWeight: cfg.sftWeight, schedule: o.schedule, noising: o.noising,
               predictionType: cfg.predictionType, promptDropout: cfg.promptDropout,
               lossScale: 1 / cfg.gradientAccumulation, mixedPrecision: cfg.mixedPrecision,
-              latentSampling: cfg.latentSampling, ...cached,
+              latentSampling: cfg.latentSampling, overlapBackward: o.overlapBackward !== false, ...cached,
               ...(world > 1 ? { shard: o.data.shard! } : {}),
             });
             results.push(r);

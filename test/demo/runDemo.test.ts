@@ -14,7 +14,8 @@ import { PreferenceStore } from "../../src/data/store.js";
 import { decodeImage } from "../../src/data/images.js";
 import { DEMO_STAGES, demoPaths, runDemo, type DemoEvent, type DemoSummary } from "../../src/demo/runDemo.js";
 import { DemoError, resolveSettings, resumedSettings, type DemoSettings } from "../../src/demo/settings.js";
-import { demoPromptSets, roundRobin, splitHeldout } from "../../src/demo/prompts.js";
+import { demoPromptSets, evaluationPool, roundRobin, splitHeldout } from "../../src/demo/prompts.js";
+import { roundCaptions } from "../../src/demo/stage-rounds.js";
 import { demoTrainConfig } from "../../src/demo/stage-train.js";
 import { listEmoji } from "../../src/datasets/emoji.js";
 import type { EvalJson } from "../../src/eval/evaluate.js";
@@ -257,6 +258,28 @@ test("demo prompt sets: round-robin over categories, training and held-out capti
   assert.throws(() => splitHeldout(h, h.length + 1, 1), /only \d+ held-out captions/);
 });
 
+test("demo evaluation pool: held-out emoji, or pretraining emoji captions no round of DPO trains on", async () => {
+  const sets = demoPromptSets(0);
+  assert.equal(evaluationPool(sets, "heldout-emoji", 96, 1).pool, sets.heldout);
+  for (const rounds of [1, 3]) {
+    const { pool } = evaluationPool(sets, "dpo-unseen", 96, rounds);
+    const trained = new Set(Array.from({ length: rounds }, (_, r) => roundCaptions(sets.train, r + 1, 96)).flat());
+    assert.equal(trained.size, 96 * rounds);
+    assert.equal(pool.length, sets.train.length - 96 * rounds);
+    assert.ok(pool.every((p) => !trained.has(p.prompt)), "no evaluation caption is trained on");
+    const held = new Set(sets.heldout.map((p) => p.prompt));
+    assert.ok(pool.every((p) => !held.has(p.prompt)), "and every one is of an emoji the base model was pretrained on");
+    // the first evaluation captions still spread over the categories (round-robin order continues)
+    assert.ok(new Set(pool.slice(0, 32).map((p) => p.category)).size >= 8);
+  }
+  assert.equal(evaluationPool(sets, "dpo-unseen", sets.train.length, 2).pool.length, 0);
+  // too few captions left: refused before any work, naming the pool
+  const out = join(dir, "pool-refused");
+  await assert.rejects(runDemo({ out, prompts, loadReward, settings: { ...tiny, evalCaptions: "dpo-unseen" } }),
+    (e: unknown) => e instanceof DemoError && /2 evaluation prompts asked for, but there are only 1 pretraining emoji captions left after the 4 that DPO trains on/.test(e.message));
+  assert.ok(!existsSync(join(out, "pairs.sqlite")));
+});
+
 test("demo settings: defaults, lr by fine-tuning mode, bad knobs named", () => {
   assert.equal(resolveSettings({}).lr, 1e-3);
   assert.equal(resolveSettings({ finetune: "full" }).lr, 1e-4);
@@ -269,6 +292,10 @@ test("demo settings: defaults, lr by fine-tuning mode, bad knobs named", () => {
   });
   assert.throws(() => resolveSettings({ promptDropout: 1.5 }), /promptDropout must be in \[0, 1\]/);
   assert.equal(resolveSettings({}).sftWeight, 0, "the paper's loss by default");
+  assert.equal(resolveSettings({}).evalCaptions, "heldout-emoji");
+  assert.equal(settingsFromArgs({ evalCaptions: "dpo-unseen" }).evalCaptions, "dpo-unseen");
+  assert.throws(() => settingsFromArgs({ evalCaptions: "train" }), /--eval-captions train: use one of heldout-emoji, dpo-unseen/);
+  assert.throws(() => resolveSettings({ evalCaptions: "x" as DemoSettings["evalCaptions"] }), /evalCaptions must be one of/);
   assert.equal(settingsFromArgs({ sftWeight: "125" }).sftWeight, 125);
   assert.throws(() => resolveSettings({ sftWeight: -1 }), /sftWeight must be a non-negative number/);
   const saved = resolveSettings({}) as Partial<DemoSettings>;

@@ -138,6 +138,20 @@ test("OpenBLAS's own worker pool follows the thread count (its idle workers spin
   }
 });
 
+test("OpenMP waits passively unless the user chose a policy (spinning workers took 2 cores' time: 0.68× at 2 threads)", () => {
+  const here = dirname(fileURLToPath(import.meta.url));
+  const probe = "import('./src/tensor/native.ts').then(() => process.stdout.write(process.env.OMP_WAIT_POLICY ?? 'unset'))";
+  const run = (env: NodeJS.ProcessEnv) => spawnSync(process.execPath, ["--import", "tsx", "-e", probe], { cwd: resolve(here, "../.."), env, encoding: "utf8" });
+  const base = withoutThreadVars();
+  delete base.OMP_WAIT_POLICY;
+  delete base.GOMP_SPINCOUNT;
+  const set = run(base);
+  assert.equal(set.status, 0, set.stderr);
+  assert.equal(set.stdout, "PASSIVE");
+  assert.equal(run({ ...base, OMP_WAIT_POLICY: "ACTIVE" }).stdout, "ACTIVE", "the user's policy is kept");
+  assert.equal(run({ ...base, GOMP_SPINCOUNT: "1000" }).stdout, "unset", "a spin count set by the user is left to libgomp");
+});
+
 test("attention on transposed head views equals the composed formula, every call (a β = 0 baddbmm leaked NaNs)", () => {
   const g = new T.Generator(1);
   for (const [lq, lk, h, d] of [[4, 4, 16, 2], [64, 4, 8, 2], [16, 16, 4, 8]] as const) {

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { Generator, cat, noGrad, randint, randn, tensor, tidy, type Tensor } from "../../src/tensor/index.js";
+import { Generator, cat, getNumThreads, noGrad, overlapBackward, randint, randn, setNumThreads, tensor, tidy, type Tensor } from "../../src/tensor/index.js";
 import { PREFERENCE_METHODS } from "../../src/losses/preference.js";
 import { adaptersOffReference, denoiserOf, dpoStep, type StepOptions } from "../../src/train/dpo-step.js";
 import { NoiseSchedule } from "../../src/diffusion/index.js";
@@ -184,4 +184,87 @@ test("a malformed batch is rejected with a message naming the expected layout", 
     assert.throws(() => dpoStep({ policy: denoiserOf(model), encodePrompts }, bad, new Generator(0), baseOpts), /\[4, C, H, W\] laid out \[chosen…, rejected…\]/);
     model.dispose();
   });
+});
+
+test("overlapBackward: the two-half step (first half's backward on a second thread) equals the one-pass step, every method", () => {
+  const threads = getNumThreads();
+  // the overlapped path needs ≥ 2 threads to split between the halves
+  setNumThreads(2);
+  try {
+    for (const method of PREFERENCE_METHODS) {
+      tidy(() => {
+        const model = new TinyDenoiser(3, 8, 4);
+        const ref = model.deepCopy().requiresGrad(false);
+        noGrad(() => { for (const p of model.parameters()) p.add_(p.mul(0.05)); });
+        const data = brightPairs(5, 8, 6);
+        // 5 pairs: halves of 3 and 2
+        const batch = pairBatch(data, [0, 1, 2, 3, 4]);
+        const models = { policy: denoiserOf(model), reference: denoiserOf(ref), encodePrompts };
+        const opts = { ...baseOpts, method, beta: 500, promptDropout: 0.4, lossScale: 0.5 };
+        const grads = () => model.parameters().map((p) => p.grad!.toFloat32Array());
+        const one = dpoStep(models, batch, new Generator(21), opts);
+        const g1 = grads();
+        model.zeroGrad();
+        const two = dpoStep(models, batch, new Generator(21), { ...opts, overlapBackward: true });
+        const g2 = grads();
+        model.zeroGrad();
+        assert.equal(two.overlapped, true, `${method}: the overlapped path ran`);
+        assert.equal(one.overlapped, undefined);
+        assert.deepEqual(two.timesteps, one.timesteps);
+        assert.equal(two.promptsDropped, one.promptsDropped);
+        assert.equal(two.finite, true);
+        // float32 sums over 3 + 2 pairs instead of 5: equal to a few ulps
+        for (const k of ["loss", "policyMse"] as const) assert.ok(Math.abs(two[k] - one[k]) <= 1e-6 * Math.abs(one[k]), `${method} ${k}: ${two[k]} vs ${one[k]}`);
+        if (method !== "sft" && method !== "mapo") {
+          assert.equal(two.implicitAcc, one.implicitAcc);
+          assert.ok(Math.abs(two.margin - one.margin) <= 1e-6 * one.policyMse, `${method} margin ${two.margin} vs ${one.margin}`);
+        }
+        const scale = Math.max(...g1.map((g) => Math.max(...g.map(Math.abs))));
+        assert.ok(scale > 0);
+        let worst = 0;
+        g1.forEach((g, i) => g.forEach((v, j) => { worst = Math.max(worst, Math.abs(g2[i]![j]! - v) / scale); }));
+        // the weight gradients sum per-sample terms in another order (two backward passes): 1e-5 of
+        // the largest entry bounds float32 reordering of these ≤ 10-term sums with a wide margin
+        assert.ok(worst <= 1e-5, `${method}: gradients differ by ${worst} of the largest`);
+        for (const p of ref.parameters()) assert.equal(p.grad, null, `${method}: the reference gets no gradient`);
+        // the thread count this thread had is back
+        assert.equal(getNumThreads(), 2);
+        model.dispose();
+        ref.dispose();
+      });
+    }
+    // one pair, or one thread: the one-pass path
+    tidy(() => {
+      const model = new TinyDenoiser(3, 8, 4);
+      const data = brightPairs(2, 8, 6);
+      const models = { policy: denoiserOf(model), reference: denoiserOf(model.deepCopy().requiresGrad(false)), encodePrompts };
+      assert.equal(dpoStep(models, pairBatch(data, [0]), new Generator(1), { ...baseOpts, overlapBackward: true }).overlapped, undefined);
+      setNumThreads(1);
+      assert.equal(dpoStep(models, pairBatch(data, [0, 1]), new Generator(1), { ...baseOpts, overlapBackward: true }).overlapped, undefined);
+      model.dispose();
+    });
+  } finally {
+    setNumThreads(threads);
+  }
+});
+
+test("overlapBackward: an error in the background backward surfaces after the foreground, and the thread count is restored", () => {
+  const threads = getNumThreads();
+  setNumThreads(2);
+  try {
+    tidy(() => {
+      const leaf = randn([3], new Generator(0)).setRequiresGrad(true);
+      // a loss that is not a scalar: backward without a gradient is an error on the background thread
+      const bad = leaf.mul(2);
+      let ran = false;
+      assert.throws(() => overlapBackward(bad, () => { ran = true; }), /scalar|grad can be implicitly created/);
+      assert.ok(ran, "the foreground ran");
+      assert.equal(getNumThreads(), 2);
+      // and a good one lands its gradient
+      overlapBackward(leaf.mul(3).sum(), () => 0);
+      assert.deepEqual(Array.from(leaf.grad!.toFloat32Array()), [3, 3, 3]);
+    });
+  } finally {
+    setNumThreads(threads);
+  }
 });

@@ -7,7 +7,7 @@
 import { defineCommand } from "citty";
 import { UsageError } from "../errors.js";
 import { ProgressBar } from "../progress.js";
-import { DEFAULT_LR, DEFAULT_SETTINGS as D, type DemoSettings } from "../../demo/settings.js";
+import { DEFAULT_LR, DEFAULT_SETTINGS as D, EVAL_CAPTIONS, type DemoSettings } from "../../demo/settings.js";
 
 type Args = Record<string, string | boolean | undefined>;
 
@@ -58,6 +58,10 @@ export function settingsFromArgs(a: Args): Partial<DemoSettings> {
     implicitDraws: int(a.draws, "--draws", 1),
     seed: int(a.seed, "--seed", 0),
   };
+  if (typeof a.evalCaptions === "string") {
+    if (!(EVAL_CAPTIONS as readonly string[]).includes(a.evalCaptions)) throw new UsageError(`--eval-captions ${a.evalCaptions}: use one of ${EVAL_CAPTIONS.join(", ")}`);
+    s.evalCaptions = a.evalCaptions as DemoSettings["evalCaptions"];
+  }
   if (typeof a.sampler === "string") s.sampler = a.sampler as DemoSettings["sampler"];
   return s;
 }
@@ -95,6 +99,7 @@ export default defineCommand({
     loraRank: { type: "string", description: `LoRA rank r (default: ${D.loraRank})` },
     loraAlpha: { type: "string", description: `LoRA α; the update is scaled by α/r (default: ${D.loraAlpha})` },
     promptDropout: { type: "string", description: `Probability of an empty caption per training pair (keeps guidance working) (default: ${D.promptDropout})` },
+    evalCaptions: { type: "string", description: `Where evaluation and held-out pair captions come from: heldout-emoji (emoji the base model never saw) | dpo-unseen (pretraining emoji whose captions DPO never trains on, the paper's setting) (default: ${D.evalCaptions})` },
     evalPrompts: { type: "string", description: `Held-out captions the tuned and base models are compared on (default: ${D.evalPrompts})` },
     seeds: { type: "string", description: `Seeds per evaluation caption, the same for both models; ≥ 2 for diversity (default: ${D.seeds})` },
     draws: { type: "string", description: `Random timesteps per held-out pair for implicit accuracy (default: ${D.implicitDraws})` },

@@ -100,6 +100,7 @@ export default defineCommand({
     referenceMetrics: { type: "boolean", description: "sft/mapo full fine-tunes: keep a frozen reference copy only to log reference metrics (default: false)" },
     maxGradNorm: { type: "string", description: "Gradient clipping norm, 0 = off (default: 1.0)" },
     bf16: { type: "boolean", description: "bf16 autocast for the forward passes; weights stay f32 (default: false)" },
+    overlapBackward: { type: "boolean", default: true, description: "On CPU with ≥ 2 threads, split each step's pairs in two and backpropagate the first half on a second thread while the second half's forwards run (same gradients up to float rounding; ~1.1× faster on 2 cores). --no-overlap-backward runs each step in one pass (default: on)" },
     gradientCheckpointing: { type: "boolean", description: "Recompute each UNet block in the backward pass instead of keeping its activations: less memory, ~1 more forward per step (default: false)" },
     onNonFinite: { type: "string", description: "stop | skip on a NaN/inf loss or gradient (default: stop)" },
     checkpointEvery: { type: "string", description: "Checkpoint every N steps, 0 = only at the end (default: 500)" },
@@ -138,7 +139,7 @@ export default defineCommand({
 
 type TrainArgs = Partial<Record<keyof typeof FLAG_KEYS | "config", string>> & {
   lora?: boolean; full?: boolean; bf16?: boolean; resume?: boolean; skipBad?: boolean; scaleLr?: boolean; referenceMetrics?: boolean; flip?: boolean;
-  nproc?: string; nnodes?: string; nodeRank?: string; masterAddr?: string; masterPort?: string; device?: string; json?: boolean; gradientCheckpointing?: boolean;
+  nproc?: string; nnodes?: string; nodeRank?: string; masterAddr?: string; masterPort?: string; device?: string; json?: boolean; gradientCheckpointing?: boolean; overlapBackward?: boolean;
 };
 
 function fmt(v: number | undefined): string {
@@ -339,7 +340,7 @@ export async function train(args: TrainArgs): Promise<TrainSummary | null> {
       throw new UsageError(`--model ${cfg.model}: --reference-cache is not wired for SD3 / Flux runs yet; drop it`);
     }
     const { runFlowTrain } = await import("../flow-train.js");
-    return runFlowTrain({ cfg, modelDir, data, device, gradientCheckpointing: args.gradientCheckpointing === true, processGroup: pg ?? undefined });
+    return runFlowTrain({ cfg, modelDir, data, device, gradientCheckpointing: args.gradientCheckpointing === true, overlapBackward: args.overlapBackward !== false, processGroup: pg ?? undefined });
   }
   const { loadModelFolder, disposeTextToImageModel, isSdxlModel } = await import("../../models/pipeline.js");
   const { NoiseSchedule } = await import("../../diffusion/index.js");
@@ -389,6 +390,7 @@ export async function train(args: TrainArgs): Promise<TrainSummary | null> {
       run = await buildTrainingRun({
         model, config: cfg, data: cache !== null ? { cache } : { pairs: data! }, device, processGroup: pg ?? undefined,
         gradientCheckpointing: args.gradientCheckpointing === true,
+        overlapBackward: args.overlapBackward !== false,
         prepareUNet: cfg.initFrom !== undefined ? (unet) => initWeightsFrom(unet, cfg.initFrom!, cfg.finetune) : undefined,
         onEvent: (e) => {
           log(e);

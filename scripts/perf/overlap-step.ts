@@ -1,5 +1,5 @@
 // The real DPO step (dpoStep) on emoji-base, overlapBackward on vs off, full and LoRA, alternating;
-// medians of N steps. DDPO_THREADS=2 node --import tsx scripts/perf/overlap-step.ts [steps]
+// medians of N steps. DDPO_THREADS=2 node --import tsx scripts/perf/overlap-step.ts [steps] [lora|full] [first part's fraction]
 import { Generator, keep, rand, tidy } from "../../src/tensor/index.js";
 import { encodePrompts, loadModelFolder } from "../../src/models/pipeline.js";
 import { injectLora, setLoraEnabled } from "../../src/nn/lora.js";
@@ -27,10 +27,10 @@ const pixels = keep(tidy(() => rand([16, 3, 32, 32], g).mul(2).sub(1)));
 const batch = { prompts: ["grinning face", "red heart", "cat face", "rocket", "grinning face", "red heart", "cat face", "rocket"], pixels };
 const models = { policy: denoiserOf(unet), reference, encodePrompts: (p: string[]) => encodePrompts(model, p) };
 const opts: StepOptions = { method: "dpo", schedule: new NoiseSchedule(model.scheduler), predictionType: "v_prediction", promptDropout: 0.2, lossScale: 1, beta: 5000 };
-const chunks = Number(process.argv[4] ?? 2);
+const split = Number(process.argv[4] ?? 0.5);
 const time = (overlap: boolean) => {
   const t0 = performance.now();
-  const r = dpoStep(models, batch, new Generator(1), { ...opts, overlapBackward: overlap, overlapChunks: chunks });
+  const r = dpoStep(models, batch, new Generator(1), { ...opts, overlapBackward: overlap, overlapSplit: split });
   unet.zeroGrad();
   if (overlap && r.overlapped !== true) throw new Error("not overlapped");
   return performance.now() - t0;
@@ -39,4 +39,4 @@ const med = (v: number[]) => [...v].sort((p, q) => p - q)[Math.floor(v.length / 
 const on: number[] = [], off: number[] = [];
 for (let i = 0; i < 2; i++) { time(true); time(false); }
 for (let i = 0; i < steps; i++) { off.push(time(false)); on.push(time(true)); }
-console.log(`${mode}, ${chunks} parts: one pass ${med(off).toFixed(0)} ms [${Math.min(...off).toFixed(0)}, ${Math.max(...off).toFixed(0)}], overlapped ${med(on).toFixed(0)} ms [${Math.min(...on).toFixed(0)}, ${Math.max(...on).toFixed(0)}]: ${(med(off) / med(on)).toFixed(2)}×`);
+console.log(`${mode}, first part ${split}: one pass ${med(off).toFixed(0)} ms [${Math.min(...off).toFixed(0)}, ${Math.max(...off).toFixed(0)}], overlapped ${med(on).toFixed(0)} ms [${Math.min(...on).toFixed(0)}, ${Math.max(...on).toFixed(0)}]: ${(med(off) / med(on)).toFixed(2)}×`);

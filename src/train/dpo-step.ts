@@ -7,6 +7,12 @@
 //      fine-tuning, the same network with its LoRA adapters off otherwise);
 //   4. per-sample errors → the preference loss → backward of loss × lossScale (1/accumulation).
 //
+// With `overlapBackward` (CPU, one process, ≥ 2 threads) steps 3–4 run over two parts of the
+// pairs: the first part's backward runs on a second thread (src/tensor's overlapBackward) while
+// this thread issues the second part's forwards, each with half the cores. On 2 cores libtorch's
+// intra-op threading of these small ops gains little, and the JavaScript that issues the ops runs
+// beside the backward instead of before it.
+//
 // Draw order from the generator per step: noise [N, C, H, W], then timesteps [N], then the dropout
 // coins [N] (always drawn, so changing promptDropout does not shift the other streams).
 //
@@ -151,8 +157,12 @@ export interface StepOptions extends PreferenceOptions {
    * Same gradient up to summation order. Ignored where it does not apply.
    */
   overlapBackward?: boolean;
-  /** With overlapBackward: the parts the pairs are split into (default 2); part k's backward runs behind part k+1's forwards. */
-  overlapChunks?: number;
+  /**
+   * With overlapBackward: the fraction of the pairs in the first part, whose backward runs behind
+   * the second part's forwards (default ½; rounded, each part keeps ≥ 1 pair; the trainer passes
+   * balancedOverlapSplit).
+   */
+  overlapSplit?: number;
   /** With pairDraws: the reference's cached errors of the drawn draws (no reference forward runs). */
   cachedReference?: (keys: string[], draws: number[], tPairs: readonly number[], device: string) => ReferenceErrors;
 }
@@ -220,7 +230,21 @@ export function withAutocast<T>(device: string, mode: "no" | "bf16" | undefined,
   return autocast(device.startsWith("cuda") ? "cuda" : "cpu", "bf16", fn);
 }
 
-/** Whether a step runs in two overlapped halves (StepOptions.overlapBackward). */
+/**
+ * The first part's share of the pairs that balances the overlapped phase: the first part's
+ * backward (behind) against the second part's policy and reference forwards (here). In units of
+ * a policy forward: a reference forward without autograd ≈ 0.8, the backward ≈ 1 with LoRA (input
+ * gradients only, the adapters are tiny) and ≈ 2 in full fine-tuning (weight gradients too).
+ * Measured on emoji-base, 8 pairs, 2 cores (scripts/perf/overlap-step.ts, medians of 12): LoRA
+ * ½ → 1.12×, ⅝ → 1.21–1.32×, ¾ → 1.06× over the one-pass step; full ⅜ and ½ → 1.13×, ⅝ → 0.99×.
+ */
+export function balancedOverlapSplit(finetune: "lora" | "full", referenceForward: boolean): number {
+  const forwards = 1 + (referenceForward ? 0.8 : 0);
+  const backward = finetune === "lora" ? 1 : 2;
+  return forwards / (forwards + backward);
+}
+
+/** Whether a step runs in two overlapped parts (StepOptions.overlapBackward). */
 function overlapsBackward(opts: StepOptions, pairs: number, device: string, models: StepModels): boolean {
   return opts.overlapBackward === true && pairs >= 2 && device === "cpu" && (opts.shard?.worldSize ?? 1) === 1 &&
     models.policyCheckpointed === undefined && getNumThreads() >= 2;
@@ -317,12 +341,11 @@ export function dpoStep(models: StepModels, batch: PairBatch, gen: Generator, op
     let loss: number;
     const overlapped = overlapsBackward(opts, n, device, models);
     if (overlapped) {
-      // 3–4 in parts of the pairs (two by default): a part's backward runs on a second thread while
-      // this one runs the next part's forwards (see overlapBackward). Each part backpropagates
+      // 3–4 in two parts of the pairs: the first part's backward runs on a second thread while
+      // this one runs the second part's forwards (see overlapBackward). Each part backpropagates
       // its share of the batch mean; the per-pair losses are independent, so the gradient is the
       // whole batch's up to summation order.
-      const chunks = Math.min(n, Math.max(2, opts.overlapChunks ?? 2));
-      const bounds = Array.from({ length: chunks + 1 }, (_, i) => Math.round((i * n) / chunks));
+      const first = Math.min(n - 1, Math.max(1, Math.round(n * (opts.overlapSplit ?? 0.5))));
       const part = (lo: number, hi: number) => {
         const idx = Array.from({ length: hi - lo }, (_, i) => lo + i);
         const rows = tensor(new BigInt64Array([...idx, ...idx.map((i) => n + i)].map(BigInt)), [2 * idx.length], { device });
@@ -334,15 +357,12 @@ export function dpoStep(models: StepModels, batch: PairBatch, gen: Generator, op
         const scaled = own.perPair.sum().mul(opts.lossScale / n);
         return { pol, ref, scaled, finite: Number.isFinite(own.loss.item()) };
       };
-      // part k's backward runs behind part k+1's forwards; the last one's runs here
-      const parts = [part(bounds[0]!, bounds[1]!)];
-      for (let k = 1; k < chunks; k++) {
-        const prev = parts[k - 1]!;
-        const next = () => part(bounds[k]!, bounds[k + 1]!);
-        parts.push(prev.finite ? overlapBackward(prev.scaled, next) : next());
-      }
-      finite = parts.every((p) => p.finite);
-      if (finite) parts[chunks - 1]!.scaled.backward();
+      // the first part's backward runs behind the second part's forwards; the second's runs here
+      const a = part(0, first);
+      const b = a.finite ? overlapBackward(a.scaled, () => part(first, n)) : part(first, n);
+      const parts = [a, b];
+      finite = a.finite && b.finite;
+      if (finite) b.scaled.backward();
       const refs = parts.map((p) => p.ref);
       const catRef = refs.every((x) => x !== undefined) ? { rw: cat(refs.map((x) => x!.rw), 0), rl: cat(refs.map((x) => x!.rl), 0) } : undefined;
       r = noGrad(() => preferenceLoss(opts.method, {

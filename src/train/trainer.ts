@@ -23,6 +23,7 @@ import { methodNeedsReference } from "../losses/preference.js";
 import { configWarnings, effectiveLearningRate, parseTrainConfig, type TrainConfig } from "../config/train.js";
 import {
   adaptersOffReference,
+  balancedOverlapSplit,
   denoiserOf,
   dpoStep,
   type DenoiserModule,
@@ -446,6 +447,7 @@ export class DpoTrainer {
     const models: StepModels = {
       policy: policyFn, reference: referenceCache === null ? referenceFn : undefined, encodePrompts: o.encodePrompts, encodeImages: o.encodeImages,
     };
+    const overlapSplit = balancedOverlapSplit(cfg.finetune, models.reference !== undefined);
     const cached: Pick<StepOptions, "pairDraws" | "cachedReference"> = referenceCache === null ? {} : {
       pairDraws: fixedPairDraws({ seed: cfg.seed, draws: referenceCache.draws, schedule: o.schedule, noising: o.noising }),
       cachedReference: (keys, draws, tPairs, device) => referenceCache.lookup(keys, draws, tPairs, device),
@@ -482,7 +484,7 @@ export class DpoTrainer {
               method: cfg.method, beta: cfg.beta, mapo: cfg.mapo, sftWeight: cfg.sftWeight, schedule: o.schedule, noising: o.noising,
               predictionType: cfg.predictionType, promptDropout: cfg.promptDropout,
               lossScale: 1 / cfg.gradientAccumulation, mixedPrecision: cfg.mixedPrecision,
-              latentSampling: cfg.latentSampling, overlapBackward: o.overlapBackward !== false, ...cached,
+              latentSampling: cfg.latentSampling, overlapBackward: o.overlapBackward !== false, overlapSplit, ...cached,
               ...(world > 1 ? { shard: o.data.shard! } : {}),
             });
             results.push(r);

@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Generator, cat, getNumThreads, noGrad, overlapBackward, randint, randn, setNumThreads, tensor, tidy, type Tensor } from "../../src/tensor/index.js";
 import { PREFERENCE_METHODS } from "../../src/losses/preference.js";
-import { adaptersOffReference, denoiserOf, dpoStep, type StepOptions } from "../../src/train/dpo-step.js";
+import { adaptersOffReference, balancedOverlapSplit, denoiserOf, dpoStep, type StepOptions } from "../../src/train/dpo-step.js";
 import { NoiseSchedule } from "../../src/diffusion/index.js";
 import { TinyDenoiser, brightPairs, encodePrompts, pairBatch } from "./tiny.js";
 
@@ -263,6 +263,42 @@ test("overlapBackward: an error in the background backward surfaces after the fo
       // and a good one lands its gradient
       overlapBackward(leaf.mul(3).sum(), () => 0);
       assert.deepEqual(Array.from(leaf.grad!.toFloat32Array()), [3, 3, 3]);
+    });
+  } finally {
+    setNumThreads(threads);
+  }
+});
+
+test("balancedOverlapSplit: the first part's share balances its backward against the second part's forwards", () => {
+  // forwards F + R (R ≈ 0.8 F) against the backward B ≈ F with LoRA, ≈ 2F in full fine-tuning
+  assert.ok(Math.abs(balancedOverlapSplit("lora", true) - 1.8 / 2.8) < 1e-12);
+  assert.ok(Math.abs(balancedOverlapSplit("full", true) - 1.8 / 3.8) < 1e-12);
+  assert.equal(balancedOverlapSplit("lora", false), 0.5);
+  assert.ok(Math.abs(balancedOverlapSplit("full", false) - 1 / 3) < 1e-12);
+  // the split reaches the step: 8 pairs at ⅝ put 5 in the first part, and the result is the one-pass step's
+  const threads = getNumThreads();
+  setNumThreads(2);
+  try {
+    tidy(() => {
+      const model = new TinyDenoiser(3, 8, 4);
+      const ref = model.deepCopy().requiresGrad(false);
+      noGrad(() => { for (const p of model.parameters()) p.add_(p.mul(0.05)); });
+      const data = brightPairs(8, 8, 6);
+      const sizes: number[] = [];
+      const policy = denoiserOf(model);
+      const models = { policy: (x: Tensor, t: Tensor, c: Tensor) => { sizes.push(x.shape[0]!); return policy(x, t, c); }, reference: denoiserOf(ref), encodePrompts };
+      const batch = pairBatch(data, [0, 1, 2, 3, 4, 5, 6, 7]);
+      const one = dpoStep(models, batch, new Generator(2), baseOpts);
+      const g1 = model.parameters().map((p) => p.grad!.toFloat32Array());
+      model.zeroGrad();
+      sizes.length = 0;
+      const two = dpoStep(models, batch, new Generator(2), { ...baseOpts, overlapBackward: true, overlapSplit: 0.625 });
+      assert.deepEqual(sizes, [10, 6], "5 pairs, then 3 (chosen and rejected rows)");
+      assert.ok(Math.abs(two.loss - one.loss) <= 1e-6 * one.loss);
+      const scale = Math.max(...g1.map((g) => Math.max(...g.map(Math.abs))));
+      model.parameters().forEach((p, i) => p.grad!.toFloat32Array().forEach((v, j) => assert.ok(Math.abs(v - g1[i]![j]!) <= 1e-5 * scale)));
+      model.dispose();
+      ref.dispose();
     });
   } finally {
     setNumThreads(threads);

@@ -152,14 +152,14 @@ std::string describeInputs() {
 // BLAS behind libblas.so.3 may be another library (then there is nothing to resize).
 using BlasSetThreads = void (*)(int);
 using BlasGetThreads = int (*)();
-static BlasSetThreads openblasSetThreads() {
-  static auto fn = reinterpret_cast<BlasSetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
-  return fn;
+void setBlasThreads(int n) {
+  static auto set = reinterpret_cast<BlasSetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  if (set != nullptr) set(n);
 }
 DDPO_OP(setNumThreads) {
   int n = static_cast<int>(I(info, 0));
   at::set_num_threads(n);
-  if (auto set = openblasSetThreads()) set(n);
+  setBlasThreads(n);
   return env.Undefined();
 }
 DDPO_OP(getNumThreads) { return Napi::Number::New(env, at::get_num_threads()); }

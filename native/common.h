@@ -15,6 +15,8 @@ at::Tensor& tensorAt(int32_t handle);
 int32_t store(at::Tensor tensor);
 void release(int32_t handle);
 int64_t liveCount();
+// Resizes OpenBLAS's process-wide pool when the BLAS in use is OpenBLAS (binding.cc); else nothing.
+void setBlasThreads(int n);
 int64_t liveBytes();
 
 // The tensors read by the op in flight, so an error can name their shapes. Each is recorded with

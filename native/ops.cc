@@ -8,7 +8,6 @@
 #include <c10/core/GradMode.h>
 
 #include <algorithm>
-#include <dlfcn.h>
 #include <exception>
 #include <omp.h>
 #include <thread>
@@ -569,11 +568,7 @@ DDPO_OP(setThreadTeam) {
   int n = static_cast<int>(I(info, 0));
   at::init_num_threads();
   omp_set_num_threads(n);
-  if (info.Length() > 1 && info[1].IsNumber()) {
-    using BlasSetThreads = void (*)(int);
-    static auto set = reinterpret_cast<BlasSetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
-    if (set != nullptr) set(static_cast<int>(I(info, 1)));
-  }
+  if (info.Length() > 1 && info[1].IsNumber()) setBlasThreads(static_cast<int>(I(info, 1)));
   return env.Undefined();
 }
 DDPO_OP(grad) {

@@ -14,8 +14,8 @@
 // network with adapters off, so it must not hold a second copy of the UNet. RSS high-water marks
 // are reported too (each mode in its own process on both sides).
 //
-// Our step runs as `train` runs it by default: on CPU with ≥ 2 threads the first half of the pairs
-// backpropagates on a second thread while the second half's forwards run (overlapBackward);
+// Our step runs as `train` runs it by default: on CPU with ≥ 2 threads the first part of the pairs
+// backpropagates on a second thread while the second part's forwards run (overlapBackward);
 // BENCH_NO_OVERLAP=1 measures the one-pass step instead, to see what the overlap is worth.
 //
 // Each mode runs in a fresh child process (this file with --mode-child): run in one process, the

@@ -11,7 +11,7 @@
 import { createHash } from "node:crypto";
 import { EMOJI_CATEGORIES, listEmoji, type EmojiItem } from "../datasets/emoji.js";
 import type { EvalPrompt } from "../eval/prompts.js";
-import { DemoError } from "./settings.js";
+import { DemoError, type EvalCaptions } from "./settings.js";
 
 export interface DemoPromptSets {
   /** Training captions, round-robin over categories. */
@@ -68,7 +68,7 @@ export function splitHeldout(
  * consecutive slices of `perRound` from the start of sets.train, see roundCaptions).
  */
 export function evaluationPool(
-  sets: DemoPromptSets, evalCaptions: "heldout-emoji" | "dpo-unseen", perRound: number, rounds: number,
+  sets: DemoPromptSets, evalCaptions: EvalCaptions, perRound: number, rounds: number,
 ): { pool: EvalPrompt[]; what: string } {
   if (evalCaptions === "heldout-emoji") return { pool: sets.heldout, what: "held-out emoji captions" };
   const used = perRound * rounds;

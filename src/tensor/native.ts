@@ -156,9 +156,8 @@ function findBinding(): string {
 // emoji-base took 1,874 ms at 2 threads against 1,279 ms at 1 thread, and 1,098 ms with passive
 // waiting (scripts/perf/overlap-probe.ts, medians of 8). A policy the user set is kept. Child
 // processes (the bench's PyTorch twin) inherit the variable, so both sides run with it.
-export const OMP_WAIT_POLICY_DEFAULT = "PASSIVE";
 if ((process.env.OMP_WAIT_POLICY ?? "").trim() === "" && (process.env.GOMP_SPINCOUNT ?? "").trim() === "") {
-  process.env.OMP_WAIT_POLICY = OMP_WAIT_POLICY_DEFAULT;
+  process.env.OMP_WAIT_POLICY = "PASSIVE";
 }
 
 const require = createRequire(import.meta.url);

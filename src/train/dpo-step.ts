@@ -151,8 +151,8 @@ export interface StepOptions extends PreferenceOptions {
   /** Fixed draws per pair instead of fresh ones from the generator (see the file comment). */
   pairDraws?: PairDraws;
   /**
-   * CPU, one process, no checkpointing, ≥ 2 pairs: run the step in two halves of the pairs, the
-   * first half's backward on a second thread beside the second half's forwards (overlapBackward in
+   * CPU, one process, no checkpointing, ≥ 2 pairs: run the step in two parts of the pairs, the
+   * first part's backward on a second thread beside the second part's forwards (overlapBackward in
    * src/tensor), so a step uses two cores' worth of independent work instead of splitting each op.
    * Same gradient up to summation order. Ignored where it does not apply.
    */
@@ -196,7 +196,7 @@ export interface StepResult {
   promptsDropped: number;
   /** With pairDraws: the draw index used for each pair. */
   draws?: number[];
-  /** Present when the step ran in two overlapped halves (StepOptions.overlapBackward). */
+  /** Present when the step ran in two overlapped parts (StepOptions.overlapBackward). */
   overlapped?: true;
 }
 
@@ -323,10 +323,9 @@ export function dpoStep(models: StepModels, batch: PairBatch, gen: Generator, op
     const cachedAll = opts.cachedReference?.(keys!, drawIndex!, tPairs, device);
     const referenceOf = (rows: Tensor | null, x: Tensor, tt: Tensor, cc: Tensor, tgt: Tensor): ReferenceErrors | undefined => {
       if (cachedAll !== undefined) {
-        const all = cachedAll;
-        if (rows === null) return all;
+        if (rows === null) return cachedAll;
         const pairRows = rows.slice(0, 0, rows.shape[0]! / 2);
-        return { rw: all.rw.indexSelect(0, pairRows), rl: all.rl.indexSelect(0, pairRows) };
+        return { rw: cachedAll.rw.indexSelect(0, pairRows), rl: cachedAll.rl.indexSelect(0, pairRows) };
       }
       if (models.reference === undefined) return undefined;
       return tidy(() => {
@@ -360,14 +359,13 @@ export function dpoStep(models: StepModels, batch: PairBatch, gen: Generator, op
       // the first part's backward runs behind the second part's forwards; the second's runs here
       const a = part(0, first);
       const b = a.finite ? overlapBackward(a.scaled, () => part(first, n)) : part(first, n);
-      const parts = [a, b];
       finite = a.finite && b.finite;
       if (finite) b.scaled.backward();
-      const refs = parts.map((p) => p.ref);
-      const catRef = refs.every((x) => x !== undefined) ? { rw: cat(refs.map((x) => x!.rw), 0), rl: cat(refs.map((x) => x!.rl), 0) } : undefined;
+      // the loss and metrics of the whole batch, from both parts' errors in pair order
       r = noGrad(() => preferenceLoss(opts.method, {
-        policy: { lw: cat(parts.map((p) => p.pol.lw), 0).detach(), ll: cat(parts.map((p) => p.pol.ll), 0).detach() },
-        reference: catRef, beta: opts.beta, mapo, sftWeight: opts.sftWeight,
+        policy: { lw: cat([a.pol.lw, b.pol.lw], 0).detach(), ll: cat([a.pol.ll, b.pol.ll], 0).detach() },
+        reference: a.ref !== undefined && b.ref !== undefined ? { rw: cat([a.ref.rw, b.ref.rw], 0), rl: cat([a.ref.rl, b.ref.rl], 0) } : undefined,
+        beta: opts.beta, mapo, sftWeight: opts.sftWeight,
       }));
       loss = r.loss.item();
       finite &&= Number.isFinite(loss);

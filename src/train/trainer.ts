@@ -99,9 +99,9 @@ export interface DpoTrainerOptions {
    */
   gradientCheckpointing?: boolean;
   /**
-   * Each step in two halves of the pairs, the first half's backward on a second thread beside the
-   * second half's forwards (StepOptions.overlapBackward): CPU, one process, ≥ 2 threads, no
-   * checkpointing; ignored elsewhere. Gradients equal the one-pass step's up to float rounding.
+   * Each step in two parts of the pairs (balancedOverlapSplit), the first part's backward on a
+   * second thread beside the second part's forwards (StepOptions.overlapBackward): CPU, one
+   * process, ≥ 2 threads, no checkpointing; ignored elsewhere. Gradients equal the one-pass step's up to float rounding.
    * Default: on.
    */
   overlapBackward?: boolean;

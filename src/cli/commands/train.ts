@@ -100,7 +100,7 @@ export default defineCommand({
     referenceMetrics: { type: "boolean", description: "sft/mapo full fine-tunes: keep a frozen reference copy only to log reference metrics (default: false)" },
     maxGradNorm: { type: "string", description: "Gradient clipping norm, 0 = off (default: 1.0)" },
     bf16: { type: "boolean", description: "bf16 autocast for the forward passes; weights stay f32 (default: false)" },
-    overlapBackward: { type: "boolean", default: true, description: "On CPU with ≥ 2 threads, split each step's pairs in two and backpropagate the first half on a second thread while the second half's forwards run (same gradients up to float rounding; ~1.1× faster on 2 cores). --no-overlap-backward runs each step in one pass (default: on)" },
+    overlapBackward: { type: "boolean", default: true, description: "On CPU with ≥ 2 threads, split each step's pairs in two parts and backpropagate the first on a second thread while the second part's forwards run (same gradients up to float rounding; ~1.1× faster on 2 cores). --no-overlap-backward runs each step in one pass (default: on)" },
     gradientCheckpointing: { type: "boolean", description: "Recompute each UNet block in the backward pass instead of keeping its activations: less memory, ~1 more forward per step (default: false)" },
     onNonFinite: { type: "string", description: "stop | skip on a NaN/inf loss or gradient (default: stop)" },
     checkpointEvery: { type: "string", description: "Checkpoint every N steps, 0 = only at the end (default: 500)" },

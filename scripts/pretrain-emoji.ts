@@ -11,7 +11,7 @@ import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { loadEmojiDataset } from "../src/datasets/emoji.js";
-import { baseEmojiWeights, createEmojiModel } from "../src/datasets/emojiModel.js";
+import { EMOJI_UNET_LAYOUTS, baseEmojiWeights, createEmojiModel } from "../src/datasets/emojiModel.js";
 import { loadModelFolder, saveModelFolder } from "../src/models/pipeline.js";
 import { setNumThreads } from "../src/tensor/index.js";
 import { applyEma, loadCheckpointWeights, pretrain, pretrainModelFrom } from "../src/train/pretrain.js";
@@ -30,6 +30,8 @@ const { values } = parseArgs({
     "checkpoint-every": { type: "string", default: "100" },
     // libtorch intra-op threads; 1 is several times faster per CPU-second on a busy shared machine
     threads: { type: "string" },
+    // UNet layout of a fresh model: "tiny" (the shipped one) or "deep" (EMOJI_UNET_LAYOUTS)
+    layout: { type: "string", default: "tiny" },
     // start from another run's checkpoint weights (EMA), with a fresh optimizer and lr schedule
     init: { type: "string" },
     // start from a saved model folder (e.g. the shipped models/emoji-base), fresh optimizer and schedule
@@ -41,7 +43,9 @@ const steps = Number(values.steps);
 const batchSize = Number(values.batch);
 const seed = Number(values.seed);
 const train = await loadEmojiDataset({ split: "train", size: 32 });
-const t2i = values["init-model"] ? loadModelFolder(values["init-model"]) : createEmojiModel(train, seed);
+const layout = values.layout as keyof typeof EMOJI_UNET_LAYOUTS;
+if (!(layout in EMOJI_UNET_LAYOUTS)) throw new Error(`--layout must be one of ${Object.keys(EMOJI_UNET_LAYOUTS).join(", ")}, got "${layout}"`);
+const t2i = values["init-model"] ? loadModelFolder(values["init-model"]) : createEmojiModel(train, seed, layout);
 const model = pretrainModelFrom(t2i);
 if (values.init && !values.resume) loadCheckpointWeights(model, values.init, "ema");
 mkdirSync(values.run!, { recursive: true });

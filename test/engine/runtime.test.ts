@@ -174,6 +174,49 @@ test("attention on transposed head views equals the composed formula, every call
   }
 });
 
+test("attention does not read its scores buffer: a freed NaN-filled block of that size does not reach the output", () => {
+  const g = new T.Generator(3);
+  // [n, lq, lk, d] on both sides of the naive kernel's lq·lk·d < 400; every scores buffer is under
+  // malloc's mmap threshold, so the freed block is what the next allocation of its size gets back
+  for (const [n, lq, lk, d] of [[8, 4, 6, 12], [6, 1, 7, 12], [8, 16, 64, 8], [4, 64, 16, 16], [16, 8, 8, 32]] as const) {
+    const q = T.randn([n, lq, d], g), k = T.randn([n, lk, d], g), v = T.randn([n, lk, 3], g);
+    const composed = q.matmul(k.transpose(1, 2)).mul(0.5).softmax(-1).matmul(v);
+    for (let i = 0; i < 20; i++) {
+      T.full([n, lq, lk], Number.NaN).dispose();
+      const out = T.attention(q, k, v, null, 0.5);
+      const err = out.sub(composed).abs().amax().item();
+      out.dispose();
+      assert.ok(err < 1e-5, `[${n}, ${lq}, ${lk}, ${d}] call ${i}: ${err}`);
+    }
+    for (const t of [q, k, v, composed]) t.dispose();
+  }
+});
+
+test("attention's values and gradients equal the composed formula over 300 small shapes (the scale rides in baddbmm)", () => {
+  const g = new T.Generator(2);
+  // [n, lq, lk, d] from a fixed walk through 1…20, plus the shapes where an out-of-place β = 0
+  // baddbmm returned NaN (libtorch 1.13 leaves its result uninitialised and multiplies it by β)
+  const shapes: number[][] = [[8, 4, 6, 12], [8, 9, 5, 3], [6, 1, 7, 12]];
+  for (let i = 0; i < 297; i++) shapes.push([1 + (i * 7) % 13, 1 + (i * 3) % 19, 1 + (i * 5) % 17, 1 + (i * 11) % 20]);
+  for (const [n, lq, lk, d] of shapes as [number, number, number, number][]) {
+    T.tidy(() => {
+      const leaf = (shape: number[]) => T.randn(shape, g).setRequiresGrad(true);
+      const q = leaf([n, lq, d]), k = leaf([n, lk, d]), v = leaf([n, lk, 5]);
+      const w = T.randn([n, lq, 5], g);
+      const out = T.attention(q, k, v, null, 0.37);
+      out.mul(w).sum().backward();
+      const grads = [q.grad!.clone(), k.grad!.clone(), v.grad!.clone()];
+      for (const p of [q, k, v]) p.grad = null;
+      const composed = q.matmul(k.transpose(1, 2)).mul(0.37).softmax(-1).matmul(v);
+      composed.mul(w).sum().backward();
+      const errs = [out.sub(composed), ...grads.map((gr, j) => gr.sub([q, k, v][j]!.grad!))].map((e) => e.abs().amax().item());
+      const err = Math.max(...errs);
+      // NaN fails the comparison; float32 sums of ≤ 20 terms of order 1 in another order: ≤ 1e-5
+      assert.ok(err < 1e-5, `[${n}, ${lq}, ${lk}, ${d}]: ${errs.join(", ")}`);
+    });
+  }
+});
+
 test("a worker thread that loads the binding while the main thread uses it gets a clear error", async () => {
   const code = `
     const { parentPort } = require("node:worker_threads");

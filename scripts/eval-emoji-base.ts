@@ -6,6 +6,9 @@
 //   node --import tsx scripts/eval-emoji-base.ts [--model models/emoji-base] [--steps 25] [--guidance 3]
 //        [--sweep 1,2,3,5]   also score these guidance scales (accuracy per scale in eval.json)
 //        [--threads 1]       libtorch threads (1 is fastest per CPU-second on a busy machine)
+//        [--captions train]  caption pretraining emoji instead (194 base emoji spread over the train
+//                            split; what `demo --eval-captions dpo-unseen` samples): eval-train.json,
+//                            train-grid.png
 //
 // The classifier is models/emoji-classifier (loadEmojiClassifier); when that folder is missing it
 // is trained (--classifierSteps) and saved there.
@@ -31,15 +34,23 @@ const { values } = parseArgs({
     classifier: { type: "string", default: "models/emoji-classifier" },
     sweep: { type: "string", default: "" },
     threads: { type: "string" },
+    captions: { type: "string", default: "heldout" },
   },
 });
+if (values.captions !== "heldout" && values.captions !== "train") throw new Error(`--captions must be heldout or train, got "${values.captions}"`);
+const onTrain = values.captions === "train";
 if (values.threads) setNumThreads(Number(values.threads));
 const log = (s: string) => process.stderr.write(`${s}\n`);
 const train = await loadEmojiDataset({ split: "train" });
 const held = await loadEmojiDataset({ split: "heldout" });
 // one item per held-out base emoji (skin-tone variants share the caption's category)
 const baseIdx = held.items.map((it, i) => [it, i] as const).filter(([it]) => it.name === it.baseName).map(([, i]) => i);
-const heldBase = { ...held, items: baseIdx.map((i) => held.items[i]!), pixels: new Uint8Array(baseIdx.flatMap((i) => Array.from(emojiImage(held, i)))) };
+const heldoutBase = { ...held, items: baseIdx.map((i) => held.items[i]!), pixels: new Uint8Array(baseIdx.flatMap((i) => Array.from(emojiImage(held, i)))) };
+// as many pretraining base emoji, spread evenly over the train split
+const trainBaseIdx = train.items.map((it, i) => [it, i] as const).filter(([it]) => it.name === it.baseName).map(([, i]) => i);
+const trainPick = Array.from({ length: baseIdx.length }, (_, k) => trainBaseIdx[Math.floor((k * trainBaseIdx.length) / baseIdx.length)]!);
+const trainBase = { ...train, items: trainPick.map((i) => train.items[i]!), pixels: new Uint8Array(trainPick.flatMap((i) => Array.from(emojiImage(train, i)))) };
+const heldBase = onTrain ? trainBase : heldoutBase;
 
 let clf: EmojiClassifier;
 let classifierSteps = Number(values.classifierSteps);
@@ -58,7 +69,7 @@ const classifierSeconds = (Date.now() - t0) / 1000;
 const realAll = evaluateClassifier(clf, held);
 const realBase = evaluateClassifier(clf, heldBase);
 const realTrain = evaluateClassifier(clf, selectSplit(train, "all"));
-log(`real held-out accuracy ${realBase.accuracy.toFixed(3)} (base emoji), ${realAll.accuracy.toFixed(3)} (with skin tones)`);
+log(`real ${onTrain ? "pretraining" : "held-out"} base emoji: accuracy ${realBase.accuracy.toFixed(3)}; all held-out images (with skin tones) ${realAll.accuracy.toFixed(3)}`);
 
 const model = loadModelFolder(values.model!);
 const prompts = heldBase.items.map((i) => i.caption);
@@ -77,7 +88,7 @@ const uncond = generate({ model, prompts: prompts.map(() => ""), seeds, sampler:
 const uflat = new Uint8Array(uncond.length * 32 * 32 * 3);
 uncond.forEach((s, i) => uflat.set(s.data, i * 32 * 32 * 3));
 const uncondScore = scorePredictions(classifyImages(clf, uflat, uncond.length, 32), heldBase.items.map((i) => i.label));
-log(`samples for held-out captions: accuracy ${fake.accuracy.toFixed(3)}; unconditional samples: ${uncondScore.accuracy.toFixed(3)}`);
+log(`samples for ${onTrain ? "pretraining" : "held-out"} captions: accuracy ${fake.accuracy.toFixed(3)}; unconditional samples: ${uncondScore.accuracy.toFixed(3)}`);
 // other guidance scales, same seeds
 const sweep: { guidance: number; accuracy: number; balancedAccuracy: number }[] = [
   { guidance: Number(values.guidance), accuracy: fake.accuracy, balancedAccuracy: fake.balancedAccuracy },
@@ -94,15 +105,15 @@ for (const g of values.sweep!.split(",").filter((x) => x.trim() !== "").map(Numb
 sweep.sort((a, b) => a.guidance - b.guidance);
 
 const strip = (r: typeof fake) => ({ accuracy: r.accuracy, balancedAccuracy: r.balancedAccuracy, count: r.count, perCategory: r.perCategory });
-writeFileSync(join(values.model!, "eval.json"), JSON.stringify({
+writeFileSync(join(values.model!, onTrain ? "eval-train.json" : "eval.json"), JSON.stringify({
   command: `node --import tsx scripts/eval-emoji-base.ts ${process.argv.slice(2).join(" ")}`.trim(),
   sampler: values.sampler, steps: Number(values.steps), guidance: Number(values.guidance), seeds: "1000 + i",
   classifier: { trainSteps: classifierSteps, seed: 0, seconds: classifierSeconds, trainAccuracy: realTrain.accuracy },
-  realHeldoutBase: strip(realBase), realHeldoutWithSkinTones: strip(realAll),
-  samplesHeldoutCaptions: strip(fake), samplesUnconditional: strip(uncondScore), guidanceSweep: sweep,
+  [onTrain ? "realTrainBase" : "realHeldoutBase"]: strip(realBase), realHeldoutWithSkinTones: strip(realAll),
+  [onTrain ? "samplesTrainCaptions" : "samplesHeldoutCaptions"]: strip(fake), samplesUnconditional: strip(uncondScore), guidanceSweep: sweep,
   chance: 1 / 9, sampleSeconds,
 }, null, 1) + "\n");
-// grid: 24 held-out captions, real image then sample
+// grid: 24 of the captions, real image then sample
 const pick = Array.from({ length: 24 }, (_, k) => Math.floor((k * heldBase.items.length) / 24));
 const gridImgs: RgbImage[] = [];
 const labels: string[] = [];
@@ -110,5 +121,5 @@ for (const i of pick) {
   gridImgs.push({ width: 32, height: 32, data: emojiImage(heldBase, i) }, samples[i]!);
   labels.push(`real: ${heldBase.items[i]!.name}`, `sample: ${heldBase.items[i]!.caption}`);
 }
-writeFileSync(join(values.model!, "heldout-grid.png"), await makeGrid(gridImgs, labels, { cols: 8, scale: 3, labelLines: 3, fontSize: 9 }));
-log("wrote eval.json and heldout-grid.png");
+writeFileSync(join(values.model!, onTrain ? "train-grid.png" : "heldout-grid.png"), await makeGrid(gridImgs, labels, { cols: 8, scale: 3, labelLines: 3, fontSize: 9 }));
+log(onTrain ? "wrote eval-train.json and train-grid.png" : "wrote eval.json and heldout-grid.png");

@@ -4,7 +4,7 @@
 // Also the step's wall time outside ATen ops (JavaScript, the binding, the trainer).
 //
 //   DDPO_THREADS=1 node --import tsx scripts/perf/profile-breakdown.ts --mode lora [--top 25]
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { copyFileSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -90,6 +90,8 @@ function selfTimes(events: { name: string; ph: string; ts: number; dur: number; 
   }
   return out;
 }
+// PROFILE_TRACE=FILE keeps our chrome trace (chrome://tracing, Perfetto) to see where an op is called from
+if (process.env.PROFILE_TRACE) copyFileSync(trace, process.env.PROFILE_TRACE);
 const raw = JSON.parse(readFileSync(trace, "utf8")) as unknown;
 const ours = selfTimes(Array.isArray(raw) ? raw : (raw as { traceEvents: [] }).traceEvents);
 

@@ -62,7 +62,13 @@ export class TorchTwin {
   close(): void { this.#child.stdin.end(JSON.stringify({ op: "quit" }) + "\n"); }
 }
 
-/** Hands the trainer its batches, one twin step before each (alternation), and times our steps. */
+/**
+ * Hands the trainer its batches, one twin step before each (alternation), and times our steps:
+ * from one step's end to the next (`stepDone`, called from the trainer's step events), less the
+ * time spent in `batch` between them (the twin's step and the fetch). A pipelined trainer asks
+ * for the next batch inside a step rather than between steps, so step ends, not batch handovers,
+ * delimit our steps.
+ */
 export class AlternatingSource implements PairBatchSource {
   readonly batchSize: number;
   readonly ours: number[] = [];
@@ -70,12 +76,15 @@ export class AlternatingSource implements PairBatchSource {
   /** Our persistent tensor bytes at each step boundary (between optimizer steps). */
   liveBytes = 0;
   error: string | undefined;
-  #handedAt: number | null = null;
+  /** The last step's end (or the first batch's handover); null before the first batch. */
+  #mark: number | null = null;
+  /** Time spent in batch() since #mark. */
+  #waited = 0;
   constructor(readonly inner: PairBatchSource, readonly worker: TorchTwin | null) {
     this.batchSize = inner.batchSize;
   }
   async batch(index: number): Promise<PairBatch> {
-    if (this.#handedAt !== null) this.ours.push((performance.now() - this.#handedAt) / 1000);
+    const t0 = performance.now();
     this.liveBytes = Math.max(this.liveBytes, liveTensorBytes());
     if (this.worker !== null && this.error === undefined) {
       try {
@@ -85,12 +94,15 @@ export class AlternatingSource implements PairBatchSource {
       }
     }
     const b = await this.inner.batch(index);
-    this.#handedAt = performance.now();
+    if (this.#mark === null) this.#mark = performance.now();
+    else this.#waited += performance.now() - t0;
     return b;
   }
-  /** The last step's time (after the trainer's final step, before it writes its checkpoint). */
-  finish(): void {
-    if (this.#handedAt !== null) this.ours.push((performance.now() - this.#handedAt) / 1000);
-    this.#handedAt = null;
+  /** A step of ours ended (call it from every step event). */
+  stepDone(): void {
+    const now = performance.now();
+    if (this.#mark !== null) this.ours.push((now - this.#mark - this.#waited) / 1000);
+    this.#mark = now;
+    this.#waited = 0;
   }
 }

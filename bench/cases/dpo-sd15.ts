@@ -154,7 +154,7 @@ async function runMode(folder: string, mode: Mode, threads: number, steps: numbe
       // only the uncached pixel run encodes images in the step (a posterior sample, as the official script)
       encodeImages: work === "official" ? (px, noise) => vae.encodeLatents(px, noise) : undefined,
       schedule: new NoiseSchedule(model.scheduler), data: source, saveFinal: () => {},
-      onEvent: (e) => { if (e.type === "step" && e.step === steps) source.finish(); },
+      onEvent: (e) => { if (e.type === "step") source.stepDone(); },
     });
     try {
       await trainer.run();

@@ -92,7 +92,7 @@ async function runMode(mode: Mode, threads: number, steps: number, warmup: numbe
     config, model: unet, adapters: lora ? loraAdapters(unet) : undefined,
     encodePrompts: (ps) => cat(ps.map((p) => table.get(p)!), 0),
     schedule: new NoiseSchedule(), data: source, saveFinal: () => {}, gradientCheckpointing: mode === "lora-checkpointed",
-    onEvent: (e) => { if (e.type === "step" && e.step === steps) source.finish(); },
+    onEvent: (e) => { if (e.type === "step") source.stepDone(); },
   });
   try {
     await trainer.run();

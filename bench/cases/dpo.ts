@@ -16,7 +16,9 @@
 //
 // Our step runs as `train` runs it by default: on CPU with ≥ 2 threads the first part of the pairs
 // backpropagates on a second thread while the second part's forwards run (overlapBackward);
-// BENCH_NO_OVERLAP=1 measures the one-pass step instead, to see what the overlap is worth.
+// BENCH_NO_OVERLAP=1 measures the one-pass step instead, to see what the overlap is worth. Each
+// step also prepares the next one during its last backward (pipelineSteps); BENCH_NO_PIPELINE=1
+// measures the overlapped steps without that.
 //
 // Each mode runs in a fresh child process (this file with --mode-child): run in one process, the
 // second mode inherited a warm allocator and primitive caches while PyTorch's worker started cold,
@@ -93,8 +95,9 @@ async function runMode(model: TextToImageModel, mode: "full" | "lora", threads: 
     config, model: unet, adapters: mode === "lora" ? loraAdapters(unet) : undefined,
     encodePrompts: (p) => encodePrompts(model, p), schedule: new NoiseSchedule(model.scheduler), data: source,
     overlapBackward: process.env.BENCH_NO_OVERLAP === undefined,
+    pipelineSteps: process.env.BENCH_NO_PIPELINE === undefined,
     saveFinal: () => {},
-    onEvent: (e) => { if (e.type === "step" && e.step === steps) source.finish(); },
+    onEvent: (e) => { if (e.type === "step") source.stepDone(); },
   });
   try {
     await trainer.run();

@@ -93,7 +93,7 @@ async function runMode(mode: Mode, threads: number, steps: number, warmup: numbe
     config, model: denoiser, adapters,
     encodePrompts: (ps) => cat(ps.map((p) => table.get(p)!), 0),
     noising: flowTrainingNoising("sd3", SCHEDULER), data: source, saveFinal: () => {},
-    onEvent: (e) => { if (e.type === "step" && e.step === steps) source.finish(); },
+    onEvent: (e) => { if (e.type === "step") source.stepDone(); },
   });
   try {
     await trainer.run();

@@ -48,7 +48,7 @@ const trainer = new DpoTrainer({
   config, model: unet, adapters: mode === "lora" ? loraAdapters(unet) : undefined,
   encodePrompts: (p) => encodePrompts(model, p), schedule: new NoiseSchedule(model.scheduler), data: source,
   saveFinal: () => {},
-  onEvent: (e) => { if (e.type === "step" && e.step === steps) source.finish(); },
+  onEvent: (e) => { if (e.type === "step") source.stepDone(); },
 });
 await trainer.run();
 process.stdout.write(`steps: ${source.ours.map((x) => (1000 * x).toFixed(0)).join(" ")}\n`);

@@ -350,7 +350,7 @@ export function setNumThreads(n: number): void {
  */
 export function overlapBackward<T>(loss: Tensor, foreground: () => T): T {
   const n = native.getNumThreads();
-  const here = Math.max(1, Math.floor(n / 2));
+  const here = foregroundThreads(n);
   native.setThreadTeam(here, here);
   native.backwardStart(loss.handle, -1, Math.max(1, n - here));
   try {
@@ -361,6 +361,25 @@ export function overlapBackward<T>(loss: Tensor, foreground: () => T): T {
     } finally {
       native.setThreadTeam(n, n);
     }
+  }
+}
+/** The OpenMP team overlapBackward leaves this thread out of n. */
+function foregroundThreads(n: number): number {
+  return Math.max(1, Math.floor(n / 2));
+}
+/**
+ * Runs `fn` with the thread team overlapBackward gives its foreground, so work done alone takes
+ * the same kernels' paths as the same work done beside a backward (a step prepared at the start of
+ * a run, as one prepared during the previous step's backward).
+ */
+export function withForegroundTeam<T>(fn: () => T): T {
+  const n = native.getNumThreads();
+  const here = foregroundThreads(n);
+  native.setThreadTeam(here, here);
+  try {
+    return fn();
+  } finally {
+    native.setThreadTeam(n, n);
   }
 }
 /** Native generators alive (for leak tests). */

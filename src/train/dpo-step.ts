@@ -13,6 +13,12 @@
 // intra-op threading of these small ops gains little, and the JavaScript that issues the ops runs
 // beside the backward instead of before it.
 //
+// Pipelined (`prepareNext`, the trainer's default with overlapped steps): the second part's
+// backward runs behind too, while this thread prepares the NEXT step (prepareStep: its draws from
+// the same generator, right after this step's, its encodings and noising, and the reference
+// forward of its first part, which the weight update cannot change). The step that consumes it
+// then starts straight at its policy forward. Same draws and losses as steps run one by one.
+//
 // Draw order from the generator per step: noise [N, C, H, W], then timesteps [N], then the dropout
 // coins [N] (always drawn, so changing promptDropout does not shift the other streams).
 //
@@ -31,6 +37,7 @@ import {
   autocast,
   cat,
   getNumThreads,
+  keep,
   noGrad,
   overlapBackward,
   rand,
@@ -163,6 +170,14 @@ export interface StepOptions extends PreferenceOptions {
    * balancedOverlapSplit).
    */
   overlapSplit?: number;
+  /**
+   * Prepares the next step (prepareStep on the next batch, with this generator) during this
+   * step's last backward: on the second thread's far side when the step overlaps, after the
+   * backward otherwise. Its result comes back as StepResult.next. A pipelined run's last step
+   * passes one that returns undefined, so its backward still runs behind, on the same threads as
+   * every other step's (a run stopped there and resumed then equals an uninterrupted one).
+   */
+  prepareNext?: () => PreparedStep | undefined;
   /** With pairDraws: the reference's cached errors of the drawn draws (no reference forward runs). */
   cachedReference?: (keys: string[], draws: number[], tPairs: readonly number[], device: string) => ReferenceErrors;
 }
@@ -198,6 +213,8 @@ export interface StepResult {
   draws?: number[];
   /** Present when the step ran in two overlapped parts (StepOptions.overlapBackward). */
   overlapped?: true;
+  /** The next step, prepared during this one (StepOptions.prepareNext); the caller runs or frees it. */
+  next?: PreparedStep;
 }
 
 /** How a model family noises its training inputs: a DDPM schedule and target, or its own process (flow matching). */
@@ -244,97 +261,223 @@ export function balancedOverlapSplit(finetune: "lora" | "full", referenceForward
   return forwards / (forwards + backward);
 }
 
+/**
+ * The split of a pipelined step (the trainer's StepOptions.prepareNext): `first`, the first
+ * part's share of the pairs, and `prefetched`, the share of the next step's pairs whose reference
+ * forward runs during this step's second backward. A pipelined step is three phases:
+ *   the first part's policy forward (all threads)
+ *   → its backward ∥ the second part's policy forward (and its reference if not prefetched)
+ *   → the second part's backward ∥ the next step's prefetched reference.
+ * Prefetching the first part's reference balances the last two phases best. Measured on
+ * emoji-base, 8 pairs, 2 threads, against the unpipelined overlapped step (scripts/perf/pipeline-step.ts,
+ * 5–6 alternating rounds of 4 steps): LoRA ⅝/⅝ 1.09–1.13×, ½/½ 1.06–1.11×, ¾/¾ 0.96×, ⅝ with the
+ * whole next reference 0.86×; full ½/½ 1.05–1.11×, ⅜/⅜ 0.88×, ⅝/⅝ 0.92×, ⅜ or ½ with the whole
+ * next reference 0.95–0.97×.
+ */
+export function balancedPipelineSplit(finetune: "lora" | "full"): { first: number; prefetched: number } {
+  return finetune === "lora" ? { first: 0.625, prefetched: 0.625 } : { first: 0.5, prefetched: 0.5 };
+}
+
 /** Whether a step runs in two overlapped parts (StepOptions.overlapBackward). */
-function overlapsBackward(opts: StepOptions, pairs: number, device: string, models: StepModels): boolean {
+export function overlapsBackward(opts: StepOptions, pairs: number, device: string, models: StepModels): boolean {
   return opts.overlapBackward === true && pairs >= 2 && device === "cpu" && (opts.shard?.worldSize ?? 1) === 1 &&
     models.policyCheckpointed === undefined && getNumThreads() >= 2;
 }
 
 /** Runs the step (forward, loss, backward; no optimizer update) and returns plain numbers. */
-export function dpoStep(models: StepModels, batch: PairBatch, gen: Generator, opts: StepOptions): StepResult {
-  return tidy(() => {
-    const pixels = batch.pixels;
-    const n = batch.prompts.length;
-    if (pixels.ndim !== 4 || pixels.shape[0] !== 2 * n) {
-      throw new Error(
-        `dpoStep: a batch of ${n} prompts needs images [${2 * n}, C, H, W] laid out [chosen…, rejected…]; got [${pixels.shape.join(", ")}]`,
-      );
-    }
-    const device = pixels.device;
-    const fixed = opts.pairDraws;
-    if (opts.cachedReference !== undefined && fixed === undefined) throw new Error("dpoStep: cachedReference needs pairDraws (the cached errors belong to fixed draws)");
-    if (fixed !== undefined && models.encodeImages !== undefined && (opts.latentSampling ?? "sample") === "sample") {
-      throw new Error('dpoStep: fixed pair draws need deterministic latents: latentSampling "mean" (a sampled posterior differs every step)');
-    }
-    // the keys come from the step's input, before any encoder
-    const keys = fixed?.keys(batch);
-    const world = opts.shard?.worldSize ?? 1;
-    const rank = opts.shard?.rank ?? 0;
-    const slots = Array.from({ length: n }, (_, j) => (opts.shard?.layout === "interleaved" ? j * world + rank : rank * n + j));
-    // this rank's rows of a tensor drawn for the whole global batch
-    const ownRows = (all: Tensor, rows: number[]): Tensor =>
-      world === 1 ? all : all.indexSelect(0, tensor(new BigInt64Array(rows.map(BigInt)), [rows.length], { device }));
-    // 0. latents: the posterior noise is drawn for the whole global batch ([chosen…, rejected…] of
-    // n·world each) and this rank takes its rows, so a data-parallel run equals a single process
-    const posteriorNoise = (shape: readonly number[]): Tensor =>
-      ownRows(randn([2 * n * world, ...shape.slice(1)], gen, { device }), [...slots, ...slots.map((s) => n * world + s)]);
-    const sampleLatents = (opts.latentSampling ?? "sample") === "sample";
-    // own scope: the encoder's activations are freed before the UNet runs
-    const x0 = models.encodeImages
-      ? tidy(() => noGrad(() => models.encodeImages!(pixels, sampleLatents ? posteriorNoise : undefined)).detach())
-      : pixels;
-    const [, c, h, w] = x0.shape as [number, number, number, number];
+/**
+ * A step's randomness drawn, its inputs encoded and noised, and the reference's errors of its
+ * first `referencePairs` pairs, made ahead by the previous step (StepOptions.prepareNext) while
+ * that step's last backward ran. Its tensors live until the step that consumes it ends.
+ */
+export interface PreparedStep {
+  readonly kind: "prepared-step";
+  readonly pairs: number;
+  readonly device: string;
+  readonly noisy: Tensor;
+  readonly target: Tensor;
+  readonly tTensor: Tensor;
+  readonly cond: Tensor;
+  readonly tPairs: number[];
+  readonly promptsDropped: number;
+  readonly drawIndex?: number[];
+  /** Pairs [0, referencePairs) have their reference errors here. */
+  readonly referencePairs: number;
+  readonly reference?: ReferenceErrors;
+}
 
-    // 1. randomness per pair, shared by both images of the pair
-    const noising = opts.noising;
-    const schedule = opts.schedule;
-    if (!noising && !schedule) throw new Error("dpoStep: pass a noise schedule (UNet models) or a noising process (flow models)");
-    const T = noising ? noising.numTrainTimesteps : schedule!.numTrainTimesteps;
-    let noisePairs: Tensor;
-    let tPairs: number[];
-    let coins: number[];
-    let drawIndex: number[] | undefined;
-    if (fixed !== undefined) {
-      const globalDraw = randint(0, fixed.draws, [n * world], gen).toArray();
-      drawIndex = slots.map((s) => Math.round(globalDraw[s]!));
-      ({ noisePairs, tPairs, coins } = fixed.sample(keys!, drawIndex, [c, h, w], device));
-    } else {
-      const globalNoise = randn([n * world, c, h, w], gen, { device });
-      noisePairs = ownRows(globalNoise, slots);
-      const globalT = noising ? noising.drawTimesteps(n * world, gen) : randint(0, T, [n * world], gen).toArray();
-      tPairs = slots.map((s) => (noising ? globalT[s]! : Math.round(globalT[s]!)));
-      const globalCoins = rand([n * world], gen).toArray();
-      coins = slots.map((s) => globalCoins[s]!);
-    }
-    const prompts = batch.prompts.map((p, i) => (coins[i]! < opts.promptDropout ? "" : p));
-    const promptsDropped = prompts.filter((p, i) => p === "" && batch.prompts[i] !== "").length;
+/** What steps 0–2 produce: the noised pairs of a batch, their conditioning and targets. */
+interface StepInputs {
+  n: number;
+  device: string;
+  noisy: Tensor;
+  target: Tensor;
+  tTensor: Tensor;
+  cond: Tensor;
+  tPairs: number[];
+  promptsDropped: number;
+  drawIndex?: number[];
+  keys?: string[];
+}
 
-    const condPairs = noGrad(() => (batch.micro === undefined ? models.encodePrompts(prompts) : models.encodePrompts(prompts, batch.micro))).detach();
-    const cond = cat([condPairs, condPairs], 0);
-
-    // 2. noising and target
-    const { noisy, target, tTensor } = noisedPairs(
-      x0, noisePairs, tPairs, noising ?? { schedule: schedule!, predictionType: opts.predictionType },
+/** Steps 0–2 of the file comment: latents, the per-pair draws from `gen`, conditioning, noising. */
+function stepInputs(models: StepModels, batch: PairBatch, gen: Generator, opts: StepOptions): StepInputs {
+  const pixels = batch.pixels;
+  const n = batch.prompts.length;
+  if (pixels.ndim !== 4 || pixels.shape[0] !== 2 * n) {
+    throw new Error(
+      `dpoStep: a batch of ${n} prompts needs images [${2 * n}, C, H, W] laid out [chosen…, rejected…]; got [${pixels.shape.join(", ")}]`,
     );
+  }
+  const device = pixels.device;
+  const fixed = opts.pairDraws;
+  if (opts.cachedReference !== undefined && fixed === undefined) throw new Error("dpoStep: cachedReference needs pairDraws (the cached errors belong to fixed draws)");
+  if (fixed !== undefined && models.encodeImages !== undefined && (opts.latentSampling ?? "sample") === "sample") {
+    throw new Error('dpoStep: fixed pair draws need deterministic latents: latentSampling "mean" (a sampled posterior differs every step)');
+  }
+  // the keys come from the step's input, before any encoder
+  const keys = fixed?.keys(batch);
+  const world = opts.shard?.worldSize ?? 1;
+  const rank = opts.shard?.rank ?? 0;
+  const slots = Array.from({ length: n }, (_, j) => (opts.shard?.layout === "interleaved" ? j * world + rank : rank * n + j));
+  // this rank's rows of a tensor drawn for the whole global batch
+  const ownRows = (all: Tensor, rows: number[]): Tensor =>
+    world === 1 ? all : all.indexSelect(0, tensor(new BigInt64Array(rows.map(BigInt)), [rows.length], { device }));
+  // 0. latents: the posterior noise is drawn for the whole global batch ([chosen…, rejected…] of
+  // n·world each) and this rank takes its rows, so a data-parallel run equals a single process
+  const posteriorNoise = (shape: readonly number[]): Tensor =>
+    ownRows(randn([2 * n * world, ...shape.slice(1)], gen, { device }), [...slots, ...slots.map((s) => n * world + s)]);
+  const sampleLatents = (opts.latentSampling ?? "sample") === "sample";
+  // own scope: the encoder's activations are freed before the UNet runs
+  const x0 = models.encodeImages
+    ? tidy(() => noGrad(() => models.encodeImages!(pixels, sampleLatents ? posteriorNoise : undefined)).detach())
+    : pixels;
+  const [, c, h, w] = x0.shape as [number, number, number, number];
+
+  // 1. randomness per pair, shared by both images of the pair
+  const noising = opts.noising;
+  const schedule = opts.schedule;
+  if (!noising && !schedule) throw new Error("dpoStep: pass a noise schedule (UNet models) or a noising process (flow models)");
+  const T = noising ? noising.numTrainTimesteps : schedule!.numTrainTimesteps;
+  let noisePairs: Tensor;
+  let tPairs: number[];
+  let coins: number[];
+  let drawIndex: number[] | undefined;
+  if (fixed !== undefined) {
+    const globalDraw = randint(0, fixed.draws, [n * world], gen).toArray();
+    drawIndex = slots.map((s) => Math.round(globalDraw[s]!));
+    ({ noisePairs, tPairs, coins } = fixed.sample(keys!, drawIndex, [c, h, w], device));
+  } else {
+    const globalNoise = randn([n * world, c, h, w], gen, { device });
+    noisePairs = ownRows(globalNoise, slots);
+    const globalT = noising ? noising.drawTimesteps(n * world, gen) : randint(0, T, [n * world], gen).toArray();
+    tPairs = slots.map((s) => (noising ? globalT[s]! : Math.round(globalT[s]!)));
+    const globalCoins = rand([n * world], gen).toArray();
+    coins = slots.map((s) => globalCoins[s]!);
+  }
+  const prompts = batch.prompts.map((p, i) => (coins[i]! < opts.promptDropout ? "" : p));
+  const promptsDropped = prompts.filter((p, i) => p === "" && batch.prompts[i] !== "").length;
+
+  const condPairs = noGrad(() => (batch.micro === undefined ? models.encodePrompts(prompts) : models.encodePrompts(prompts, batch.micro))).detach();
+  const cond = cat([condPairs, condPairs], 0);
+
+  // 2. noising and target
+  const { noisy, target, tTensor } = noisedPairs(
+    x0, noisePairs, tPairs, noising ?? { schedule: schedule!, predictionType: opts.predictionType },
+  );
+  return { n, device, noisy, target, tTensor, cond, tPairs, promptsDropped, ...(drawIndex !== undefined ? { drawIndex } : {}), ...(keys !== undefined ? { keys } : {}) };
+}
+
+/** Rows [lo, hi) of the pairs in the [chosen…, rejected…] layout of n pairs, as an index tensor. */
+function pairRows(lo: number, hi: number, n: number, device: string): Tensor {
+  const idx = Array.from({ length: hi - lo }, (_, i) => lo + i);
+  return tensor(new BigInt64Array([...idx, ...idx.map((i) => n + i)].map(BigInt)), [2 * idx.length], { device });
+}
+
+/** The reference's per-pair errors of pairs [lo, hi): a forward under noGrad in its own scope (its prediction is freed once its errors are known). */
+function referenceErrorsOf(models: StepModels, inputs: StepInputs, lo: number, hi: number, opts: StepOptions): ReferenceErrors {
+  return tidy(() => {
+    const whole = lo === 0 && hi === inputs.n;
+    const rows = whole ? null : pairRows(lo, hi, inputs.n, inputs.device);
+    const pick = (t: Tensor): Tensor => (rows === null ? t : t.indexSelect(0, rows));
+    const refPred = noGrad(() => withAutocast(inputs.device, opts.mixedPrecision, () => models.reference!(pick(inputs.noisy), pick(inputs.tTensor), pick(inputs.cond))));
+    const e = perSampleErrors(refPred, pick(inputs.target));
+    return { rw: e.lw, rl: e.ll };
+  });
+}
+
+/**
+ * Draws and encodes the step for `batch` ahead of time and runs the reference on its first
+ * `referencePairs` pairs (clamped to the batch): what dpoStep would do first for this batch with
+ * this generator state, so the step that consumes it equals one that started from the batch.
+ */
+export function prepareStep(models: StepModels, batch: PairBatch, gen: Generator, opts: StepOptions, referencePairs: number): PreparedStep {
+  if (opts.pairDraws !== undefined || opts.cachedReference !== undefined) throw new Error("prepareStep: not with fixed pair draws or a reference cache (the step then runs no reference forward)");
+  if (models.reference === undefined) throw new Error("prepareStep: the models have no reference (nothing to run ahead)");
+  const prepared = tidy((): PreparedStep => {
+    const inputs = stepInputs(models, batch, gen, opts);
+    const m = Math.max(0, Math.min(inputs.n, Math.round(referencePairs)));
+    const reference = m > 0 ? referenceErrorsOf(models, inputs, 0, m, opts) : undefined;
+    return {
+      kind: "prepared-step", pairs: inputs.n, device: inputs.device, noisy: inputs.noisy, target: inputs.target, tTensor: inputs.tTensor, cond: inputs.cond,
+      tPairs: inputs.tPairs, promptsDropped: inputs.promptsDropped, referencePairs: m, ...(reference !== undefined ? { reference } : {}),
+    };
+  });
+  // it outlives this scope and the step that made it; the step that consumes it frees it
+  keep([prepared.noisy, prepared.target, prepared.tTensor, prepared.cond, ...(prepared.reference !== undefined ? [prepared.reference.rw, prepared.reference.rl] : [])]);
+  return prepared;
+}
+
+/** Frees a prepared step's tensors (the trainer does this for one it will not run). */
+export function disposePreparedStep(p: PreparedStep): void {
+  for (const t of [p.noisy, p.target, p.tTensor, p.cond, p.reference?.rw, p.reference?.rl]) t?.dispose();
+}
+
+/** Whether a step's input was prepared ahead (prepareStep) rather than a batch. */
+export function isPreparedStep(input: PairBatch | PreparedStep): input is PreparedStep {
+  return (input as PreparedStep).kind === "prepared-step";
+}
+
+/**
+ * One step on a batch, or on a step prepared ahead (prepareStep). With `opts.prepareNext` the
+ * next step is prepared during this step's last backward (on a second thread when the step
+ * overlaps) and returned as `next`.
+ */
+export function dpoStep(models: StepModels, input: PairBatch | PreparedStep, gen: Generator, opts: StepOptions): StepResult {
+  const prepared = isPreparedStep(input) ? input : undefined;
+  try {
+    return tidy(() => dpoStepIn(models, input, gen, opts));
+  } finally {
+    if (prepared !== undefined) disposePreparedStep(prepared);
+  }
+}
+
+function dpoStepIn(models: StepModels, input: PairBatch | PreparedStep, gen: Generator, opts: StepOptions): StepResult {
+  {
+    const pre = isPreparedStep(input) ? input : undefined;
+    if (pre !== undefined && models.reference === undefined) throw new Error("dpoStep: a prepared step needs the models' reference");
+    const inputs: StepInputs = pre !== undefined ? { ...pre, n: pre.pairs } : stepInputs(models, input as PairBatch, gen, opts);
+    const { n, device, noisy, target, tTensor, cond, tPairs, promptsDropped, drawIndex, keys } = inputs;
+    const T = opts.noising ? opts.noising.numTrainTimesteps : opts.schedule!.numTrainTimesteps;
 
     const mapo = { ...opts.mapo, numTrainTimesteps: opts.mapo?.numTrainTimesteps ?? T };
-    // the reference's errors: cached, or a forward under noGrad in its own scope (its prediction
-    // is freed once its errors are known)
+    // the reference's errors of pairs [lo, hi): cached, prepared ahead, or a forward under noGrad
     const cachedAll = opts.cachedReference?.(keys!, drawIndex!, tPairs, device);
-    const referenceOf = (rows: Tensor | null, x: Tensor, tt: Tensor, cc: Tensor, tgt: Tensor): ReferenceErrors | undefined => {
+    const referenceOf = (lo: number, hi: number): ReferenceErrors | undefined => {
       if (cachedAll !== undefined) {
-        if (rows === null) return cachedAll;
-        const pairRows = rows.slice(0, 0, rows.shape[0]! / 2);
-        return { rw: cachedAll.rw.indexSelect(0, pairRows), rl: cachedAll.rl.indexSelect(0, pairRows) };
+        if (lo === 0 && hi === n) return cachedAll;
+        const rows = pairRows(lo, hi, n, device).slice(0, 0, hi - lo);
+        return { rw: cachedAll.rw.indexSelect(0, rows), rl: cachedAll.rl.indexSelect(0, rows) };
       }
       if (models.reference === undefined) return undefined;
-      return tidy(() => {
-        const refPred = noGrad(() => withAutocast(device, opts.mixedPrecision, () => models.reference!(x, tt, cc)));
-        const e = perSampleErrors(refPred, tgt);
-        return { rw: e.lw, rl: e.ll };
-      });
+      const have = pre?.reference !== undefined ? Math.min(hi, pre.referencePairs) : lo;
+      const parts: ReferenceErrors[] = [];
+      if (have > lo) parts.push({ rw: pre!.reference!.rw.slice(0, lo, have), rl: pre!.reference!.rl.slice(0, lo, have) });
+      if (hi > Math.max(lo, have)) parts.push(referenceErrorsOf(models, inputs, Math.max(lo, have), hi, opts));
+      return parts.length === 1 ? parts[0] : { rw: cat(parts.map((p) => p.rw), 0), rl: cat(parts.map((p) => p.rl), 0) };
     };
-
+    let next: PreparedStep | undefined;
+    let nextDone = false;
     let r: ReturnType<typeof preferenceLoss>;
     let finite: boolean;
     let loss: number;
@@ -346,11 +489,10 @@ export function dpoStep(models: StepModels, batch: PairBatch, gen: Generator, op
       // whole batch's up to summation order.
       const first = Math.min(n - 1, Math.max(1, Math.round(n * (opts.overlapSplit ?? 0.5))));
       const part = (lo: number, hi: number) => {
-        const idx = Array.from({ length: hi - lo }, (_, i) => lo + i);
-        const rows = tensor(new BigInt64Array([...idx, ...idx.map((i) => n + i)].map(BigInt)), [2 * idx.length], { device });
+        const rows = pairRows(lo, hi, n, device);
         const x = noisy.indexSelect(0, rows), tt = tTensor.indexSelect(0, rows), cc = cond.indexSelect(0, rows), tgt = target.indexSelect(0, rows);
         const pol = perSampleErrors(withAutocast(device, opts.mixedPrecision, () => models.policy(x, tt, cc)), tgt);
-        const ref = referenceOf(rows, x, tt, cc, tgt);
+        const ref = referenceOf(lo, hi);
         const own = preferenceLoss(opts.method, { policy: pol, reference: ref, beta: opts.beta, mapo, sftWeight: opts.sftWeight });
         // this part's share of the batch mean, × lossScale
         const scaled = own.perPair.sum().mul(opts.lossScale / n);
@@ -360,7 +502,15 @@ export function dpoStep(models: StepModels, batch: PairBatch, gen: Generator, op
       const a = part(0, first);
       const b = a.finite ? overlapBackward(a.scaled, () => part(first, n)) : part(first, n);
       finite = a.finite && b.finite;
-      if (finite) b.scaled.backward();
+      // the second part's backward: behind the next step's preparation when there is one
+      if (finite) {
+        if (opts.prepareNext !== undefined) {
+          next = overlapBackward(b.scaled, opts.prepareNext);
+          nextDone = true;
+        } else {
+          b.scaled.backward();
+        }
+      }
       // the loss and metrics of the whole batch, from both parts' errors in pair order
       r = noGrad(() => preferenceLoss(opts.method, {
         policy: { lw: cat([a.pol.lw, b.pol.lw], 0).detach(), ll: cat([a.pol.ll, b.pol.ll], 0).detach() },
@@ -379,7 +529,7 @@ export function dpoStep(models: StepModels, batch: PairBatch, gen: Generator, op
         ? checkpointed.output.detach().setRequiresGrad(true)
         : withAutocast(device, opts.mixedPrecision, () => models.policy(noisy, tTensor, cond));
       const policy = perSampleErrors(pred, target);
-      const reference = referenceOf(null, noisy, tTensor, cond, target);
+      const reference = referenceOf(0, n);
 
       // 4. loss and backward
       r = preferenceLoss(opts.method, { policy, reference, beta: opts.beta, mapo, sftWeight: opts.sftWeight });
@@ -391,6 +541,8 @@ export function dpoStep(models: StepModels, batch: PairBatch, gen: Generator, op
         if (gradPred !== null) withAutocast(device, opts.mixedPrecision, () => checkpointed!.backward(gradPred));
       }
     }
+    // the next step's draws follow this step's in the generator, as they would unprepared
+    if (!nextDone) next = opts.prepareNext?.();
     const num = (x: Tensor | undefined): number => (x === undefined ? Number.NaN : x.item());
     return {
       loss,
@@ -404,6 +556,7 @@ export function dpoStep(models: StepModels, batch: PairBatch, gen: Generator, op
       promptsDropped,
       ...(drawIndex !== undefined ? { draws: drawIndex } : {}),
       ...(overlapped ? { overlapped: true as const } : {}),
+      ...(next !== undefined ? { next } : {}),
     };
-  });
+  }
 }

@@ -16,7 +16,7 @@
 // checkpoints, validation grids and final weights; a checkpoint holds every rank's data position.
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { Generator, liveTensorBytes, noGrad, type Tensor } from "../tensor/index.js";
+import { Generator, liveTensorBytes, noGrad, withForegroundTeam, type Tensor } from "../tensor/index.js";
 import { AdamW, Adafactor, clipGradNorm, lrAt, type Optimizer } from "../optim/index.js";
 import { writeSafetensorsSync } from "../io/safetensors.js";
 import { methodNeedsReference } from "../losses/preference.js";
@@ -24,11 +24,17 @@ import { configWarnings, effectiveLearningRate, parseTrainConfig, type TrainConf
 import {
   adaptersOffReference,
   balancedOverlapSplit,
+  balancedPipelineSplit,
   denoiserOf,
+  disposePreparedStep,
   dpoStep,
+  isPreparedStep,
+  overlapsBackward,
+  prepareStep,
   type DenoiserModule,
   type DenoisingModel,
   type PairBatch,
+  type PreparedStep,
   type StepModels,
   type StepOptions,
   type StepResult,
@@ -105,6 +111,13 @@ export interface DpoTrainerOptions {
    * Default: on.
    */
   overlapBackward?: boolean;
+  /**
+   * With overlapped steps and a reference forward (one process): each step prepares the next
+   * (draws, encodings, part of its reference forward) during its last backward, so the cores stay
+   * busy between steps (StepOptions.prepareNext). Same results as unpipelined steps up to float
+   * rounding; a resumed run equals an uninterrupted one. Default: on.
+   */
+  pipelineSteps?: boolean;
   /** Frozen VAE encoder (scaled latents); identity when absent. */
   encodeImages?: (pixels: Tensor, posteriorNoise?: (shape: readonly number[]) => Tensor) => Tensor;
   /** The DDPM schedule (UNet models); flow models pass `noising` instead. */
@@ -465,6 +478,14 @@ export class DpoTrainer {
     const startStep = step;
     let stepsThisCall = 0;
     const reducer = pg !== undefined && world > 1 && o.gradientReduce !== "after-backward" ? pg.createReducer(paramTensors, { bucketBytes: o.gradientBucketBytes }) : null;
+    // Steps pipelined (one process, overlapped steps, a reference forward): each step prepares the
+    // next micro-batch (its draws, encodings and first reference errors) during its last backward.
+    // A checkpoint then saves the generator and data position from before that preparation, so a
+    // resumed run redraws the same step.
+    const pipeline = o.overlapBackward !== false && o.pipelineSteps !== false && world === 1 && models.reference !== undefined && models.policyCheckpointed === undefined
+      ? balancedPipelineSplit(cfg.finetune)
+      : null;
+    let pending: { step: PreparedStep; generator: Uint8Array; data: unknown } | null = null;
     try {
       while (step < cfg.maxSteps && (o.stopAfterSteps === undefined || stepsThisCall < o.stopAfterSteps)) {
         const t0 = performance.now();
@@ -475,22 +496,65 @@ export class DpoTrainer {
         const results: StepResult[] = [];
         let finite = true;
         for (let k = 0; k < cfg.gradientAccumulation; k++) {
-          const batch = await o.data.batch(batchIndex);
+          const stepOpts: StepOptions = {
+            method: cfg.method, beta: cfg.beta, mapo: cfg.mapo, sftWeight: cfg.sftWeight, schedule: o.schedule, noising: o.noising,
+            predictionType: cfg.predictionType, promptDropout: cfg.promptDropout,
+            lossScale: 1 / cfg.gradientAccumulation, mixedPrecision: cfg.mixedPrecision,
+            latentSampling: cfg.latentSampling, overlapBackward: o.overlapBackward !== false, overlapSplit: pipeline?.first ?? overlapSplit, ...cached,
+            ...(world > 1 ? { shard: o.data.shard! } : {}),
+          };
+          const prefetchOf = (b: PairBatch): number => Math.round(b.prompts.length * pipeline!.prefetched);
+          let input: PairBatch | PreparedStep;
+          if (pending !== null) {
+            input = pending.step;
+            pending = null;
+          } else {
+            const batch = await o.data.batch(batchIndex);
+            input = batch;
+            // the first pipelined step (of a run, or after resume) is prepared as the later ones are, so a resumed run equals an uninterrupted one
+            if (pipeline !== null && overlapsBackward(stepOpts, batch.prompts.length, batch.pixels.device, models)) {
+              try {
+                input = withForegroundTeam(() => prepareStep(models, batch, gen, stepOpts, prefetchOf(batch)));
+              } finally {
+                batch.pixels.dispose();
+              }
+            }
+          }
           batchIndex++;
           // only the last micro-batch's backward all-reduces (the others accumulate locally)
           if (reducer !== null && k === cfg.gradientAccumulation - 1) reducer.arm();
+          // pipelined: the next micro-batch is fetched now and prepared during this one's last backward
+          const hasNext = k < cfg.gradientAccumulation - 1 ||
+            (step + 1 < cfg.maxSteps && (o.stopAfterSteps === undefined || stepsThisCall + 1 < o.stopAfterSteps));
+          const device = isPreparedStep(input) ? input.device : input.pixels.device;
+          let nextBatch: PairBatch | undefined;
+          let nextData: unknown;
+          let nextGenerator: Uint8Array | undefined;
+          let ran = false;
           try {
-            const r = dpoStep(models, batch, gen, {
-              method: cfg.method, beta: cfg.beta, mapo: cfg.mapo, sftWeight: cfg.sftWeight, schedule: o.schedule, noising: o.noising,
-              predictionType: cfg.predictionType, promptDropout: cfg.promptDropout,
-              lossScale: 1 / cfg.gradientAccumulation, mixedPrecision: cfg.mixedPrecision,
-              latentSampling: cfg.latentSampling, overlapBackward: o.overlapBackward !== false, overlapSplit, ...cached,
-              ...(world > 1 ? { shard: o.data.shard! } : {}),
-            });
+            if (pipeline !== null && overlapsBackward(stepOpts, cfg.batchSize, device, models)) {
+              if (hasNext) {
+                nextData = o.data.state?.();
+                const b = (nextBatch = await o.data.batch(batchIndex));
+                stepOpts.prepareNext = () => {
+                  nextGenerator = gen.getState();
+                  return prepareStep(models, b, gen, stepOpts, prefetchOf(b));
+                };
+              } else {
+                // the last step of this call: its backward runs as every pipelined step's does
+                stepOpts.prepareNext = () => undefined;
+              }
+            }
+            ran = true;
+            const r = dpoStep(models, input, gen, stepOpts);
+            if (r.next !== undefined) pending = { step: r.next, generator: nextGenerator!, data: nextData };
             results.push(r);
             finite &&= r.finite;
           } finally {
-            batch.pixels.dispose();
+            // dpoStep frees a prepared input it ran
+            if (!isPreparedStep(input)) input.pixels.dispose();
+            else if (!ran) disposePreparedStep(input);
+            nextBatch?.pixels.dispose();
           }
         }
         const mean = (f: (r: StepResult) => number): number => results.reduce((a, r) => a + f(r), 0) / results.length;
@@ -545,7 +609,7 @@ export class DpoTrainer {
         }
 
         if (cfg.checkpointEvery > 0 && step % cfg.checkpointEvery === 0) {
-          lastCheckpoint = this.#save(step, batchIndex, skippedSteps, gen, optimizer);
+          lastCheckpoint = this.#save(step, batchIndex, skippedSteps, gen, optimizer, pending);
           lastSavedStep = step;
           this.#emit({ type: "checkpoint", step, path: lastCheckpoint });
         }
@@ -556,6 +620,8 @@ export class DpoTrainer {
       }
     } finally {
       reducer?.dispose();
+      if (pending !== null) disposePreparedStep(pending.step);
+      pending = null;
     }
 
     const finished = step >= cfg.maxSteps;
@@ -575,15 +641,16 @@ export class DpoTrainer {
   }
 
   /** Writes a checkpoint on rank 0 (every rank takes part: the data positions are gathered); returns its folder on every rank. */
-  #save(step: number, batchIndex: number, skippedSteps: number, gen: Generator, optimizer: Optimizer): string {
+  #save(step: number, batchIndex: number, skippedSteps: number, gen: Generator, optimizer: Optimizer, prepared: { generator: Uint8Array; data: unknown } | null = null): string {
     const pg = this.#opts.processGroup;
     const world = pg?.worldSize ?? 1;
-    const dataState = this.#opts.data.state?.();
+    // with a step prepared ahead, the state from before it was drawn and fetched
+    const dataState = prepared !== null ? prepared.data : this.#opts.data.state?.();
     const dataByRank = world > 1 && dataState !== undefined ? pg!.allGatherJson(dataState) : undefined;
     if (!this.#isMain) return join(this.config.outputDir, CHECKPOINT_DIR, stepDirName(step));
     const optState = optimizer.stateDict();
     const state: TrainerState = {
-      step, batchIndex, generator: encodeBytes(gen.getState()), optimizer: optState.meta,
+      step, batchIndex, generator: encodeBytes(prepared?.generator ?? gen.getState()), optimizer: optState.meta,
       skippedSteps, weights: this.config.finetune, writer: WRITER,
     };
     if (dataState !== undefined) state.data = dataState;

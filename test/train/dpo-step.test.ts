@@ -1,8 +1,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { Generator, cat, getNumThreads, noGrad, overlapBackward, randint, randn, setNumThreads, tensor, tidy, type Tensor } from "../../src/tensor/index.js";
+import { Generator, cat, getNumThreads, liveTensors, noGrad, overlapBackward, randint, randn, setNumThreads, tensor, tidy, type Tensor } from "../../src/tensor/index.js";
 import { PREFERENCE_METHODS } from "../../src/losses/preference.js";
-import { adaptersOffReference, balancedOverlapSplit, denoiserOf, dpoStep, type StepOptions } from "../../src/train/dpo-step.js";
+import { adaptersOffReference, balancedOverlapSplit, denoiserOf, dpoStep, prepareStep, type PreparedStep, type StepOptions, type StepResult } from "../../src/train/dpo-step.js";
 import { NoiseSchedule } from "../../src/diffusion/index.js";
 import { TinyDenoiser, brightPairs, encodePrompts, pairBatch } from "./tiny.js";
 
@@ -303,4 +303,83 @@ test("balancedOverlapSplit: the first part's share balances its backward against
   } finally {
     setNumThreads(threads);
   }
+});
+
+test("pipelined steps (each prepares the next during its last backward) equal steps run one by one, every prefetch size", () => {
+  const threads = getNumThreads();
+  setNumThreads(2);
+  try {
+    const before = liveTensors();
+    tidy(() => {
+      const model = new TinyDenoiser(3, 8, 4);
+      const ref = model.deepCopy().requiresGrad(false);
+      noGrad(() => { for (const p of model.parameters()) p.add_(p.mul(0.05)); });
+      const data = brightPairs(15, 8, 6);
+      const batches = [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10, 11, 12, 13, 14]].map((ix) => pairBatch(data, ix));
+      const refSizes: number[] = [];
+      const refFn = denoiserOf(ref);
+      const models = { policy: denoiserOf(model), reference: (x: Tensor, t: Tensor, c: Tensor) => { refSizes.push(x.shape[0]!); return refFn(x, t, c); }, encodePrompts };
+      const grads = () => { const g = model.parameters().map((p) => p.grad!.toFloat32Array()); model.zeroGrad(); return g; };
+      for (const overlap of [true, false]) {
+        const opts: StepOptions = { ...baseOpts, beta: 500, promptDropout: 0.4, overlapBackward: overlap, overlapSplit: 0.6 };
+        // one by one
+        const gen1 = new Generator(21);
+        const plain = batches.map((b) => { const r = dpoStep(models, b, gen1, opts); return { r, g: grads() }; });
+        for (const prefetch of [0, 2, 3, 5]) {
+          const gen2 = new Generator(21);
+          const piped: { r: StepResult; g: Float32Array[] }[] = [];
+          let input: typeof batches[number] | PreparedStep = batches[0]!;
+          for (let i = 0; i < batches.length; i++) {
+            const nextBatch = batches[i + 1];
+            refSizes.length = 0;
+            const r = dpoStep(models, input, gen2, { ...opts, ...(nextBatch !== undefined ? { prepareNext: () => prepareStep(models, nextBatch, gen2, opts, prefetch) } : {}) });
+            piped.push({ r, g: grads() });
+            // the reference ran on the pairs not prefetched (2 rows each), then on the next step's prefetched ones
+            const own = i === 0 ? 5 : 5 - prefetch;
+            const ahead = nextBatch !== undefined && prefetch > 0 ? [2 * prefetch] : [];
+            const ownSizes = refSizes.slice(0, refSizes.length - ahead.length);
+            assert.equal(ownSizes.reduce((a, b) => a + b, 0), 2 * own, `overlap ${overlap}, prefetch ${prefetch}, step ${i}: this step's reference rows`);
+            assert.deepEqual(refSizes.slice(refSizes.length - ahead.length), ahead, `overlap ${overlap}, prefetch ${prefetch}, step ${i}: the next step's reference rows`);
+            assert.equal(r.next !== undefined, nextBatch !== undefined);
+            if (r.next !== undefined) input = r.next;
+          }
+          // the generator is where the one-by-one run left it
+          assert.deepEqual(Array.from(gen2.getState()), Array.from(gen1.getState()), `overlap ${overlap}, prefetch ${prefetch}: generator state`);
+          piped.forEach(({ r, g }, i) => {
+            const { r: o, g: og } = plain[i]!;
+            const what = `overlap ${overlap}, prefetch ${prefetch}, step ${i}`;
+            assert.deepEqual(r.timesteps, o.timesteps, what);
+            assert.equal(r.promptsDropped, o.promptsDropped, what);
+            assert.equal(r.overlapped, o.overlapped, what);
+            // the same draws and the same per-sample errors: the loss is the one-by-one loss up to float32 summation order
+            assert.ok(Math.abs(r.loss - o.loss) <= 1e-6 * Math.abs(o.loss), `${what}: loss ${r.loss} vs ${o.loss}`);
+            assert.equal(r.implicitAcc, o.implicitAcc, what);
+            const scale = Math.max(...og.map((x) => Math.max(...x.map(Math.abs))));
+            let worst = 0;
+            og.forEach((x, a) => x.forEach((v, b) => { worst = Math.max(worst, Math.abs(g[a]![b]! - v) / scale); }));
+            // as in the two-part test: ≤ 10-term float32 sums in another order
+            assert.ok(worst <= 1e-5, `${what}: gradients differ by ${worst} of the largest`);
+          });
+        }
+      }
+      model.dispose();
+      ref.dispose();
+    });
+    // prepared steps free their tensors once run
+    assert.equal(liveTensors(), before, "no tensor outlives the steps");
+  } finally {
+    setNumThreads(threads);
+  }
+});
+
+test("prepareStep refuses models without a reference and fixed draws, saying why", () => {
+  tidy(() => {
+    const model = new TinyDenoiser(3, 8, 4);
+    const data = brightPairs(2, 8, 6);
+    assert.throws(() => prepareStep({ policy: denoiserOf(model), encodePrompts }, pairBatch(data, [0, 1]), new Generator(1), baseOpts, 1), /no reference/);
+    const models = { policy: denoiserOf(model), reference: denoiserOf(model), encodePrompts };
+    const pairDraws = { draws: 2, keys: () => ["a", "b"], sample: () => { throw new Error("not drawn"); } };
+    assert.throws(() => prepareStep(models, pairBatch(data, [0, 1]), new Generator(1), { ...baseOpts, pairDraws }, 1), /fixed pair draws or a reference cache/);
+    model.dispose();
+  });
 });

@@ -7,6 +7,8 @@ import { join } from "node:path";
 import { listCheckpoints, loadCheckpoint, CHECKPOINT_DIR } from "../../src/train/checkpoint.js";
 import type { TrainEvent } from "../../src/train/events.js";
 import { MAX_STEPS, makeTrainer } from "./fixtures/resume-setup.js";
+import { encodePrompts } from "./tiny.js";
+import { getNumThreads, setNumThreads } from "../../src/tensor/index.js";
 
 const tmp = (): string => mkdtempSync(join(tmpdir(), "dpo-resume-"));
 
@@ -149,4 +151,37 @@ test("SIGKILL at every point of a checkpoint write and of pruning: resume loads 
     assert.equal(readdirSync(join(out, CHECKPOINT_DIR)).filter((n) => n.startsWith(".")).length, 0, `${label}: temporary folders cleaned`);
   }
   process.stderr.write(`# SIGKILL matrix: ${seen.join("; ")}\n`);
+});
+
+test("pipelined steps (2 threads): each step prepares the next, and resuming from a checkpoint taken with a step prepared ahead reproduces the losses", async () => {
+  const threads = getNumThreads();
+  // the pipeline needs the overlapped step, which needs ≥ 2 threads
+  setNumThreads(2);
+  try {
+    // prompt encodings done by the time the first step ends: its 2 micro-batches, plus the next
+    // step's first when that was prepared during the first step's last backward
+    const run = async (out: string, extra: Parameters<typeof makeTrainer>[1] = {}, flags: Record<string, unknown> = {}) => {
+      let calls = 0;
+      let atFirstStep = -1;
+      const t = makeTrainer(out, {
+        ...extra,
+        encodePrompts: (p) => { calls++; return encodePrompts(p); },
+        onEvent: (e) => { if (e.type === "step" && atFirstStep < 0) atFirstStep = calls; },
+      }, flags);
+      const r = await t.trainer.run();
+      t.dispose();
+      return { losses: r.history.map((h) => h.metrics.loss), atFirstStep };
+    };
+    const full = await run(tmp());
+    assert.equal(full.atFirstStep, 3, "the first step prepared the second step's first micro-batch");
+    assert.equal((await run(tmp(), { pipelineSteps: false })).atFirstStep, 2, "unpipelined: only its own micro-batches");
+    const out = tmp();
+    const first = await run(out, { stopAfterSteps: 3 });
+    assert.deepEqual(first.losses, full.losses.slice(0, 3));
+    // step 2's checkpoint was written while step 3's first micro-batch was already prepared
+    const resumed = await run(out, {}, { resume: join(out, CHECKPOINT_DIR, "step-000002") });
+    assert.deepEqual(resumed.losses, full.losses.slice(2), "steps 3–6 resumed from step 2");
+  } finally {
+    setNumThreads(threads);
+  }
 });

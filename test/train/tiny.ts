@@ -1,5 +1,6 @@
 // Test stand-ins: a tiny conditional conv denoiser with the UNet's forward signature, a toy prompt
 // encoder, and synthetic preference pairs where the chosen image is systematically brighter.
+import assert from "node:assert/strict";
 import { Module, Conv2d, Linear, setInitSeed } from "../../src/nn/index.js";
 import { Generator, cat, randn, tensor, type Tensor } from "../../src/tensor/index.js";
 import type { DenoiserModule } from "../../src/train/dpo-step.js";
@@ -94,4 +95,15 @@ export function toyPromptEncoding(prompts: string[], dim: number): Tensor {
     for (let k = 0; k < p.length; k++) data[i * 3 * dim + (k % (3 * dim))] = ((p.charCodeAt(k) % 13) / 13) - 0.5;
   });
   return tensor(data, [prompts.length, 3, dim]);
+}
+
+/**
+ * No native memory growth over a run: the live tensor count after each step (`live`, from step
+ * events) is the same from step 2 to the second-to-last (pipelined steps each hold the next step
+ * prepared ahead), and no higher after the last.
+ */
+export function assertNoTensorGrowth(live: number[]): void {
+  assert.ok(live.length >= 3, `need ≥ 3 steps to compare, got ${live.length}`);
+  assert.ok(live.slice(1, -1).every((n) => n === live[1]), `live tensors per step: ${live.join(",")}`);
+  assert.ok(live[live.length - 1]! <= live[1]!, `live tensors after the last step: ${live[live.length - 1]} vs ${live[1]}`);
 }

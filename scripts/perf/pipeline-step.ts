@@ -5,38 +5,19 @@
 // first: the first part's share of the pairs (default balancedPipelineSplit's); prefetched: the share
 // of the next step's reference run ahead (default likewise). The unpipelined chain uses
 // balancedOverlapSplit, as the trainer does without the pipeline.
-import { Generator, keep, rand, tidy } from "../../src/tensor/index.js";
-import { encodePrompts, loadModelFolder } from "../../src/models/pipeline.js";
-import { injectLora, setLoraEnabled } from "../../src/nn/lora.js";
-import { setInitSeed } from "../../src/nn/index.js";
-import { NoiseSchedule } from "../../src/diffusion/index.js";
+import { Generator } from "../../src/tensor/index.js";
 import {
-  adaptersOffReference, balancedOverlapSplit, balancedPipelineSplit, denoiserOf, disposePreparedStep, dpoStep, prepareStep,
-  type PairBatch, type PreparedStep, type StepOptions,
+  balancedOverlapSplit, balancedPipelineSplit, disposePreparedStep, dpoStep, prepareStep, type PairBatch, type PreparedStep, type StepOptions,
 } from "../../src/train/dpo-step.js";
+import { emojiStepSetup } from "./emoji-step-setup.js";
 
 const rounds = Number(process.argv[2] ?? 6);
 const mode = (process.argv[3] ?? "lora") as "lora" | "full";
 const defaults = balancedPipelineSplit(mode);
 const first = Number(process.argv[4] ?? defaults.first);
 const prefetched = Number(process.argv[5] ?? defaults.prefetched);
-const model = loadModelFolder("models/emoji-base");
-model.textEncoder.requiresGrad(false).eval();
-const unet = model.unet;
-let reference;
-if (mode === "lora") {
-  unet.requiresGrad(false);
-  setInitSeed(0);
-  injectLora(unet, { rank: 8, alpha: 8, targets: ["to_q", "to_k", "to_v", "to_out.0"] });
-  reference = adaptersOffReference(denoiserOf(unet), (on) => setLoraEnabled(unet, on));
-} else {
-  reference = denoiserOf(unet.deepCopy().requiresGrad(false));
-}
-const g = new Generator(0);
-const pixels = keep(tidy(() => rand([16, 3, 32, 32], g).mul(2).sub(1)));
-const batch: PairBatch = { prompts: ["grinning face", "red heart", "cat face", "rocket", "grinning face", "red heart", "cat face", "rocket"], pixels };
-const models = { policy: denoiserOf(unet), reference, encodePrompts: (p: string[]) => encodePrompts(model, p) };
-const base: StepOptions = { method: "dpo", schedule: new NoiseSchedule(model.scheduler), predictionType: "v_prediction", promptDropout: 0.2, lossScale: 1, beta: 5000, overlapBackward: true };
+const { unet, batch, models, opts: stepOpts } = emojiStepSetup(mode);
+const base: StepOptions = { ...stepOpts, overlapBackward: true };
 const gen = new Generator(1);
 const chain = 4;
 

@@ -300,7 +300,6 @@ export interface PreparedStep {
   readonly cond: Tensor;
   readonly tPairs: number[];
   readonly promptsDropped: number;
-  readonly drawIndex?: number[];
   /** Pairs [0, referencePairs) have their reference errors here. */
   readonly referencePairs: number;
   readonly reference?: ReferenceErrors;
@@ -453,110 +452,108 @@ export function dpoStep(models: StepModels, input: PairBatch | PreparedStep, gen
 }
 
 function dpoStepIn(models: StepModels, input: PairBatch | PreparedStep, gen: Generator, opts: StepOptions): StepResult {
-  {
-    const pre = isPreparedStep(input) ? input : undefined;
-    if (pre !== undefined && models.reference === undefined) throw new Error("dpoStep: a prepared step needs the models' reference");
-    const inputs: StepInputs = pre !== undefined ? { ...pre, n: pre.pairs } : stepInputs(models, input as PairBatch, gen, opts);
-    const { n, device, noisy, target, tTensor, cond, tPairs, promptsDropped, drawIndex, keys } = inputs;
-    const T = opts.noising ? opts.noising.numTrainTimesteps : opts.schedule!.numTrainTimesteps;
+  const pre = isPreparedStep(input) ? input : undefined;
+  if (pre !== undefined && models.reference === undefined) throw new Error("dpoStep: a prepared step needs the models' reference");
+  const inputs: StepInputs = pre !== undefined ? { ...pre, n: pre.pairs } : stepInputs(models, input as PairBatch, gen, opts);
+  const { n, device, noisy, target, tTensor, cond, tPairs, promptsDropped, drawIndex, keys } = inputs;
+  const T = opts.noising ? opts.noising.numTrainTimesteps : opts.schedule!.numTrainTimesteps;
 
-    const mapo = { ...opts.mapo, numTrainTimesteps: opts.mapo?.numTrainTimesteps ?? T };
-    // the reference's errors of pairs [lo, hi): cached, prepared ahead, or a forward under noGrad
-    const cachedAll = opts.cachedReference?.(keys!, drawIndex!, tPairs, device);
-    const referenceOf = (lo: number, hi: number): ReferenceErrors | undefined => {
-      if (cachedAll !== undefined) {
-        if (lo === 0 && hi === n) return cachedAll;
-        const rows = pairRows(lo, hi, n, device).slice(0, 0, hi - lo);
-        return { rw: cachedAll.rw.indexSelect(0, rows), rl: cachedAll.rl.indexSelect(0, rows) };
-      }
-      if (models.reference === undefined) return undefined;
-      const have = pre?.reference !== undefined ? Math.min(hi, pre.referencePairs) : lo;
-      const parts: ReferenceErrors[] = [];
-      if (have > lo) parts.push({ rw: pre!.reference!.rw.slice(0, lo, have), rl: pre!.reference!.rl.slice(0, lo, have) });
-      if (hi > Math.max(lo, have)) parts.push(referenceErrorsOf(models, inputs, Math.max(lo, have), hi, opts));
-      return parts.length === 1 ? parts[0] : { rw: cat(parts.map((p) => p.rw), 0), rl: cat(parts.map((p) => p.rl), 0) };
+  const mapo = { ...opts.mapo, numTrainTimesteps: opts.mapo?.numTrainTimesteps ?? T };
+  // the reference's errors of pairs [lo, hi): cached, prepared ahead, or a forward under noGrad
+  const cachedAll = opts.cachedReference?.(keys!, drawIndex!, tPairs, device);
+  const referenceOf = (lo: number, hi: number): ReferenceErrors | undefined => {
+    if (cachedAll !== undefined) {
+      if (lo === 0 && hi === n) return cachedAll;
+      const rows = pairRows(lo, hi, n, device).slice(0, 0, hi - lo);
+      return { rw: cachedAll.rw.indexSelect(0, rows), rl: cachedAll.rl.indexSelect(0, rows) };
+    }
+    if (models.reference === undefined) return undefined;
+    const have = pre?.reference !== undefined ? Math.min(hi, pre.referencePairs) : lo;
+    const parts: ReferenceErrors[] = [];
+    if (have > lo) parts.push({ rw: pre!.reference!.rw.slice(0, lo, have), rl: pre!.reference!.rl.slice(0, lo, have) });
+    if (hi > Math.max(lo, have)) parts.push(referenceErrorsOf(models, inputs, Math.max(lo, have), hi, opts));
+    return parts.length === 1 ? parts[0] : { rw: cat(parts.map((p) => p.rw), 0), rl: cat(parts.map((p) => p.rl), 0) };
+  };
+  let next: PreparedStep | undefined;
+  let nextDone = false;
+  let r: ReturnType<typeof preferenceLoss>;
+  let finite: boolean;
+  let loss: number;
+  const overlapped = overlapsBackward(opts, n, device, models);
+  if (overlapped) {
+    // 3–4 in two parts of the pairs: the first part's backward runs on a second thread while
+    // this one runs the second part's forwards (see overlapBackward). Each part backpropagates
+    // its share of the batch mean; the per-pair losses are independent, so the gradient is the
+    // whole batch's up to summation order.
+    const first = Math.min(n - 1, Math.max(1, Math.round(n * (opts.overlapSplit ?? 0.5))));
+    const part = (lo: number, hi: number) => {
+      const rows = pairRows(lo, hi, n, device);
+      const x = noisy.indexSelect(0, rows), tt = tTensor.indexSelect(0, rows), cc = cond.indexSelect(0, rows), tgt = target.indexSelect(0, rows);
+      const pol = perSampleErrors(withAutocast(device, opts.mixedPrecision, () => models.policy(x, tt, cc)), tgt);
+      const ref = referenceOf(lo, hi);
+      const own = preferenceLoss(opts.method, { policy: pol, reference: ref, beta: opts.beta, mapo, sftWeight: opts.sftWeight });
+      // this part's share of the batch mean, × lossScale
+      const scaled = own.perPair.sum().mul(opts.lossScale / n);
+      return { pol, ref, scaled, finite: Number.isFinite(own.loss.item()) };
     };
-    let next: PreparedStep | undefined;
-    let nextDone = false;
-    let r: ReturnType<typeof preferenceLoss>;
-    let finite: boolean;
-    let loss: number;
-    const overlapped = overlapsBackward(opts, n, device, models);
-    if (overlapped) {
-      // 3–4 in two parts of the pairs: the first part's backward runs on a second thread while
-      // this one runs the second part's forwards (see overlapBackward). Each part backpropagates
-      // its share of the batch mean; the per-pair losses are independent, so the gradient is the
-      // whole batch's up to summation order.
-      const first = Math.min(n - 1, Math.max(1, Math.round(n * (opts.overlapSplit ?? 0.5))));
-      const part = (lo: number, hi: number) => {
-        const rows = pairRows(lo, hi, n, device);
-        const x = noisy.indexSelect(0, rows), tt = tTensor.indexSelect(0, rows), cc = cond.indexSelect(0, rows), tgt = target.indexSelect(0, rows);
-        const pol = perSampleErrors(withAutocast(device, opts.mixedPrecision, () => models.policy(x, tt, cc)), tgt);
-        const ref = referenceOf(lo, hi);
-        const own = preferenceLoss(opts.method, { policy: pol, reference: ref, beta: opts.beta, mapo, sftWeight: opts.sftWeight });
-        // this part's share of the batch mean, × lossScale
-        const scaled = own.perPair.sum().mul(opts.lossScale / n);
-        return { pol, ref, scaled, finite: Number.isFinite(own.loss.item()) };
-      };
-      // the first part's backward runs behind the second part's forwards; the second's runs here
-      const a = part(0, first);
-      const b = a.finite ? overlapBackward(a.scaled, () => part(first, n)) : part(first, n);
-      finite = a.finite && b.finite;
-      // the second part's backward: behind the next step's preparation when there is one
-      if (finite) {
-        if (opts.prepareNext !== undefined) {
-          next = overlapBackward(b.scaled, opts.prepareNext);
-          nextDone = true;
-        } else {
-          b.scaled.backward();
-        }
-      }
-      // the loss and metrics of the whole batch, from both parts' errors in pair order
-      r = noGrad(() => preferenceLoss(opts.method, {
-        policy: { lw: cat([a.pol.lw, b.pol.lw], 0).detach(), ll: cat([a.pol.ll, b.pol.ll], 0).detach() },
-        reference: a.ref !== undefined && b.ref !== undefined ? { rw: cat([a.ref.rw, b.ref.rw], 0), rl: cat([a.ref.rl, b.ref.rl], 0) } : undefined,
-        beta: opts.beta, mapo, sftWeight: opts.sftWeight,
-      }));
-      loss = r.loss.item();
-      finite &&= Number.isFinite(loss);
-    } else {
-      // 3. policy (with autograd) and reference (without)
-      const checkpointed = models.policyCheckpointed === undefined
-        ? undefined
-        : withAutocast(device, opts.mixedPrecision, () => models.policyCheckpointed!(noisy, tTensor, cond));
-      // with checkpointing the prediction is a leaf: the loss's backward stops at it
-      const pred = checkpointed !== undefined
-        ? checkpointed.output.detach().setRequiresGrad(true)
-        : withAutocast(device, opts.mixedPrecision, () => models.policy(noisy, tTensor, cond));
-      const policy = perSampleErrors(pred, target);
-      const reference = referenceOf(0, n);
-
-      // 4. loss and backward
-      r = preferenceLoss(opts.method, { policy, reference, beta: opts.beta, mapo, sftWeight: opts.sftWeight });
-      loss = r.loss.item();
-      finite = Number.isFinite(loss);
-      if (finite) {
-        r.loss.mul(opts.lossScale).backward();
-        const gradPred = checkpointed !== undefined ? pred.grad : null;
-        if (gradPred !== null) withAutocast(device, opts.mixedPrecision, () => checkpointed!.backward(gradPred));
+    // the first part's backward runs behind the second part's forwards; the second's runs here
+    const a = part(0, first);
+    const b = a.finite ? overlapBackward(a.scaled, () => part(first, n)) : part(first, n);
+    finite = a.finite && b.finite;
+    // the second part's backward: behind the next step's preparation when there is one
+    if (finite) {
+      if (opts.prepareNext !== undefined) {
+        next = overlapBackward(b.scaled, opts.prepareNext);
+        nextDone = true;
+      } else {
+        b.scaled.backward();
       }
     }
-    // the next step's draws follow this step's in the generator, as they would unprepared
-    if (!nextDone) next = opts.prepareNext?.();
-    const num = (x: Tensor | undefined): number => (x === undefined ? Number.NaN : x.item());
-    return {
-      loss,
-      implicitAcc: num(r.metrics.implicitAcc),
-      policyMse: num(r.metrics.policyMse),
-      referenceMse: num(r.metrics.referenceMse),
-      margin: num(r.metrics.margin),
-      finite,
-      pairs: n,
-      timesteps: tPairs,
-      promptsDropped,
-      ...(drawIndex !== undefined ? { draws: drawIndex } : {}),
-      ...(overlapped ? { overlapped: true as const } : {}),
-      ...(next !== undefined ? { next } : {}),
-    };
+    // the loss and metrics of the whole batch, from both parts' errors in pair order
+    r = noGrad(() => preferenceLoss(opts.method, {
+      policy: { lw: cat([a.pol.lw, b.pol.lw], 0).detach(), ll: cat([a.pol.ll, b.pol.ll], 0).detach() },
+      reference: a.ref !== undefined && b.ref !== undefined ? { rw: cat([a.ref.rw, b.ref.rw], 0), rl: cat([a.ref.rl, b.ref.rl], 0) } : undefined,
+      beta: opts.beta, mapo, sftWeight: opts.sftWeight,
+    }));
+    loss = r.loss.item();
+    finite &&= Number.isFinite(loss);
+  } else {
+    // 3. policy (with autograd) and reference (without)
+    const checkpointed = models.policyCheckpointed === undefined
+      ? undefined
+      : withAutocast(device, opts.mixedPrecision, () => models.policyCheckpointed!(noisy, tTensor, cond));
+    // with checkpointing the prediction is a leaf: the loss's backward stops at it
+    const pred = checkpointed !== undefined
+      ? checkpointed.output.detach().setRequiresGrad(true)
+      : withAutocast(device, opts.mixedPrecision, () => models.policy(noisy, tTensor, cond));
+    const policy = perSampleErrors(pred, target);
+    const reference = referenceOf(0, n);
+
+    // 4. loss and backward
+    r = preferenceLoss(opts.method, { policy, reference, beta: opts.beta, mapo, sftWeight: opts.sftWeight });
+    loss = r.loss.item();
+    finite = Number.isFinite(loss);
+    if (finite) {
+      r.loss.mul(opts.lossScale).backward();
+      const gradPred = checkpointed !== undefined ? pred.grad : null;
+      if (gradPred !== null) withAutocast(device, opts.mixedPrecision, () => checkpointed!.backward(gradPred));
+    }
   }
+  // the next step's draws follow this step's in the generator, as they would unprepared
+  if (!nextDone) next = opts.prepareNext?.();
+  const num = (x: Tensor | undefined): number => (x === undefined ? Number.NaN : x.item());
+  return {
+    loss,
+    implicitAcc: num(r.metrics.implicitAcc),
+    policyMse: num(r.metrics.policyMse),
+    referenceMse: num(r.metrics.referenceMse),
+    margin: num(r.metrics.margin),
+    finite,
+    pairs: n,
+    timesteps: tPairs,
+    promptsDropped,
+    ...(drawIndex !== undefined ? { draws: drawIndex } : {}),
+    ...(overlapped ? { overlapped: true as const } : {}),
+    ...(next !== undefined ? { next } : {}),
+  };
 }

@@ -227,8 +227,11 @@ test("runDemo --rounds 2: round 2 samples from round 1's policy on the next capt
   const firstStep = (d: string) => JSON.parse(readFileSync(join(d, "metrics.jsonl"), "utf8").split("\n")[0]!) as { policyMse: number; referenceMse: number };
   const s1 = firstStep(r1Train);
   const s2 = firstStep(p.train);
-  assert.equal(s1.policyMse, s1.referenceMse);
-  assert.notEqual(s2.policyMse, s2.referenceMse, "round 2 starts from trained adapters");
+  // equal up to float rounding: with pipelined steps (2 threads) the first part's reference errors
+  // come from a forward on 1 thread, its policy's from one on 2
+  const rel = (s: { policyMse: number; referenceMse: number }) => Math.abs(s.policyMse - s.referenceMse) / s.referenceMse;
+  assert.ok(rel(s1) <= 1e-6, `round 1 starts at the base: policy ${s1.policyMse} vs reference ${s1.referenceMse}`);
+  assert.ok(rel(s2) > 1e-4, `round 2 starts from trained adapters: policy ${s2.policyMse} vs reference ${s2.referenceMse}`);
   assert.deepEqual(summary.train.rounds!.map((r) => [r.round, r.policy]), [[1, "base"], [2, r1Train]]);
   assert.ok(summary.train.rounds![1]!.pairs.trainPairs > 0 && summary.train.rounds![1]!.labels.labelled === summary.train.rounds![1]!.pairs.trainPairs);
   assert.deepEqual(summary.roundWinRates!.map((w) => [w.round, w.n]), [[1, 4], [2, 4]]);

@@ -154,6 +154,8 @@ async function runMode(folder: string, mode: Mode, threads: number, steps: numbe
       // only the uncached pixel run encodes images in the step (a posterior sample, as the official script)
       encodeImages: work === "official" ? (px, noise) => vae.encodeLatents(px, noise) : undefined,
       schedule: new NoiseSchedule(model.scheduler), data: source, saveFinal: () => {},
+      // as in the dpo case: BENCH_NO_PIPELINE=1 measures the overlapped steps unpipelined
+      pipelineSteps: process.env.BENCH_NO_PIPELINE === undefined ? undefined : false,
       onEvent: (e) => { if (e.type === "step") source.stepDone(); },
     });
     try {

@@ -95,7 +95,7 @@ async function runMode(model: TextToImageModel, mode: "full" | "lora", threads: 
     config, model: unet, adapters: mode === "lora" ? loraAdapters(unet) : undefined,
     encodePrompts: (p) => encodePrompts(model, p), schedule: new NoiseSchedule(model.scheduler), data: source,
     overlapBackward: process.env.BENCH_NO_OVERLAP === undefined,
-    pipelineSteps: process.env.BENCH_NO_PIPELINE === undefined,
+    pipelineSteps: process.env.BENCH_NO_PIPELINE === undefined ? undefined : false,
     saveFinal: () => {},
     onEvent: (e) => { if (e.type === "step") source.stepDone(); },
   });

@@ -274,6 +274,15 @@ export function balancedOverlapSplit(finetune: "lora" | "full", referenceForward
  * whole next reference 0.86×; full ½/½ 1.05–1.11×, ⅜/⅜ 0.88×, ⅝/⅝ 0.92×, ⅜ or ½ with the whole
  * next reference 0.95–0.97×.
  */
+/**
+ * The micro-batch size from which the trainer pipelines steps by default. Measured with 2 threads
+ * (`npm run bench -- --only dpo`, `--only dpo-sd15`, each against BENCH_NO_PIPELINE=1): emoji-base
+ * at 8 pairs gains (LoRA 651–655 → 582–620 ms per step), the tiny SD1.5 UNet at 4 pairs of 16×16
+ * latents loses (full fine-tuning 308–331 → 360–386 ms): parts of 1–3 pairs are too small for the
+ * second thread to pay for the extra scheduling.
+ */
+export const PIPELINE_MIN_PAIRS = 8;
+
 export function balancedPipelineSplit(finetune: "lora" | "full"): { first: number; prefetched: number } {
   return finetune === "lora" ? { first: 0.625, prefetched: 0.625 } : { first: 0.5, prefetched: 0.5 };
 }

@@ -163,7 +163,9 @@ test("pipelined steps (2 threads): each step prepares the next, and resuming fro
     const run = async (out: string, extra: Parameters<typeof makeTrainer>[1] = {}, flags: Record<string, unknown> = {}) => {
       let calls = 0;
       let atFirstStep = -1;
+      // batches of 2 pairs: below PIPELINE_MIN_PAIRS, so the pipeline is asked for
       const t = makeTrainer(out, {
+        pipelineSteps: true,
         ...extra,
         encodePrompts: (p) => { calls++; return encodePrompts(p); },
         onEvent: (e) => { if (e.type === "step" && atFirstStep < 0) atFirstStep = calls; },

@@ -283,6 +283,17 @@ export function balancedOverlapSplit(finetune: "lora" | "full", referenceForward
  */
 export const PIPELINE_MIN_PAIRS = 8;
 
+/**
+ * Whether the trainer pipelines steps when not told (DpoTrainerOptions.pipelineSteps): LoRA with
+ * micro-batches of ≥ PIPELINE_MIN_PAIRS pairs. Full fine-tuning's long weight-gradient backward
+ * leaves the second thread little to hide: on emoji-base, 8 pairs, its pipelined step was
+ * 1.00–1.11× the overlapped one across probe runs (scripts/perf/pipeline-step.ts full) and not
+ * faster in the bench, for 0.5 MiB more held between steps, so it stays off there.
+ */
+export function pipelinesByDefault(finetune: "lora" | "full", pairs: number): boolean {
+  return finetune === "lora" && pairs >= PIPELINE_MIN_PAIRS;
+}
+
 export function balancedPipelineSplit(finetune: "lora" | "full"): { first: number; prefetched: number } {
   return finetune === "lora" ? { first: 0.625, prefetched: 0.625 } : { first: 0.5, prefetched: 0.5 };
 }

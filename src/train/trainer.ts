@@ -30,8 +30,8 @@ import {
   dpoStep,
   isPreparedStep,
   overlapsBackward,
+  pipelinesByDefault,
   prepareStep,
-  PIPELINE_MIN_PAIRS,
   type DenoiserModule,
   type DenoisingModel,
   type PairBatch,
@@ -116,8 +116,8 @@ export interface DpoTrainerOptions {
    * With overlapped steps and a reference forward (one process): each step prepares the next
    * (draws, encodings, part of its reference forward) during its last backward, so the cores stay
    * busy between steps (StepOptions.prepareNext). Same results as unpipelined steps up to float
-   * rounding; a resumed run equals an uninterrupted one. Default (undefined): on for micro-batches
-   * of at least PIPELINE_MIN_PAIRS pairs; true: whenever the step overlaps; false: off.
+   * rounding; a resumed run equals an uninterrupted one. Default (undefined): pipelinesByDefault
+   * (LoRA, micro-batches of ≥ PIPELINE_MIN_PAIRS pairs); true: whenever the step overlaps; false: off.
    */
   pipelineSteps?: boolean;
   /** Frozen VAE encoder (scaled latents); identity when absent. */
@@ -484,7 +484,7 @@ export class DpoTrainer {
     // next micro-batch (its draws, encodings and first reference errors) during its last backward.
     // A checkpoint then saves the generator and data position from before that preparation, so a
     // resumed run redraws the same step.
-    const pipelineWanted = o.pipelineSteps ?? cfg.batchSize >= PIPELINE_MIN_PAIRS;
+    const pipelineWanted = o.pipelineSteps ?? pipelinesByDefault(cfg.finetune, cfg.batchSize);
     const pipeline = o.overlapBackward !== false && pipelineWanted && world === 1 && models.reference !== undefined && models.policyCheckpointed === undefined
       ? balancedPipelineSplit(cfg.finetune)
       : null;

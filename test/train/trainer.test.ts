@@ -4,7 +4,7 @@ import { existsSync, mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import sharp from "sharp";
-import { Generator, liveTensors, noGrad, randn, tensor, tidy, type Tensor } from "../../src/tensor/index.js";
+import { Generator, liveTensors, noGrad, randn, tensor, tidy, type Tensor, getNumThreads, setNumThreads } from "../../src/tensor/index.js";
 import { PREFERENCE_METHODS } from "../../src/losses/preference.js";
 import { loadTrainConfig, type TrainConfig } from "../../src/config/train.js";
 import { DpoTrainer, NonFiniteError } from "../../src/train/trainer.js";
@@ -221,4 +221,40 @@ test("non-finite loss: stop names the step and keeps the last good checkpoint; s
   skipper.dispose();
   model.dispose();
   inner.dispose();
+});
+
+test("steps are pipelined by default for LoRA from 8 pairs, not for full fine-tuning or smaller batches (2 threads)", async () => {
+  const threads = getNumThreads();
+  setNumThreads(2);
+  try {
+    // prompt encodings by the end of the first step: its own batch, plus the next one when it was prepared ahead
+    const encodingsAtFirstStep = async (finetune: "lora" | "full", pairs: number, pipelineSteps?: boolean): Promise<number> => {
+      const model = finetune === "lora" ? new TinyLoraDenoiser(5, 2) : new TinyDenoiser(3, 8, 4);
+      const data = new TensorPairSource(brightPairs(2 * pairs, 8, 9), pairs, 0);
+      let calls = 0;
+      let atFirst = -1;
+      const trainer = new DpoTrainer({
+        config: config({ finetune, batchSize: pairs, maxSteps: 2, outputDir: tmp(), checkpointEvery: 0 }),
+        model, adapters: finetune === "lora" ? (model as TinyLoraDenoiser).adapters() : undefined, schedule, data,
+        encodePrompts: (p) => { calls++; return encodePrompts(p); },
+        onEvent: (e) => { if (e.type === "step" && atFirst < 0) atFirst = calls; },
+        ...(pipelineSteps !== undefined ? { pipelineSteps } : {}),
+      });
+      try {
+        await trainer.run();
+      } finally {
+        trainer.dispose();
+        model.dispose();
+        data.dispose();
+      }
+      return atFirst;
+    };
+    assert.equal(await encodingsAtFirstStep("lora", 8), 2, "LoRA, 8 pairs: pipelined");
+    assert.equal(await encodingsAtFirstStep("lora", 4), 1, "LoRA, 4 pairs: not");
+    assert.equal(await encodingsAtFirstStep("full", 8), 1, "full, 8 pairs: not");
+    assert.equal(await encodingsAtFirstStep("full", 8, true), 2, "full, 8 pairs, forced: pipelined");
+    assert.equal(await encodingsAtFirstStep("lora", 8, false), 1, "LoRA, 8 pairs, turned off: not");
+  } finally {
+    setNumThreads(threads);
+  }
 });

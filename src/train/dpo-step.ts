@@ -13,7 +13,7 @@
 // intra-op threading of these small ops gains little, and the JavaScript that issues the ops runs
 // beside the backward instead of before it.
 //
-// Pipelined (`prepareNext`, the trainer's default with overlapped steps): the second part's
+// Pipelined (`prepareNext`; the trainer's default with LoRA from 8 pairs): the second part's
 // backward runs behind too, while this thread prepares the NEXT step (prepareStep: its draws from
 // the same generator, right after this step's, its encodings and noising, and the reference
 // forward of its first part, which the weight update cannot change). The step that consumes it
@@ -262,19 +262,6 @@ export function balancedOverlapSplit(finetune: "lora" | "full", referenceForward
 }
 
 /**
- * The split of a pipelined step (the trainer's StepOptions.prepareNext): `first`, the first
- * part's share of the pairs, and `prefetched`, the share of the next step's pairs whose reference
- * forward runs during this step's second backward. A pipelined step is three phases:
- *   the first part's policy forward (all threads)
- *   → its backward ∥ the second part's policy forward (and its reference if not prefetched)
- *   → the second part's backward ∥ the next step's prefetched reference.
- * Prefetching the first part's reference balances the last two phases best. Measured on
- * emoji-base, 8 pairs, 2 threads, against the unpipelined overlapped step (scripts/perf/pipeline-step.ts,
- * 5–6 alternating rounds of 4 steps): LoRA ⅝/⅝ 1.09–1.13×, ½/½ 1.06–1.11×, ¾/¾ 0.96×, ⅝ with the
- * whole next reference 0.86×; full ½/½ 1.05–1.11×, ⅜/⅜ 0.88×, ⅝/⅝ 0.92×, ⅜ or ½ with the whole
- * next reference 0.95–0.97×.
- */
-/**
  * The micro-batch size from which the trainer pipelines steps by default. Measured with 2 threads
  * (`npm run bench -- --only dpo`, `--only dpo-sd15`, each against BENCH_NO_PIPELINE=1): emoji-base
  * at 8 pairs gains (LoRA 651–655 → 582–620 ms per step), the tiny SD1.5 UNet at 4 pairs of 16×16
@@ -294,6 +281,19 @@ export function pipelinesByDefault(finetune: "lora" | "full", pairs: number): bo
   return finetune === "lora" && pairs >= PIPELINE_MIN_PAIRS;
 }
 
+/**
+ * The split of a pipelined step (the trainer's StepOptions.prepareNext): `first`, the first
+ * part's share of the pairs, and `prefetched`, the share of the next step's pairs whose reference
+ * forward runs during this step's second backward. A pipelined step is three phases:
+ *   the first part's policy forward (all threads)
+ *   → its backward ∥ the second part's policy forward (and its reference if not prefetched)
+ *   → the second part's backward ∥ the next step's prefetched reference.
+ * Prefetching the first part's reference balances the last two phases best. Measured on
+ * emoji-base, 8 pairs, 2 threads, against the unpipelined overlapped step (scripts/perf/pipeline-step.ts,
+ * 5–6 alternating rounds of 4 steps): LoRA ⅝/⅝ 1.09–1.13×, ½/½ 1.06–1.11×, ¾/¾ 0.96×, ⅝ with the
+ * whole next reference 0.86×; full ½/½ 1.05–1.11×, ⅜/⅜ 0.88×, ⅝/⅝ 0.92×, ⅜ or ½ with the whole
+ * next reference 0.95–0.97×.
+ */
 export function balancedPipelineSplit(finetune: "lora" | "full"): { first: number; prefetched: number } {
   return finetune === "lora" ? { first: 0.625, prefetched: 0.625 } : { first: 0.5, prefetched: 0.5 };
 }
@@ -304,7 +304,6 @@ export function overlapsBackward(opts: StepOptions, pairs: number, device: strin
     models.policyCheckpointed === undefined && getNumThreads() >= 2;
 }
 
-/** Runs the step (forward, loss, backward; no optimizer update) and returns plain numbers. */
 /**
  * A step's randomness drawn, its inputs encoded and noised, and the reference's errors of its
  * first `referencePairs` pairs, made ahead by the previous step (StepOptions.prepareNext) while
@@ -413,14 +412,26 @@ function pairRows(lo: number, hi: number, n: number, device: string): Tensor {
   return tensor(new BigInt64Array([...idx, ...idx.map((i) => n + i)].map(BigInt)), [2 * idx.length], { device });
 }
 
-/** The reference's per-pair errors of pairs [lo, hi): a forward under noGrad in its own scope (its prediction is freed once its errors are known). */
-function referenceErrorsOf(models: StepModels, inputs: StepInputs, lo: number, hi: number, opts: StepOptions): ReferenceErrors {
+/** Model inputs and targets of some pairs, in the [chosen…, rejected…] layout. */
+interface PairRowsInputs {
+  noisy: Tensor;
+  tTensor: Tensor;
+  cond: Tensor;
+  target: Tensor;
+}
+
+/** Pairs [lo, hi) of the step's inputs (the inputs themselves when that is all of them). */
+function selectPairs(inputs: StepInputs, lo: number, hi: number): PairRowsInputs {
+  if (lo === 0 && hi === inputs.n) return inputs;
+  const rows = pairRows(lo, hi, inputs.n, inputs.device);
+  return { noisy: inputs.noisy.indexSelect(0, rows), tTensor: inputs.tTensor.indexSelect(0, rows), cond: inputs.cond.indexSelect(0, rows), target: inputs.target.indexSelect(0, rows) };
+}
+
+/** The reference's per-pair errors on `x`: a forward under noGrad in its own scope (its prediction is freed once its errors are known). */
+function referenceErrorsOf(models: StepModels, x: PairRowsInputs, device: string, opts: StepOptions): ReferenceErrors {
   return tidy(() => {
-    const whole = lo === 0 && hi === inputs.n;
-    const rows = whole ? null : pairRows(lo, hi, inputs.n, inputs.device);
-    const pick = (t: Tensor): Tensor => (rows === null ? t : t.indexSelect(0, rows));
-    const refPred = noGrad(() => withAutocast(inputs.device, opts.mixedPrecision, () => models.reference!(pick(inputs.noisy), pick(inputs.tTensor), pick(inputs.cond))));
-    const e = perSampleErrors(refPred, pick(inputs.target));
+    const refPred = noGrad(() => withAutocast(device, opts.mixedPrecision, () => models.reference!(x.noisy, x.tTensor, x.cond)));
+    const e = perSampleErrors(refPred, x.target);
     return { rw: e.lw, rl: e.ll };
   });
 }
@@ -436,7 +447,7 @@ export function prepareStep(models: StepModels, batch: PairBatch, gen: Generator
   const prepared = tidy((): PreparedStep => {
     const inputs = stepInputs(models, batch, gen, opts);
     const m = Math.max(0, Math.min(inputs.n, Math.round(referencePairs)));
-    const reference = m > 0 ? referenceErrorsOf(models, inputs, 0, m, opts) : undefined;
+    const reference = m > 0 ? tidy(() => referenceErrorsOf(models, selectPairs(inputs, 0, m), inputs.device, opts)) : undefined;
     return {
       kind: "prepared-step", pairs: inputs.n, device: inputs.device, noisy: inputs.noisy, target: inputs.target, tTensor: inputs.tTensor, cond: inputs.cond,
       tPairs: inputs.tPairs, promptsDropped: inputs.promptsDropped, referencePairs: m, ...(reference !== undefined ? { reference } : {}),
@@ -458,7 +469,8 @@ export function isPreparedStep(input: PairBatch | PreparedStep): input is Prepar
 }
 
 /**
- * One step on a batch, or on a step prepared ahead (prepareStep). With `opts.prepareNext` the
+ * Runs the step (forward, loss, backward; no optimizer update) and returns plain numbers: on a
+ * batch, or on a step prepared ahead (prepareStep). With `opts.prepareNext` the
  * next step is prepared during this step's last backward (on a second thread when the step
  * overlaps) and returned as `next`.
  */
@@ -479,20 +491,22 @@ function dpoStepIn(models: StepModels, input: PairBatch | PreparedStep, gen: Gen
   const T = opts.noising ? opts.noising.numTrainTimesteps : opts.schedule!.numTrainTimesteps;
 
   const mapo = { ...opts.mapo, numTrainTimesteps: opts.mapo?.numTrainTimesteps ?? T };
-  // the reference's errors of pairs [lo, hi): cached, prepared ahead, or a forward under noGrad
+  // the reference's errors of pairs [lo, hi) (whose inputs are `x`): cached, prepared ahead, or a forward under noGrad
   const cachedAll = opts.cachedReference?.(keys!, drawIndex!, tPairs, device);
-  const referenceOf = (lo: number, hi: number): ReferenceErrors | undefined => {
+  const referenceOf = (lo: number, hi: number, x: PairRowsInputs): ReferenceErrors | undefined => {
     if (cachedAll !== undefined) {
       if (lo === 0 && hi === n) return cachedAll;
       const rows = pairRows(lo, hi, n, device).slice(0, 0, hi - lo);
       return { rw: cachedAll.rw.indexSelect(0, rows), rl: cachedAll.rl.indexSelect(0, rows) };
     }
     if (models.reference === undefined) return undefined;
-    const have = pre?.reference !== undefined ? Math.min(hi, pre.referencePairs) : lo;
-    const parts: ReferenceErrors[] = [];
-    if (have > lo) parts.push({ rw: pre!.reference!.rw.slice(0, lo, have), rl: pre!.reference!.rl.slice(0, lo, have) });
-    if (hi > Math.max(lo, have)) parts.push(referenceErrorsOf(models, inputs, Math.max(lo, have), hi, opts));
-    return parts.length === 1 ? parts[0] : { rw: cat(parts.map((p) => p.rw), 0), rl: cat(parts.map((p) => p.rl), 0) };
+    // pairs [lo, have) were prepared ahead, the rest run here
+    const have = pre?.reference !== undefined ? Math.max(lo, Math.min(hi, pre.referencePairs)) : lo;
+    if (have === lo) return referenceErrorsOf(models, x, device, opts);
+    const ahead = { rw: pre!.reference!.rw.slice(0, lo, have), rl: pre!.reference!.rl.slice(0, lo, have) };
+    if (have === hi) return ahead;
+    const rest = tidy(() => referenceErrorsOf(models, selectPairs(inputs, have, hi), device, opts));
+    return { rw: cat([ahead.rw, rest.rw], 0), rl: cat([ahead.rl, rest.rl], 0) };
   };
   let next: PreparedStep | undefined;
   let nextDone = false;
@@ -507,10 +521,9 @@ function dpoStepIn(models: StepModels, input: PairBatch | PreparedStep, gen: Gen
     // whole batch's up to summation order.
     const first = Math.min(n - 1, Math.max(1, Math.round(n * (opts.overlapSplit ?? 0.5))));
     const part = (lo: number, hi: number) => {
-      const rows = pairRows(lo, hi, n, device);
-      const x = noisy.indexSelect(0, rows), tt = tTensor.indexSelect(0, rows), cc = cond.indexSelect(0, rows), tgt = target.indexSelect(0, rows);
-      const pol = perSampleErrors(withAutocast(device, opts.mixedPrecision, () => models.policy(x, tt, cc)), tgt);
-      const ref = referenceOf(lo, hi);
+      const x = selectPairs(inputs, lo, hi);
+      const pol = perSampleErrors(withAutocast(device, opts.mixedPrecision, () => models.policy(x.noisy, x.tTensor, x.cond)), x.target);
+      const ref = referenceOf(lo, hi, x);
       const own = preferenceLoss(opts.method, { policy: pol, reference: ref, beta: opts.beta, mapo, sftWeight: opts.sftWeight });
       // this part's share of the batch mean, × lossScale
       const scaled = own.perPair.sum().mul(opts.lossScale / n);
@@ -547,7 +560,7 @@ function dpoStepIn(models: StepModels, input: PairBatch | PreparedStep, gen: Gen
       ? checkpointed.output.detach().setRequiresGrad(true)
       : withAutocast(device, opts.mixedPrecision, () => models.policy(noisy, tTensor, cond));
     const policy = perSampleErrors(pred, target);
-    const reference = referenceOf(0, n);
+    const reference = referenceOf(0, n, inputs);
 
     // 4. loss and backward
     r = preferenceLoss(opts.method, { policy, reference, beta: opts.beta, mapo, sftWeight: opts.sftWeight });

@@ -489,6 +489,14 @@ export class DpoTrainer {
       ? balancedPipelineSplit(cfg.finetune)
       : null;
     let pending: { step: PreparedStep; generator: Uint8Array; data: unknown } | null = null;
+    const stepOpts: StepOptions = {
+      method: cfg.method, beta: cfg.beta, mapo: cfg.mapo, sftWeight: cfg.sftWeight, schedule: o.schedule, noising: o.noising,
+      predictionType: cfg.predictionType, promptDropout: cfg.promptDropout,
+      lossScale: 1 / cfg.gradientAccumulation, mixedPrecision: cfg.mixedPrecision,
+      latentSampling: cfg.latentSampling, overlapBackward: o.overlapBackward !== false, overlapSplit: pipeline?.first ?? overlapSplit, ...cached,
+      ...(world > 1 ? { shard: o.data.shard! } : {}),
+    };
+    const prefetchOf = (b: PairBatch): number => Math.round(b.prompts.length * pipeline!.prefetched);
     try {
       while (step < cfg.maxSteps && (o.stopAfterSteps === undefined || stepsThisCall < o.stopAfterSteps)) {
         const t0 = performance.now();
@@ -499,28 +507,16 @@ export class DpoTrainer {
         const results: StepResult[] = [];
         let finite = true;
         for (let k = 0; k < cfg.gradientAccumulation; k++) {
-          const stepOpts: StepOptions = {
-            method: cfg.method, beta: cfg.beta, mapo: cfg.mapo, sftWeight: cfg.sftWeight, schedule: o.schedule, noising: o.noising,
-            predictionType: cfg.predictionType, promptDropout: cfg.promptDropout,
-            lossScale: 1 / cfg.gradientAccumulation, mixedPrecision: cfg.mixedPrecision,
-            latentSampling: cfg.latentSampling, overlapBackward: o.overlapBackward !== false, overlapSplit: pipeline?.first ?? overlapSplit, ...cached,
-            ...(world > 1 ? { shard: o.data.shard! } : {}),
-          };
-          const prefetchOf = (b: PairBatch): number => Math.round(b.prompts.length * pipeline!.prefetched);
-          let input: PairBatch | PreparedStep;
-          if (pending !== null) {
-            input = pending.step;
-            pending = null;
-          } else {
-            const batch = await o.data.batch(batchIndex);
-            input = batch;
+          let input: PairBatch | PreparedStep = pending?.step ?? (await o.data.batch(batchIndex));
+          pending = null;
+          const pipelined = pipeline !== null && overlapsBackward(stepOpts, cfg.batchSize, isPreparedStep(input) ? input.device : input.pixels.device, models);
+          if (pipelined && !isPreparedStep(input)) {
             // the first pipelined step (of a run, or after resume) is prepared as the later ones are, so a resumed run equals an uninterrupted one
-            if (pipeline !== null && overlapsBackward(stepOpts, batch.prompts.length, batch.pixels.device, models)) {
-              try {
-                input = withForegroundTeam(() => prepareStep(models, batch, gen, stepOpts, prefetchOf(batch)));
-              } finally {
-                batch.pixels.dispose();
-              }
+            const batch = input;
+            try {
+              input = withForegroundTeam(() => prepareStep(models, batch, gen, stepOpts, prefetchOf(batch)));
+            } finally {
+              batch.pixels.dispose();
             }
           }
           batchIndex++;
@@ -529,27 +525,25 @@ export class DpoTrainer {
           // pipelined: the next micro-batch is fetched now and prepared during this one's last backward
           const hasNext = k < cfg.gradientAccumulation - 1 ||
             (step + 1 < cfg.maxSteps && (o.stopAfterSteps === undefined || stepsThisCall + 1 < o.stopAfterSteps));
-          const device = isPreparedStep(input) ? input.device : input.pixels.device;
           let nextBatch: PairBatch | undefined;
           let nextData: unknown;
           let nextGenerator: Uint8Array | undefined;
           let ran = false;
           try {
-            if (pipeline !== null && overlapsBackward(stepOpts, cfg.batchSize, device, models)) {
-              if (hasNext) {
-                nextData = o.data.state?.();
-                const b = (nextBatch = await o.data.batch(batchIndex));
-                stepOpts.prepareNext = () => {
-                  nextGenerator = gen.getState();
-                  return prepareStep(models, b, gen, stepOpts, prefetchOf(b));
-                };
-              } else {
-                // the last step of this call: its backward runs as every pipelined step's does
-                stepOpts.prepareNext = () => undefined;
-              }
+            let prepareNext: StepOptions["prepareNext"];
+            if (pipelined && hasNext) {
+              nextData = o.data.state?.();
+              const b = (nextBatch = await o.data.batch(batchIndex));
+              prepareNext = () => {
+                nextGenerator = gen.getState();
+                return prepareStep(models, b, gen, stepOpts, prefetchOf(b));
+              };
+            } else if (pipelined) {
+              // the last step of this call: its backward runs as every pipelined step's does
+              prepareNext = () => undefined;
             }
             ran = true;
-            const r = dpoStep(models, input, gen, stepOpts);
+            const r = dpoStep(models, input, gen, prepareNext !== undefined ? { ...stepOpts, prepareNext } : stepOpts);
             if (r.next !== undefined) pending = { step: r.next, generator: nextGenerator!, data: nextData };
             results.push(r);
             finite &&= r.finite;
